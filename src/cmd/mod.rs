@@ -1,0 +1,52 @@
+//! The subcommands: each takes parsed arguments and returns an [`Exit`].
+
+pub mod check;
+pub mod render;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+/// The exit codes of SPEC section 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Runtime = 1,
+    Usage = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Writes to stdout without panicking on a closed pipe (`render | head`):
+/// a failed write is a runtime failure, reported once.
+pub fn print(text: &str) -> Exit {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Exit::Ok,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Runtime,
+        Err(e) => {
+            eprintln!("harouterd: writing to stdout: {e}");
+            Exit::Runtime
+        }
+    }
+}
+
+/// Loads a config for a one-shot command: warnings and errors go to stderr,
+/// errors make it a usage/config failure (exit 2).
+pub fn load_config(path: &std::path::Path) -> Result<crate::config::Config, Exit> {
+    match crate::config::load(path) {
+        Ok(parsed) => {
+            for warning in &parsed.warnings {
+                eprintln!("{warning}");
+            }
+            Ok(parsed.config)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            Err(Exit::Usage)
+        }
+    }
+}

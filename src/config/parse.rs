@@ -1,0 +1,651 @@
+//! The hand-written parser for the INI-like config file. Pure: text in,
+//! [`Config`] or every error found out, each with its line.
+//!
+//! Two passes: the first splits lines into sections and `key = value`
+//! entries (catching syntax, unknown keys and repeated single keys), the
+//! second turns each section's entries into typed values and checks the
+//! rules that span routers (duplicate IDs, duplicate VRIDs per HA interface).
+//!
+//! Comments are whole lines starting with `#` or `;`. A `#` later in a line
+//! is part of the value, so a password may hold one... except that
+//! keepalived itself would cut it there, which [`keepalived_word`] refuses.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::{
+    Auth, AuthType, ChildAction, Config, ConfigError, ConfigErrors, DaemonConfig, OnExit, Parsed, Principal, Route,
+    RouteDest, RouterConfig, Secret, Vip,
+};
+use crate::ident::{self, Namespace, RouterId};
+use crate::keepalived::primary_vip;
+use crate::net::{self, Cidr};
+
+const DAEMON_KEYS: &[&str] = &[
+    "state_path",
+    "ha_confs_path",
+    "socket",
+    "socket_mode",
+    "socket_group",
+    "allowed_uids",
+    "keepalived_path",
+    "conntrackd_path",
+    "ha_vrrp_advert_int",
+    "ha_vrrp_auth_type",
+    "ha_vrrp_auth_password",
+    "ha_vrrp_health_check_interval",
+    "ha_conntrackd_enabled",
+    "check_child_processes_action",
+    "keepalived_email_from",
+    "keepalived_router_id",
+    "on_exit",
+    "transition_script",
+    "notify_agent_socket",
+    "ipv6_forwarding_on_primary",
+];
+
+const ROUTER_KEYS: &[&str] = &[
+    "namespace",
+    "ha_interface",
+    "ha_cidr",
+    "vrid",
+    "priority",
+    "advert_int",
+    "auth_type",
+    "auth_password",
+    "vip",
+    "route",
+    "track_interface",
+    "mcast_src_ip",
+    "unicast_src_ip",
+    "unicast_peer",
+    "health_check_interval",
+    "keepalived",
+];
+
+/// Keys that may repeat: each occurrence adds one element.
+const LIST_KEYS: &[&str] = &["vip", "route", "track_interface", "unicast_peer"];
+
+/// The HA network Neutron uses when none is configured (`l3_ha_net_cidr`).
+const DEFAULT_HA_CIDR: &str = "169.254.192.0/18";
+
+/// Scopes keepalived accepts on addresses and routes.
+const SCOPES: &[&str] = &["global", "site", "link", "host", "nowhere"];
+
+#[derive(Clone, Copy)]
+struct Entry<'a> {
+    key: &'a str,
+    value: &'a str,
+    line: usize,
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    single: HashMap<&'a str, Entry<'a>>,
+    list: HashMap<&'a str, Vec<Entry<'a>>>,
+}
+
+impl<'a> Fields<'a> {
+    fn list(&self, key: &str) -> &[Entry<'a>] {
+        self.list.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+enum Kind {
+    Daemon,
+    Router(RouterId),
+}
+
+struct Section<'a> {
+    kind: Kind,
+    line: usize,
+    fields: Fields<'a>,
+}
+
+/// Collects errors and warnings so one run reports every problem.
+struct Diag<'p> {
+    path: &'p Path,
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+}
+
+impl Diag<'_> {
+    fn error(&mut self, line: usize, message: impl Into<String>) {
+        self.errors.push(ConfigError { path: self.path.to_path_buf(), line: Some(line), message: message.into() });
+    }
+
+    fn warn(&mut self, line: usize, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            path: self.path.to_path_buf(),
+            line: Some(line),
+            message: format!("warning: {}", message.into()),
+        });
+    }
+
+    /// Parses the single key `key` if present; a bad value is reported with
+    /// its line and the key's name, and yields `None`.
+    fn get<T>(&mut self, fields: &Fields, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let entry = fields.single.get(key)?;
+        self.value(entry, parse)
+    }
+
+    fn value<T>(&mut self, entry: &Entry, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        match parse(entry.value) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.error(entry.line, format!("{}: {}", entry.key, reason));
+                None
+            }
+        }
+    }
+}
+
+/// Parses a whole config file's text. `path` is only used in messages and
+/// as the config's origin.
+pub fn parse(path: &Path, text: &str) -> Result<Parsed, ConfigErrors> {
+    let mut diag = Diag { path, errors: Vec::new(), warnings: Vec::new() };
+    let sections = split_sections(text, &mut diag);
+
+    let empty = Fields::default();
+    let daemon_fields = sections.iter().find(|s| matches!(s.kind, Kind::Daemon)).map(|s| &s.fields).unwrap_or(&empty);
+    let defaults = daemon_section(daemon_fields, &mut diag);
+
+    let mut routers = Vec::new();
+    for section in &sections {
+        if let Kind::Router(id) = &section.kind
+            && let Some(router) = router_section(id, section, &defaults, &mut diag)
+        {
+            routers.push(router);
+        }
+    }
+    check_vrid_clashes(&routers, &sections, &mut diag);
+
+    if !diag.errors.is_empty() {
+        return Err(ConfigErrors(diag.errors));
+    }
+    let holds_password = defaults.password.is_some() || routers.iter().any(|r| r.auth.is_some());
+    let config = Config { path: path.to_path_buf(), daemon: defaults.daemon, routers, holds_password };
+    Ok(Parsed { config, warnings: diag.warnings })
+}
+
+/// Pass one: sections, entries, unknown and repeated keys.
+fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
+    let mut sections: Vec<Section<'a>> = Vec::new();
+    // Index into `sections` of the section entries go to; `None` before the
+    // first header or after a broken one (its entries are not reported
+    // again as "outside any section").
+    let mut current: Option<usize> = None;
+    let mut after_bad_header = false;
+    let mut daemon_line: Option<usize> = None;
+    let mut router_lines: HashMap<String, usize> = HashMap::new();
+
+    for (index, raw) in text.split('\n').enumerate() {
+        let line = index + 1;
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            continue;
+        }
+        if let Some(c) = raw.chars().find(|&c| c.is_control() && c != '\t') {
+            diag.error(line, format!("control character {:?} in line", c));
+            continue;
+        }
+        if trimmed.starts_with('[') {
+            current = None;
+            after_bad_header = true;
+            let Some(inner) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
+                diag.error(line, format!("section header '{trimmed}' has no closing ']'"));
+                continue;
+            };
+            let words: Vec<&str> = inner.split_whitespace().collect();
+            let kind = match words.as_slice() {
+                ["daemon"] => {
+                    if let Some(first) = daemon_line {
+                        diag.error(line, format!("duplicate [daemon] section (first at line {first})"));
+                        continue;
+                    }
+                    daemon_line = Some(line);
+                    Kind::Daemon
+                }
+                ["router", id] => match RouterId::parse(id) {
+                    Ok(id) => {
+                        if let Some(first) = router_lines.get(id.as_str()) {
+                            diag.error(line, format!("duplicate router '{id}' (first at line {first})"));
+                            continue;
+                        }
+                        router_lines.insert(id.as_str().to_owned(), line);
+                        Kind::Router(id)
+                    }
+                    Err(e) => {
+                        diag.error(line, e);
+                        continue;
+                    }
+                },
+                _ => {
+                    diag.error(line, format!("unknown section '{trimmed}': expected [daemon] or [router ID]"));
+                    continue;
+                }
+            };
+            sections.push(Section { kind, line, fields: Fields::default() });
+            current = Some(sections.len() - 1);
+            after_bad_header = false;
+            continue;
+        }
+        let Some((key, value)) = trimmed.split_once('=') else {
+            diag.error(line, format!("expected 'key = value', got '{trimmed}'"));
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let Some(section) = current.map(|i| &mut sections[i]) else {
+            if !after_bad_header {
+                diag.error(line, format!("'{key}' is outside any section: put it under [daemon] or [router ID]"));
+            }
+            continue;
+        };
+        let (known, section_name) = match section.kind {
+            Kind::Daemon => (DAEMON_KEYS, "[daemon]"),
+            Kind::Router(_) => (ROUTER_KEYS, "[router]"),
+        };
+        if !known.contains(&key) {
+            diag.error(line, unknown_key_message(key, section_name));
+            continue;
+        }
+        if value.is_empty() {
+            diag.error(line, format!("{key}: no value (remove the line to get the default)"));
+            continue;
+        }
+        let entry = Entry { key, value, line };
+        if LIST_KEYS.contains(&key) {
+            section.fields.list.entry(key).or_default().push(entry);
+        } else if let Some(first) = section.fields.single.get(key) {
+            diag.error(line, format!("{key}: set twice (first at line {})", first.line));
+        } else {
+            section.fields.single.insert(key, entry);
+        }
+    }
+    sections
+}
+
+fn unknown_key_message(key: &str, section: &str) -> String {
+    let hint = match (section, key) {
+        ("[router]", k) if DAEMON_KEYS.contains(&k) => " (it belongs in [daemon])".to_owned(),
+        ("[daemon]", k) if ROUTER_KEYS.contains(&k) => " (it belongs in a [router ID] section)".to_owned(),
+        ("[router]", k) => match k.strip_prefix("ha_vrrp_") {
+            Some(short) if ROUTER_KEYS.contains(&short) => format!(" (routers spell it '{short}')"),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    format!("unknown key '{key}' in {section} section{hint}")
+}
+
+/// `[daemon]` plus the router defaults it carries.
+struct Defaults {
+    daemon: DaemonConfig,
+    advert_int: u32,
+    auth_type: AuthType,
+    password: Option<Secret>,
+    health_check_interval: u32,
+}
+
+fn daemon_section(f: &Fields, diag: &mut Diag) -> Defaults {
+    let state_path = diag.get(f, "state_path", absolute_path).unwrap_or_else(|| PathBuf::from("/var/lib/harouterd"));
+    let ha_confs_path = diag.get(f, "ha_confs_path", absolute_path).unwrap_or_else(|| state_path.join("ha_confs"));
+    let socket = diag.get(f, "socket", absolute_path).unwrap_or_else(|| state_path.join("harouterd.sock"));
+    let password = diag.get(f, "ha_vrrp_auth_password", password);
+    if let (Some(pw), Some(entry)) = (&password, f.single.get("ha_vrrp_auth_password")) {
+        warn_long_password(pw, entry.line, diag);
+    }
+    let daemon = DaemonConfig {
+        socket_mode: diag.get(f, "socket_mode", file_mode).unwrap_or(0o660),
+        socket_group: diag.get(f, "socket_group", principal),
+        allowed_uids: diag.get(f, "allowed_uids", principals).unwrap_or_default(),
+        keepalived_path: diag.get(f, "keepalived_path", program).unwrap_or_else(|| "keepalived".to_owned()),
+        conntrackd_path: diag.get(f, "conntrackd_path", program).unwrap_or_else(|| "conntrackd".to_owned()),
+        conntrackd_enabled: diag.get(f, "ha_conntrackd_enabled", boolean).unwrap_or(false),
+        child_action: diag
+            .get(f, "check_child_processes_action", |v| match v {
+                "respawn" => Ok(ChildAction::Respawn),
+                "exit" => Ok(ChildAction::Exit),
+                _ => Err(format!("'{v}' is not one of respawn, exit")),
+            })
+            .unwrap_or(ChildAction::Respawn),
+        email_from: diag
+            .get(f, "keepalived_email_from", keepalived_word)
+            .unwrap_or_else(|| "neutron@openstack.local".to_owned()),
+        keepalived_router_id: diag
+            .get(f, "keepalived_router_id", keepalived_word)
+            .unwrap_or_else(|| "neutron".to_owned()),
+        on_exit: diag
+            .get(f, "on_exit", |v| match v {
+                "keep" => Ok(OnExit::Keep),
+                "stop" => Ok(OnExit::Stop),
+                _ => Err(format!("'{v}' is not one of keep, stop")),
+            })
+            .unwrap_or(OnExit::Keep),
+        transition_script: diag.get(f, "transition_script", absolute_path),
+        notify_agent_socket: diag.get(f, "notify_agent_socket", absolute_path),
+        ipv6_forwarding_on_primary: diag.get(f, "ipv6_forwarding_on_primary", boolean).unwrap_or(false),
+        state_path,
+        ha_confs_path,
+        socket,
+    };
+    Defaults {
+        daemon,
+        advert_int: diag.get(f, "ha_vrrp_advert_int", range(1, 255)).unwrap_or(2),
+        auth_type: diag.get(f, "ha_vrrp_auth_type", auth_type).unwrap_or(AuthType::Pass),
+        password,
+        health_check_interval: diag.get(f, "ha_vrrp_health_check_interval", range(0, 86_400)).unwrap_or(0),
+    }
+}
+
+fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &mut Diag) -> Option<RouterConfig> {
+    let f = &section.fields;
+    let errors_before = diag.errors.len();
+
+    let namespace = diag.get(f, "namespace", Namespace::parse);
+    let ha_interface = diag.get(f, "ha_interface", ifname);
+    if !f.single.contains_key("ha_interface") {
+        diag.error(section.line, format!("router '{id}': ha_interface is required"));
+    }
+    let ha_cidr = match f.single.get("ha_cidr") {
+        Some(entry) => diag.value(entry, network),
+        None => network(DEFAULT_HA_CIDR).ok(),
+    };
+    let vrid = diag.get(f, "vrid", range(1, 254)).map(|v| v as u8);
+    if !f.single.contains_key("vrid") {
+        diag.error(section.line, format!("router '{id}': vrid is required (1..=254)"));
+    }
+    let priority = diag.get(f, "priority", range(1, 254)).map_or(50, |v| v as u8);
+    let advert_int = diag.get(f, "advert_int", range(1, 255)).unwrap_or(defaults.advert_int);
+    let auth_type_value = diag.get(f, "auth_type", auth_type).unwrap_or(defaults.auth_type);
+    let own_password = diag.get(f, "auth_password", password);
+    if let (Some(pw), Some(entry)) = (&own_password, f.single.get("auth_password")) {
+        warn_long_password(pw, entry.line, diag);
+    }
+    let auth = own_password
+        .or_else(|| defaults.password.clone())
+        .map(|password| Auth { auth_type: auth_type_value, password });
+    let health_check_interval =
+        diag.get(f, "health_check_interval", range(0, 86_400)).unwrap_or(defaults.health_check_interval);
+    let keepalived = diag.get(f, "keepalived", boolean).unwrap_or(true);
+    let mcast_src_ip = diag.get(f, "mcast_src_ip", net::parse_addr);
+    let unicast_src_ip = diag.get(f, "unicast_src_ip", net::parse_addr);
+
+    let mut track_interfaces: Vec<String> = Vec::new();
+    let mut seen_track: HashMap<String, usize> = HashMap::new();
+    for entry in f.list("track_interface") {
+        let Some(name) = diag.value(entry, ifname) else { continue };
+        if Some(&name) == ha_interface.as_ref() {
+            diag.error(entry.line, format!("track_interface: '{name}' is the HA interface, which is always tracked"));
+        } else if let Some(first) = seen_track.get(&name) {
+            diag.error(entry.line, format!("track_interface: '{name}' listed twice (first at line {first})"));
+        } else {
+            seen_track.insert(name.clone(), entry.line);
+            track_interfaces.push(name);
+        }
+    }
+
+    let mut vips = Vec::new();
+    let mut seen_vips: HashMap<Cidr, usize> = HashMap::new();
+    for entry in f.list("vip") {
+        let Some(vip) = diag.value(entry, vip) else { continue };
+        if let Some(first) = seen_vips.get(&vip.cidr) {
+            diag.error(entry.line, format!("vip: {} listed twice (first at line {first})", vip.cidr));
+            continue;
+        }
+        seen_vips.insert(vip.cidr, entry.line);
+        vips.push(vip);
+    }
+
+    let mut routes = Vec::new();
+    for entry in f.list("route") {
+        if let Some(route) = diag.value(entry, route) {
+            routes.push(route);
+        }
+    }
+
+    let mut unicast_peers = Vec::new();
+    for entry in f.list("unicast_peer") {
+        let Some(peer) = diag.value(entry, net::parse_addr) else { continue };
+        if unicast_peers.contains(&peer) {
+            diag.error(entry.line, format!("unicast_peer: {peer} listed twice"));
+            continue;
+        }
+        if let Some(src) = unicast_src_ip.filter(|src| src.is_ipv4() != peer.is_ipv4()) {
+            diag.error(entry.line, format!("unicast_peer: {peer} is not of the same family as unicast_src_ip {src}"));
+            continue;
+        }
+        unicast_peers.push(peer);
+    }
+
+    let primary = match (ha_cidr, vrid) {
+        (Some(ha_cidr), Some(vrid)) => match primary_vip::primary_vip(&ha_cidr, vrid) {
+            Ok(vip) => Some(vip),
+            Err(e) => {
+                let line = f.single.get("ha_cidr").map_or(section.line, |e| e.line);
+                diag.error(line, format!("router '{id}': {e}"));
+                None
+            }
+        },
+        _ => None,
+    };
+
+    if diag.errors.len() != errors_before {
+        return None;
+    }
+    Some(RouterConfig {
+        id: id.clone(),
+        line: section.line,
+        namespace,
+        ha_interface: ha_interface?,
+        ha_cidr: ha_cidr?,
+        vrid: vrid?,
+        priority,
+        advert_int,
+        auth,
+        vips,
+        routes,
+        track_interfaces,
+        mcast_src_ip,
+        unicast_src_ip,
+        unicast_peers,
+        health_check_interval,
+        keepalived,
+        primary_vip: primary?,
+    })
+}
+
+/// Two routers on the same HA interface of the same namespace must not share
+/// a VRID: their VRRP adverts would be taken for one another's.
+fn check_vrid_clashes(routers: &[RouterConfig], sections: &[Section], diag: &mut Diag) {
+    let mut seen: HashMap<(Option<&Namespace>, &str, u8), &RouterConfig> = HashMap::new();
+    for router in routers {
+        let key = (router.namespace.as_ref(), router.ha_interface.as_str(), router.vrid);
+        if let Some(first) = seen.get(&key) {
+            let line = sections
+                .iter()
+                .find(|s| s.line == router.line)
+                .and_then(|s| s.fields.single.get("vrid"))
+                .map_or(router.line, |e| e.line);
+            diag.error(
+                line,
+                format!(
+                    "vrid {} is already used by router '{}' (line {}) on HA interface {} in the same namespace",
+                    router.vrid, first.id, first.line, router.ha_interface
+                ),
+            );
+        } else {
+            seen.insert(key, router);
+        }
+    }
+}
+
+fn warn_long_password(pw: &Secret, line: usize, diag: &mut Diag) {
+    if pw.expose().len() > 8 {
+        diag.warn(line, "VRRP passwords longer than 8 characters are truncated to 8 by keepalived");
+    }
+}
+
+// ---- value parsers: each returns the reason a value is refused ----
+
+fn range(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, String> {
+    move |v| {
+        let n = (!v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| format!("'{v}' is not a whole number"))?;
+        if n < u64::from(min) || n > u64::from(max) {
+            return Err(format!("{n} is out of range {min}..={max}"));
+        }
+        Ok(n as u32)
+    }
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("'{v}' is not a boolean (true/false)")),
+    }
+}
+
+fn absolute_path(v: &str) -> Result<PathBuf, String> {
+    if !v.starts_with('/') {
+        return Err(format!("'{v}' is not an absolute path"));
+    }
+    Ok(PathBuf::from(v))
+}
+
+/// A program: a bare name looked up in PATH, or an absolute path.
+fn program(v: &str) -> Result<String, String> {
+    if v.contains(char::is_whitespace) || (v.contains('/') && !v.starts_with('/')) {
+        return Err(format!("'{v}' is neither a program name nor an absolute path"));
+    }
+    Ok(v.to_owned())
+}
+
+fn file_mode(v: &str) -> Result<u32, String> {
+    let digits = v.strip_prefix("0o").unwrap_or(v);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!("'{v}' is not an octal file mode such as 0660"));
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| format!("'{v}' is not an octal file mode"))?;
+    if mode > 0o777 {
+        return Err(format!("'{v}' has bits beyond 0777"));
+    }
+    Ok(mode)
+}
+
+fn principal(v: &str) -> Result<Principal, String> {
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse().map(Principal::Id).map_err(|_| format!("'{v}' is out of range for an id"));
+    }
+    let valid = v.len() <= 32
+        && v.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if valid {
+        Ok(Principal::Name(v.to_owned()))
+    } else {
+        Err(format!("'{v}' is neither a number nor a valid user or group name"))
+    }
+}
+
+/// `allowed_uids = 0, 1000, neutron`: comma or space separated.
+fn principals(v: &str) -> Result<Vec<Principal>, String> {
+    v.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()).map(principal).collect()
+}
+
+fn auth_type(v: &str) -> Result<AuthType, String> {
+    match v {
+        "PASS" => Ok(AuthType::Pass),
+        "AH" => Ok(AuthType::Ah),
+        _ => Err(format!("'{v}' is not one of PASS, AH")),
+    }
+}
+
+/// A single word of keepalived.conf: keepalived splits on whitespace and
+/// treats `#` and `!` as the start of a comment, so such a value would be
+/// cut short or change meaning.
+fn keepalived_word(v: &str) -> Result<String, String> {
+    if v.chars().any(|c| c.is_whitespace() || matches!(c, '#' | '!' | '"' | '{' | '}')) || !v.is_ascii() {
+        return Err(format!(
+            "'{}' must be one word of printable ASCII without '#', '!', '\"', '{{' or '}}'",
+            v.escape_debug()
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// Like [`keepalived_word`], without echoing the value.
+fn password(v: &str) -> Result<Secret, String> {
+    keepalived_word(v).map(Secret::new).map_err(|_| {
+        "the password must be one word of printable ASCII without '#', '!', '\"', '{' or '}' (value not shown)"
+            .to_owned()
+    })
+}
+
+fn ifname(v: &str) -> Result<String, String> {
+    ident::check_ifname(v).map(|()| v.to_owned())
+}
+
+fn network(v: &str) -> Result<Cidr, String> {
+    let cidr = Cidr::parse(v)?;
+    if !cidr.is_network() {
+        return Err(format!("'{v}' has host bits set (a network address is expected)"));
+    }
+    Ok(cidr)
+}
+
+fn scope(v: &str) -> Result<String, String> {
+    if SCOPES.contains(&v) { Ok(v.to_owned()) } else { Err(format!("scope '{v}' is not one of {}", SCOPES.join(", "))) }
+}
+
+/// `CIDR dev IFACE [scope S]`
+fn vip(v: &str) -> Result<Vip, String> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let (cidr, dev, scope_word) = match words.as_slice() {
+        [cidr, "dev", dev] => (cidr, dev, None),
+        [cidr, "dev", dev, "scope", s] => (cidr, dev, Some(*s)),
+        _ => return Err(format!("'{v}' is not 'CIDR dev IFACE [scope SCOPE]'")),
+    };
+    Ok(Vip { cidr: Cidr::parse(cidr)?, dev: ifname(dev)?, scope: scope_word.map(scope).transpose()? })
+}
+
+/// `DEST [via NEXTHOP] [dev IFACE] [scope S]`, options in any order, each
+/// once; at least a next hop or a device.
+fn route(v: &str) -> Result<Route, String> {
+    let mut words = v.split_whitespace();
+    let dest_text = words.next().ok_or("empty route")?;
+    let dest = if dest_text.contains('/') {
+        let cidr = Cidr::parse(dest_text)?;
+        if !cidr.is_network() {
+            return Err(format!("destination '{dest_text}' has host bits set"));
+        }
+        RouteDest::Net(cidr)
+    } else {
+        RouteDest::Host(net::parse_addr(dest_text)?)
+    };
+    let mut route = Route { dest, via: None, dev: None, scope: None };
+    while let Some(option) = words.next() {
+        let value = words.next().ok_or_else(|| format!("'{option}' needs a value in '{v}'"))?;
+        let twice = || format!("'{option}' given twice in '{v}'");
+        match option {
+            "via" if route.via.is_none() => {
+                let hop = net::parse_addr(value)?;
+                if hop.is_ipv4() != dest.is_ipv4() {
+                    return Err(format!("next hop {hop} is not of the same family as {dest}"));
+                }
+                route.via = Some(hop);
+            }
+            "dev" if route.dev.is_none() => route.dev = Some(ifname(value)?),
+            "scope" if route.scope.is_none() => route.scope = Some(scope(value)?),
+            "via" | "dev" | "scope" => return Err(twice()),
+            _ => return Err(format!("unknown route option '{option}' in '{v}' (expected via, dev, scope)")),
+        }
+    }
+    if route.via.is_none() && route.dev.is_none() {
+        return Err(format!("'{v}' needs 'via NEXTHOP' or 'dev IFACE'"));
+    }
+    Ok(route)
+}

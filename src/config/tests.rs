@@ -1,0 +1,385 @@
+//! One test per class of config error: each asserts the line and the
+//! message, so a message that stops naming the bad value fails here.
+
+use std::path::Path;
+
+use super::*;
+
+const HEAD: &str = "[daemon]\nstate_path = /var/lib/h\n\n[router r1]\nha_interface = ha-1\nvrid = 1\n";
+
+fn parse_text(text: &str) -> Result<Parsed, ConfigErrors> {
+    parse(Path::new("/etc/h.conf"), text)
+}
+
+/// The errors as `line: message` strings, for compact assertions.
+fn errors(text: &str) -> Vec<String> {
+    match parse_text(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(ConfigErrors(errors)) => errors.iter().map(|e| format!("{}: {}", e.line.unwrap_or(0), e.message)).collect(),
+    }
+}
+
+/// Exactly one error, on `line`, whose message contains every fragment.
+#[track_caller]
+fn assert_error(text: &str, line: usize, fragments: &[&str]) {
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "expected one error, got {found:?}");
+    let (at, message) = found[0].split_once(": ").unwrap();
+    assert_eq!(at, line.to_string(), "wrong line in {found:?}");
+    for f in fragments {
+        assert!(message.contains(f), "message {message:?} lacks {f:?}");
+    }
+}
+
+fn router(text: &str) -> RouterConfig {
+    parse_text(text).unwrap_or_else(|e| panic!("{e}")).config.routers.remove(0)
+}
+
+#[test]
+fn valid_file_with_every_key() {
+    let text = "\
+# comment
+; another
+[daemon]
+state_path = /srv/h
+socket_mode = 0640
+socket_group = neutron
+allowed_uids = 1000, neutron 42
+keepalived_path = /usr/sbin/keepalived
+conntrackd_path = conntrackd
+ha_vrrp_advert_int = 3
+ha_vrrp_auth_type = AH
+ha_vrrp_auth_password = pw
+ha_vrrp_health_check_interval = 10
+ha_conntrackd_enabled = yes
+check_child_processes_action = exit
+keepalived_email_from = me@example.org
+keepalived_router_id = node1
+on_exit = stop
+transition_script = /usr/local/bin/t.sh
+notify_agent_socket = /run/agent.sock
+ipv6_forwarding_on_primary = true
+
+[router r1]\r
+namespace = qrouter-1
+ha_interface = ha-1
+ha_cidr = 169.254.192.0/18
+vrid = 254
+priority = 254
+advert_int = 1
+auth_type = PASS
+auth_password = other
+vip = 10.0.0.1/24 dev qr-1
+vip = fe80::1/64 dev qg-1 scope link
+route = 0.0.0.0/0 via 10.0.0.254 dev qr-1
+route = 10.0.0.9 dev qr-1 scope link
+track_interface = qg-1
+mcast_src_ip = 169.254.192.1
+unicast_src_ip = 169.254.192.1
+unicast_peer = 169.254.192.2
+health_check_interval = 0
+keepalived = false
+";
+    let parsed = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let c = parsed.config;
+    assert_eq!(c.daemon.ha_confs_path, Path::new("/srv/h/ha_confs"));
+    assert_eq!(c.daemon.socket, Path::new("/srv/h/harouterd.sock"));
+    assert_eq!(c.daemon.socket_mode, 0o640);
+    assert_eq!(c.daemon.allowed_uids.len(), 3);
+    assert_eq!(c.daemon.child_action, ChildAction::Exit);
+    assert_eq!(c.daemon.on_exit, OnExit::Stop);
+    assert!(c.daemon.conntrackd_enabled && c.daemon.ipv6_forwarding_on_primary);
+    assert!(c.holds_password);
+    let r = &c.routers[0];
+    assert_eq!(r.namespace, Some(crate::ident::Namespace::Named("qrouter-1".into())));
+    assert_eq!((r.vrid, r.priority, r.advert_int, r.health_check_interval), (254, 254, 1, 0));
+    let auth = r.auth.as_ref().unwrap();
+    assert_eq!((auth.auth_type, auth.password.expose()), (AuthType::Pass, "other"));
+    assert_eq!(r.vips.len(), 2);
+    assert_eq!(r.routes.len(), 2);
+    assert!(!r.keepalived);
+    assert_eq!(r.primary_vip.to_string(), "169.254.0.254/24");
+}
+
+#[test]
+fn router_inherits_daemon_defaults() {
+    let r = router(
+        "[daemon]\nha_vrrp_advert_int = 5\nha_vrrp_auth_type = AH\nha_vrrp_auth_password = pw\n\
+         ha_vrrp_health_check_interval = 3\n[router r1]\nha_interface = ha-1\nvrid = 1\n",
+    );
+    assert_eq!((r.advert_int, r.health_check_interval, r.priority), (5, 3, 50));
+    assert_eq!(r.auth.unwrap().auth_type, AuthType::Ah);
+    assert_eq!(r.ha_cidr.to_string(), "169.254.192.0/18");
+    let r = router("[router r1]\nha_interface = ha-1\nvrid = 1\n");
+    assert_eq!(r.advert_int, 2);
+    assert!(r.auth.is_none() && r.namespace.is_none() && r.keepalived);
+}
+
+#[test]
+fn no_daemon_section_is_all_defaults() {
+    let c = parse_text("").unwrap().config;
+    assert_eq!(c.daemon.state_path, Path::new("/var/lib/harouterd"));
+    assert!(c.routers.is_empty());
+}
+
+#[test]
+fn key_outside_section() {
+    assert_error("priority = 5\n[daemon]\n", 1, &["'priority' is outside any section"]);
+}
+
+#[test]
+fn unknown_section() {
+    assert_error("[routers r1]\nvrid = 1\n", 1, &["unknown section '[routers r1]'"]);
+    assert_error("[router]\n", 1, &["unknown section '[router]'"]);
+}
+
+#[test]
+fn unclosed_section_header() {
+    assert_error("[daemon\n", 1, &["'[daemon' has no closing ']'"]);
+}
+
+#[test]
+fn duplicate_daemon_section() {
+    assert_error("[daemon]\n[daemon]\n", 2, &["duplicate [daemon] section (first at line 1)"]);
+}
+
+#[test]
+fn duplicate_router() {
+    assert_error(
+        &format!("{HEAD}[router r1]\nha_interface = ha-2\nvrid = 2\n"),
+        7,
+        &["duplicate router 'r1' (first at line 4)"],
+    );
+}
+
+#[test]
+fn router_id_with_path_traversal() {
+    for bad in ["../etc", "a/b", ".hidden", "..", "r\u{7f}"] {
+        let text = format!("[router {bad}]\nha_interface = ha-1\nvrid = 1\n");
+        let found = errors(&text);
+        assert!(found.iter().any(|e| e.starts_with("1: ")), "{bad}: {found:?}");
+        assert!(found[0].contains("router id") || found[0].contains("control character"), "{bad}: {found:?}");
+    }
+    // Dots inside an ID are fine: "x.." cannot climb a directory.
+    router("[router x..]\nha_interface = ha-1\nvrid = 1\n");
+}
+
+#[test]
+fn unknown_key_with_hint() {
+    assert_error(&format!("{HEAD}priorty = 5\n"), 7, &["unknown key 'priorty' in [router] section"]);
+    assert_error(&format!("{HEAD}ha_vrrp_advert_int = 5\n"), 7, &["it belongs in [daemon]"]);
+    assert_error(&format!("{HEAD}ha_vrrp_auth_type = AH\n"), 7, &["it belongs in [daemon]"]);
+    assert_error("[daemon]\nvrid = 5\n", 2, &["unknown key 'vrid' in [daemon]", "[router ID]"]);
+}
+
+#[test]
+fn key_set_twice() {
+    assert_error(&format!("{HEAD}vrid = 2\n"), 7, &["vrid: set twice (first at line 6)"]);
+}
+
+#[test]
+fn line_without_equals() {
+    assert_error(&format!("{HEAD}priority 5\n"), 7, &["expected 'key = value', got 'priority 5'"]);
+}
+
+#[test]
+fn empty_value() {
+    assert_error(&format!("{HEAD}priority =\n"), 7, &["priority: no value"]);
+}
+
+#[test]
+fn numbers_out_of_range_or_malformed() {
+    assert_error("[router r1]\nha_interface = ha-1\nvrid = 0\n", 3, &["vrid: 0 is out of range 1..=254"]);
+    assert_error("[router r1]\nha_interface = ha-1\nvrid = 255\n", 3, &["vrid: 255 is out of range 1..=254"]);
+    assert_error(&format!("{HEAD}priority = 300\n"), 7, &["priority: 300 is out of range 1..=254"]);
+    assert_error(&format!("{HEAD}advert_int = 0\n"), 7, &["advert_int: 0 is out of range 1..=255"]);
+    assert_error(&format!("{HEAD}priority = -1\n"), 7, &["priority: '-1' is not a whole number"]);
+    assert_error(
+        &format!("{HEAD}priority = 99999999999999999999\n"),
+        7,
+        &["'99999999999999999999' is not a whole number"],
+    );
+    assert_error("[daemon]\nha_vrrp_advert_int = 2s\n", 2, &["ha_vrrp_advert_int: '2s' is not a whole number"]);
+}
+
+#[test]
+fn bad_boolean_and_choices() {
+    assert_error(&format!("{HEAD}keepalived = maybe\n"), 7, &["keepalived: 'maybe' is not a boolean"]);
+    assert_error("[daemon]\nha_vrrp_auth_type = pass\n", 2, &["ha_vrrp_auth_type: 'pass' is not one of PASS, AH"]);
+    assert_error("[daemon]\ncheck_child_processes_action = restart\n", 2, &["'restart' is not one of respawn, exit"]);
+    assert_error("[daemon]\non_exit = kill\n", 2, &["on_exit: 'kill' is not one of keep, stop"]);
+    assert_error("[daemon]\nsocket_mode = 0999\n", 2, &["socket_mode: '0999' is not an octal file mode"]);
+    assert_error("[daemon]\nallowed_uids = 1000, Bad Name\n", 2, &["allowed_uids: 'Bad' is neither a number"]);
+}
+
+#[test]
+fn relative_paths() {
+    assert_error("[daemon]\nstate_path = var/lib\n", 2, &["state_path: 'var/lib' is not an absolute path"]);
+    assert_error("[daemon]\nkeepalived_path = bin/keepalived\n", 2, &["'bin/keepalived' is neither a program name"]);
+}
+
+#[test]
+fn bad_interface_names() {
+    assert_error(
+        "[router r1]\nha_interface = ha-0123456789abcdef\nvrid = 1\n",
+        2,
+        &["invalid interface name 'ha-0123456789abcdef'"],
+    );
+    assert_error(&format!("{HEAD}track_interface = ../x\n"), 7, &["invalid interface name '../x'"]);
+}
+
+#[test]
+fn bad_namespace() {
+    assert_error(&format!("{HEAD}namespace = a/b\n"), 7, &["invalid namespace name 'a/b'"]);
+    assert_error(&format!("{HEAD}namespace = /run/netns/../../etc\n"), 7, &["'..' is not allowed"]);
+}
+
+#[test]
+fn bad_vips() {
+    assert_error(&format!("{HEAD}vip = 10.0.0.1 dev qr-1\n"), 7, &["vip: '10.0.0.1' is not a CIDR"]);
+    assert_error(
+        &format!("{HEAD}vip = 10.0.0.1/24 qr-1\n"),
+        7,
+        &["vip: '10.0.0.1/24 qr-1' is not 'CIDR dev IFACE [scope SCOPE]'"],
+    );
+    assert_error(&format!("{HEAD}vip = 10.0.0.1/24 dev qr-1 scope galaxy\n"), 7, &["scope 'galaxy' is not one of"]);
+    assert_error(&format!("{HEAD}vip = 10.0.0.300/24 dev qr-1\n"), 7, &["'10.0.0.300' is not an IP address"]);
+}
+
+#[test]
+fn duplicate_vip() {
+    assert_error(
+        &format!("{HEAD}vip = 10.0.0.1/24 dev qr-1\nvip = 10.0.0.1/24 dev qr-2\n"),
+        8,
+        &["vip: 10.0.0.1/24 listed twice (first at line 7)"],
+    );
+}
+
+#[test]
+fn bad_routes() {
+    assert_error(
+        &format!("{HEAD}route = 10.0.0.1/24 via 10.0.0.254\n"),
+        7,
+        &["destination '10.0.0.1/24' has host bits set"],
+    );
+    assert_error(&format!("{HEAD}route = 10.0.0.0/24\n"), 7, &["needs 'via NEXTHOP' or 'dev IFACE'"]);
+    assert_error(
+        &format!("{HEAD}route = ::/0 via 10.0.0.1\n"),
+        7,
+        &["next hop 10.0.0.1 is not of the same family as ::/0"],
+    );
+    assert_error(&format!("{HEAD}route = 10.0.0.0/24 metric 5\n"), 7, &["unknown route option 'metric'"]);
+    assert_error(&format!("{HEAD}route = 10.0.0.0/24 dev a dev b\n"), 7, &["'dev' given twice"]);
+    assert_error(&format!("{HEAD}route = 10.0.0.0/24 via\n"), 7, &["'via' needs a value"]);
+}
+
+#[test]
+fn missing_required_keys_point_at_the_header() {
+    let found = errors("[daemon]\n\n[router r1]\npriority = 5\n");
+    assert_eq!(
+        found,
+        vec![
+            "3: router 'r1': ha_interface is required".to_owned(),
+            "3: router 'r1': vrid is required (1..=254)".to_owned()
+        ]
+    );
+}
+
+#[test]
+fn duplicate_vrid_on_one_ha_interface() {
+    let text = format!("{HEAD}namespace = ns\n[router r2]\nnamespace = ns\nha_interface = ha-1\nvrid = 1\n");
+    assert_error(&text, 11, &["vrid 1 is already used by router 'r1' (line 4) on HA interface ha-1"]);
+    // Other namespace, or other HA interface: no clash.
+    parse_text(&format!("{HEAD}namespace = ns\n[router r2]\nnamespace = other\nha_interface = ha-1\nvrid = 1\n"))
+        .unwrap();
+    parse_text(&format!("{HEAD}namespace = ns\n[router r2]\nnamespace = ns\nha_interface = ha-2\nvrid = 1\n")).unwrap();
+}
+
+#[test]
+fn no_free_primary_vip_range() {
+    assert_error(&format!("{HEAD}ha_cidr = 169.254.0.0/16\n"), 7, &["router 'r1': no free /24 left", "169.254.0.0/16"]);
+}
+
+#[test]
+fn ha_cidr_with_host_bits() {
+    assert_error(&format!("{HEAD}ha_cidr = 169.254.192.7/18\n"), 7, &["ha_cidr: '169.254.192.7/18' has host bits set"]);
+}
+
+#[test]
+fn track_interface_repeats() {
+    assert_error(&format!("{HEAD}track_interface = ha-1\n"), 7, &["'ha-1' is the HA interface"]);
+    assert_error(
+        &format!("{HEAD}track_interface = qg\ntrack_interface = qg\n"),
+        8,
+        &["'qg' listed twice (first at line 7)"],
+    );
+}
+
+#[test]
+fn unicast_problems() {
+    assert_error(
+        &format!("{HEAD}unicast_src_ip = 10.0.0.1\nunicast_peer = ::1\n"),
+        8,
+        &["::1 is not of the same family"],
+    );
+    assert_error(&format!("{HEAD}unicast_peer = 10.0.0.2\nunicast_peer = 10.0.0.2\n"), 8, &["10.0.0.2 listed twice"]);
+    assert_error(&format!("{HEAD}mcast_src_ip = 10.0.0\n"), 7, &["mcast_src_ip: '10.0.0' is not an IP address"]);
+}
+
+#[test]
+fn password_errors_never_echo_the_password() {
+    let found = errors(&format!("{HEAD}auth_password = my secret\n"));
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("7: auth_password: "), "{found:?}");
+    assert!(!found[0].contains("secret"), "password leaked: {found:?}");
+    assert_error(&format!("{HEAD}auth_password = pw#1\n"), 7, &["value not shown"]);
+}
+
+#[test]
+fn keepalived_words() {
+    assert_error("[daemon]\nkeepalived_router_id = a b\n", 2, &["keepalived_router_id: 'a b' must be one word"]);
+    assert_error("[daemon]\nkeepalived_email_from = x!y\n", 2, &["'x!y' must be one word"]);
+}
+
+#[test]
+fn control_characters() {
+    assert_error("[daemon]\nstate_path = /a\u{1b}b\n", 2, &["control character"]);
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let found = errors("[router r1]\nha_interface = bad/name\nvrid = 999\npriority = x\nbogus = 1\n");
+    assert_eq!(found.len(), 4, "{found:?}");
+    let lines: Vec<&str> = found.iter().map(|e| e.split(':').next().unwrap()).collect();
+    assert_eq!(lines, ["5", "2", "3", "4"]);
+}
+
+#[test]
+fn long_password_is_a_warning() {
+    let parsed = parse_text("[daemon]\nha_vrrp_auth_password = 123456789\n").unwrap();
+    assert_eq!(parsed.warnings.len(), 1);
+    assert_eq!(parsed.warnings[0].line, Some(2));
+    assert!(parsed.warnings[0].message.contains("truncated to 8"));
+    assert!(!parsed.warnings[0].to_string().contains("123456789"));
+}
+
+#[test]
+fn error_display_is_path_colon_line() {
+    let e = parse_text("[daemon\n").unwrap_err();
+    assert_eq!(e.to_string(), "/etc/h.conf:1: section header '[daemon' has no closing ']'");
+}
+
+#[test]
+fn secret_debug_is_masked() {
+    let r = router(&format!("{HEAD}auth_password = hunter2\n"));
+    assert!(!format!("{r:?}").contains("hunter2"));
+}
+
+#[test]
+fn route_destinations() {
+    let r = router(&format!("{HEAD}route = 10.0.0.9 dev qr-1 scope link\nroute = ::/0 via fe80::1 dev qg-1\n"));
+    assert_eq!(r.routes[0].dest, RouteDest::Host("10.0.0.9".parse().unwrap()));
+    assert!(!r.routes[0].dest.is_default());
+    assert!(r.routes[1].dest.is_default());
+}

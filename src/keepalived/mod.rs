@@ -1,0 +1,50 @@
+//! Everything about keepalived: what its configuration says (`conf`), the
+//! health-check script it runs (`health_check`), and the primary VIP that
+//! tells which node holds a router (`primary_vip`).
+
+pub mod conf;
+pub mod health_check;
+pub mod primary_vip;
+
+use std::path::PathBuf;
+
+use crate::config::{DaemonConfig, RouterConfig};
+use crate::layout::Layout;
+
+/// A file the daemon writes for a router, with the mode it must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterFile {
+    pub path: PathBuf,
+    pub contents: String,
+    pub mode: u32,
+}
+
+/// Mode of keepalived.conf: it may hold the VRRP password.
+pub const CONF_MODE: u32 = 0o600;
+
+/// Every file a router with a supervised keepalived gets: its
+/// keepalived.conf, then the health-check script when one is needed.
+/// Monitor-only routers (`keepalived = false`) get none.
+pub fn router_files(
+    daemon: &DaemonConfig,
+    router: &RouterConfig,
+    layout: &Layout,
+    secrets: conf::Secrets,
+) -> Vec<RouterFile> {
+    if !router.keepalived {
+        return Vec::new();
+    }
+    let mut files = vec![RouterFile {
+        path: layout.keepalived_conf(&router.id),
+        contents: conf::render(daemon, router, layout, secrets),
+        mode: CONF_MODE,
+    }];
+    if health_check::is_needed(router) {
+        files.push(RouterFile {
+            path: layout.check_script(&router.id, router.vrid),
+            contents: health_check::script(router),
+            mode: health_check::SCRIPT_MODE,
+        });
+    }
+    files
+}
