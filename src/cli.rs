@@ -22,6 +22,26 @@ pub enum Command {
         router: Option<String>,
         show_secrets: bool,
     },
+    StateChange(StateChangeArgs),
+}
+
+/// Neutron's `neutron-keepalived-state-change` arguments, kept as given:
+/// the monitor itself decides what a bad CIDR or a missing namespace means
+/// (SPEC section 4: logged, `backup` reported, no crash).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StateChangeArgs {
+    pub router_id: String,
+    pub namespace: Option<String>,
+    pub conf_dir: PathBuf,
+    pub log_file: Option<PathBuf>,
+    pub monitor_interface: String,
+    pub monitor_cidr: String,
+    pub pid_file: Option<PathBuf>,
+    pub state_path: PathBuf,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub enable_conntrackd: bool,
+    pub debug: bool,
 }
 
 pub const MAIN_HELP: &str = "\
@@ -32,6 +52,7 @@ Usage: harouterd COMMAND [OPTIONS]
 Commands:
   check   -c FILE                               validate a config file
   render  -c FILE [--router ID] [--show-secrets] print the keepalived files
+  state-change --router_id ID ...               Neutron's per-router monitor
 
 Options:
   -h, --help       show help (also after a command)
@@ -55,6 +76,20 @@ Without: every router's files, each after a '# ==> PATH <==' line.
 VRRP passwords are masked unless --show-secrets is given.
 ";
 
+pub const STATE_CHANGE_HELP: &str = "\
+Usage: harouterd state-change --router_id ID --conf_dir DIR
+           --monitor_interface IFACE --monitor_cidr CIDR --state_path DIR
+           [--namespace NS] [--pid_file FILE] [--log-file FILE]
+           [--user U] [--group G] [--enable_conntrackd] [--debug]
+
+Neutron's per-router keepalived-state-change monitor (also run as
+neutron-keepalived-state-change). Watches CIDR on IFACE inside NS through
+rtnetlink: present means primary, absent backup. On each change it writes
+DIR/state, syncs conntrackd when enabled and POSTs the state to the agent on
+the Unix socket STATE_PATH/keepalived-state-change. Each option is also
+accepted with '-' for '_' and as --opt=value.
+";
+
 /// A usage problem; exit code 2.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UsageError(pub String);
@@ -74,6 +109,7 @@ pub fn parse(invoked_as: &str, args: Vec<OsString>) -> Result<Command, UsageErro
     match command.as_str() {
         "check" => parse_check(&mut parser),
         "render" => parse_render(&mut parser),
+        "state-change" => parse_state_change(&mut parser),
         "--help" => Ok(Command::Help(MAIN_HELP)),
         "--version" => Ok(Command::Version),
         other => Err(UsageError(format!("unknown command '{other}' (try --help)"))),
@@ -118,6 +154,50 @@ fn parse_render(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
     Ok(Command::Render { config: required_config(config, "render")?, router, show_secrets })
 }
 
+fn parse_state_change(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
+    let mut a = StateChangeArgs::default();
+    let (mut router_id, mut conf_dir, mut iface, mut cidr, mut state_path) = (None, None, None, None, None);
+    while let Some(arg) = parser.next()? {
+        let Long(name) = arg else {
+            return Err(match arg {
+                Short('h') => return Ok(Command::Help(STATE_CHANGE_HELP)),
+                other => other.unexpected().into(),
+            });
+        };
+        let name = name.replace('-', "_");
+        match name.as_str() {
+            "help" => return Ok(Command::Help(STATE_CHANGE_HELP)),
+            "router_id" => router_id = Some(parser.value()?.string()?),
+            "namespace" => a.namespace = Some(parser.value()?.string()?),
+            "conf_dir" => conf_dir = Some(PathBuf::from(parser.value()?)),
+            "log_file" => a.log_file = Some(PathBuf::from(parser.value()?)),
+            "monitor_interface" => iface = Some(parser.value()?.string()?),
+            "monitor_cidr" => cidr = Some(parser.value()?.string()?),
+            "pid_file" => a.pid_file = Some(PathBuf::from(parser.value()?)),
+            "state_path" => state_path = Some(PathBuf::from(parser.value()?)),
+            "user" => a.user = Some(parser.value()?.string()?),
+            "group" => a.group = Some(parser.value()?.string()?),
+            "enable_conntrackd" => a.enable_conntrackd = true,
+            "noenable_conntrackd" => a.enable_conntrackd = false,
+            "debug" => a.debug = true,
+            "nodebug" => a.debug = false,
+            // oslo.config's own options, which Neutron may add: accepted,
+            // nothing to read from them.
+            "config_file" | "config_dir" => {
+                parser.value()?;
+            }
+            _ => return Err(UsageError(format!("state-change: unknown option '--{name}' (try --help)"))),
+        }
+    }
+    let missing = |what: &str| UsageError(format!("state-change: --{what} is required"));
+    a.router_id = router_id.ok_or_else(|| missing("router_id"))?;
+    a.conf_dir = conf_dir.ok_or_else(|| missing("conf_dir"))?;
+    a.monitor_interface = iface.ok_or_else(|| missing("monitor_interface"))?;
+    a.monitor_cidr = cidr.ok_or_else(|| missing("monitor_cidr"))?;
+    a.state_path = state_path.ok_or_else(|| missing("state_path"))?;
+    Ok(Command::StateChange(a))
+}
+
 fn required_config(config: Option<PathBuf>, command: &str) -> Result<PathBuf, UsageError> {
     config.ok_or_else(|| UsageError(format!("{command}: -c FILE is required")))
 }
@@ -156,9 +236,70 @@ mod tests {
         assert!(p(&["render", "-c"]).unwrap_err().0.contains("-c"));
     }
 
+    const NEUTRON_ARGS: &[&str] = &[
+        "--router_id",
+        "r1",
+        "--namespace",
+        "qrouter-r1",
+        "--conf_dir",
+        "/ha/r1",
+        "--log-file",
+        "/ha/r1/neutron-keepalived-state-change.log",
+        "--monitor_interface",
+        "ha-1",
+        "--monitor_cidr",
+        "169.254.0.1/24",
+        "--pid_file",
+        "/ha/r1.pid",
+        "--state_path",
+        "/var/lib/neutron",
+        "--user",
+        "1000",
+        "--group",
+        "1000",
+        "--enable_conntrackd",
+        "--debug",
+    ];
+
+    fn neutron_expected() -> StateChangeArgs {
+        StateChangeArgs {
+            router_id: "r1".into(),
+            namespace: Some("qrouter-r1".into()),
+            conf_dir: "/ha/r1".into(),
+            log_file: Some("/ha/r1/neutron-keepalived-state-change.log".into()),
+            monitor_interface: "ha-1".into(),
+            monitor_cidr: "169.254.0.1/24".into(),
+            pid_file: Some("/ha/r1.pid".into()),
+            state_path: "/var/lib/neutron".into(),
+            user: Some("1000".into()),
+            group: Some("1000".into()),
+            enable_conntrackd: true,
+            debug: true,
+        }
+    }
+
     #[test]
-    fn argv0_dispatch() {
+    fn neutron_command_line_both_spellings_and_argv0() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(parse(NEUTRON_MONITOR_NAME, args(NEUTRON_ARGS)).unwrap(), Command::StateChange(neutron_expected()));
+        let mut sub = vec!["state-change"];
+        sub.extend_from_slice(NEUTRON_ARGS);
+        assert_eq!(p(&sub).unwrap(), Command::StateChange(neutron_expected()));
+        let dashed: Vec<String> = NEUTRON_ARGS
+            .iter()
+            .map(|a| if a.starts_with("--") { a.replace('_', "-") } else { a.to_string() })
+            .collect();
+        let dashed: Vec<&str> = dashed.iter().map(String::as_str).collect();
+        assert_eq!(parse(NEUTRON_MONITOR_NAME, args(&dashed)).unwrap(), Command::StateChange(neutron_expected()));
         assert_eq!(invoked_as(Some(&OsString::from("/usr/bin/neutron-keepalived-state-change"))), NEUTRON_MONITOR_NAME);
-        assert!(parse(NEUTRON_MONITOR_NAME, vec![]).is_err());
+    }
+
+    #[test]
+    fn state_change_usage_errors() {
+        let err = parse(NEUTRON_MONITOR_NAME, vec!["--router_id".into(), "r1".into()]).unwrap_err();
+        assert!(err.0.contains("--conf_dir is required"), "{err:?}");
+        let err = p(&["state-change", "--bogus", "1"]).unwrap_err();
+        assert!(err.0.contains("unknown option '--bogus'"), "{err:?}");
+        assert_eq!(p(&["state-change", "--help"]).unwrap(), Command::Help(STATE_CHANGE_HELP));
     }
 }

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         cli::Command::Render { config, router, show_secrets } => {
             cmd::render::run(&config, router.as_deref(), show_secrets)
         }
+        cli::Command::StateChange(args) => harouterd::state_change::run(args),
     }
     .into()
 }

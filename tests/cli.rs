@@ -185,8 +185,10 @@ fn neutron_monitor_name_dispatches_to_state_change() {
     let link = dir.join("neutron-keepalived-state-change");
     std::os::unix::fs::symlink(BIN, &link).unwrap();
     let out = Command::new(&link).arg("--help").output().unwrap();
-    // The state-change monitor is not part of this build yet: the name must
-    // still select it, not be read as an unknown first argument.
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("Usage: harouterd state-change"), "{}", stdout(&out));
+    // Under that name the first argument is an option, not a command.
+    let out = Command::new(&link).args(["--router_id", "r1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("'state-change'"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("state-change: --conf_dir is required"), "{}", stderr(&out));
 }

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod http_receiver;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,317 @@
+//! A process's own pidfile, held with an exclusive `flock` for its lifetime
+//! (SPEC sections 3.2 and 4): the daemon's `--pidfile` and the drop-in
+//! monitor's `--pid_file`.
+//!
+//! Invariant: **the lock is the truth, not the file.** While a [`Pidfile`]
+//! exists, this process holds `LOCK_EX` on the open file description, and a
+//! second instance started on the same path fails at once, naming the pid
+//! written in the file. A file left behind by a crash (or by `kill -9`)
+//! carries no lock and is simply taken over; no pid is ever "checked for
+//! liveness", so pid reuse cannot fool it.
+//!
+//! The contents are the decimal pid with no newline, as Neutron writes its
+//! pid files (`Pidfile.write` in `neutron/agent/linux/daemon.py`; the shell
+//! monitor does `echo -n $$`), so the agent's `ProcessManager` reads ours.
+//!
+//! The descriptor is close-on-exec: keepalived and conntrackd, spawned by
+//! fork+exec, must not inherit the lock (a keepalived outliving a restarted
+//! daemon would otherwise keep the daemon from starting). Between fork and
+//! exec a child shares the lock, which is harmless: `flock` locks belong to
+//! the open file description, and closing a copy does not release them. That
+//! is also why dropping a [`Pidfile`] only closes the descriptor and never
+//! calls `LOCK_UN`, which would release the lock for the parent too if it ran
+//! in a forked child.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// What went wrong with a pidfile, always naming it.
+#[derive(Debug)]
+pub enum PidfileError {
+    /// Another process holds the lock: another instance is running. `pid`
+    /// is what that instance wrote, `None` if it has not written yet or the
+    /// contents are not a pid.
+    Held { path: PathBuf, pid: Option<u32> },
+    /// Any other failure; `step` says which operation.
+    Io { path: PathBuf, step: &'static str, source: io::Error },
+}
+
+impl PidfileError {
+    fn io(path: &Path, step: &'static str, source: io::Error) -> PidfileError {
+        PidfileError::Io { path: path.to_path_buf(), step, source }
+    }
+
+    /// The pidfile concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            PidfileError::Held { path, .. } | PidfileError::Io { path, .. } => path,
+        }
+    }
+}
+
+impl fmt::Display for PidfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PidfileError::Held { path, pid: Some(pid) } => {
+                write!(f, "{} is held by pid {pid}: another instance is running", path.display())
+            }
+            PidfileError::Held { path, pid: None } => {
+                write!(f, "{} is held by another process: another instance is running", path.display())
+            }
+            PidfileError::Io { path, step, source } => write!(f, "pidfile {}: {step}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for PidfileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PidfileError::Held { .. } => None,
+            PidfileError::Io { source, .. } => Some(source),
+        }
+    }
+}
+
+/// A locked pidfile holding our pid. Keep it alive as long as the process
+/// runs; call [`Pidfile::remove`] on a clean exit.
+#[derive(Debug)]
+pub struct Pidfile {
+    path: PathBuf,
+    file: File,
+}
+
+/// How often [`Pidfile::acquire`] retries when the file it locked was
+/// unlinked meanwhile by an exiting holder.
+const ATTEMPTS: usize = 5;
+
+impl Pidfile {
+    /// Opens or creates `path` (mode 0644), locks it exclusively without
+    /// waiting, and replaces its contents with our pid (no newline). The
+    /// pid is not fsynced: after a crash the lock is gone with the process,
+    /// and nothing trusts a pid from an unlocked file.
+    ///
+    /// Fails with [`PidfileError::Held`] when another process holds the
+    /// lock. Guards against one race: the previous holder may unlink the
+    /// file between our `open` and our `flock`, leaving us a lock on a
+    /// nameless inode while a third instance creates a fresh file. So after
+    /// locking, the path must still name the inode we locked; if not, start
+    /// over.
+    pub fn acquire(path: &Path) -> Result<Pidfile, PidfileError> {
+        for _ in 0..ATTEMPTS {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o644)
+                .custom_flags(libc::O_NOCTTY)
+                .open(path)
+                .map_err(|e| PidfileError::io(path, "cannot open", e))?;
+            lock(&file).map_err(|e| match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => PidfileError::Held { path: path.to_path_buf(), pid: read_pid(&file) },
+                _ => PidfileError::io(path, "cannot lock", e),
+            })?;
+            if !same_inode(&file, path)? {
+                continue;
+            }
+            let pid = std::process::id().to_string();
+            file.set_len(0).map_err(|e| PidfileError::io(path, "cannot truncate", e))?;
+            file.write_all_at(pid.as_bytes(), 0).map_err(|e| PidfileError::io(path, "cannot write our pid", e))?;
+            return Ok(Pidfile { path: path.to_path_buf(), file });
+        }
+        Err(PidfileError::io(path, "cannot lock", io::Error::other("the file kept being replaced while locking it")))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unlinks the file, then releases the lock by closing it: for a clean
+    /// exit. Unlinking first means no other instance can lock this inode
+    /// and then find it gone. A file that is already gone, or that now names
+    /// another inode (someone replaced it), is left alone. Needs write
+    /// permission on the directory, which a process that dropped privileges
+    /// may have lost: the error then says so, and the stale file is harmless
+    /// (it carries no lock).
+    pub fn remove(self) -> Result<(), PidfileError> {
+        match same_inode(&self.file, &self.path) {
+            Ok(true) => match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(PidfileError::io(&self.path, "cannot remove", e)),
+                _ => Ok(()),
+            },
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`, retried on EINTR.
+fn lock(file: &File) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on a descriptor owned by `file`, valid for the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Whether `path` currently names the inode open in `file`; `false` when
+/// `path` no longer exists.
+fn same_inode(file: &File, path: &Path) -> Result<bool, PidfileError> {
+    let ours = file.metadata().map_err(|e| PidfileError::io(path, "cannot stat the open file", e))?;
+    match std::fs::metadata(path) {
+        Ok(now) => Ok(now.dev() == ours.dev() && now.ino() == ours.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(PidfileError::io(path, "cannot stat", e)),
+    }
+}
+
+/// The pid the holder wrote: leading decimal digits of the first line
+/// (tolerates a newline written by other tools). `None` for empty or
+/// garbage contents.
+fn read_pid(mut file: &File) -> Option<u32> {
+    let mut buf = [0u8; 32];
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let n = file.read(&mut buf).ok()?;
+    parse_pid(buf.get(..n)?)
+}
+
+fn parse_pid(bytes: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    (pid > 0).then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("harouterd-pidfile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        dir
+    }
+
+    #[test]
+    fn writes_pid_without_newline_over_stale_contents() {
+        let dir = temp_dir("write");
+        let path = dir.join("harouterd.pid");
+        std::fs::write(&path, "4294967295\nleftover garbage\n").expect("seed stale");
+        let pidfile = Pidfile::acquire(&path).expect("acquire");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), std::process::id().to_string());
+        assert_eq!(pidfile.path(), path);
+        drop(pidfile);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn second_acquire_fails_naming_path_and_pid() {
+        let dir = temp_dir("held");
+        let path = dir.join("x.pid");
+        let first = Pidfile::acquire(&path).expect("acquire");
+        // A second open file description conflicts like another process.
+        let err = Pidfile::acquire(&path).expect_err("must be held");
+        let pid = std::process::id();
+        assert!(matches!(err, PidfileError::Held { pid: Some(p), .. } if p == pid), "{err:?}");
+        assert_eq!(err.to_string(), format!("{} is held by pid {pid}: another instance is running", path.display()));
+        // The loser did not touch the contents.
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), pid.to_string());
+        drop(first);
+        // Dropping closes, which releases the lock; the file stays.
+        assert!(path.exists());
+        let again = Pidfile::acquire(&path).expect("re-acquire after drop");
+        again.remove().expect("remove");
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn holder_without_pid_yet() {
+        let dir = temp_dir("nopid");
+        let path = dir.join("x.pid");
+        let holder = File::create(&path).expect("create");
+        lock(&holder).expect("lock");
+        let err = Pidfile::acquire(&path).expect_err("must be held");
+        assert!(matches!(err, PidfileError::Held { pid: None, .. }), "{err:?}");
+        assert!(err.to_string().ends_with("x.pid is held by another process: another instance is running"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn descriptor_is_close_on_exec() {
+        let dir = temp_dir("cloexec");
+        let pidfile = Pidfile::acquire(&dir.join("x.pid")).expect("acquire");
+        // SAFETY: F_GETFD on a descriptor owned by `pidfile`.
+        let flags = unsafe { libc::fcntl(pidfile.file.as_raw_fd(), libc::F_GETFD) };
+        assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0, "flags {flags}");
+        drop(pidfile);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lock_is_not_inherited_by_exec() {
+        // A child exec'd while we hold the lock must not keep it: after the
+        // child starts (and while it still runs) the lock is ours alone, and
+        // once we drop it, it is free even though the child lives on.
+        let dir = temp_dir("exec");
+        let path = dir.join("x.pid");
+        let pidfile = Pidfile::acquire(&path).expect("acquire");
+        // spawn() returns once exec has succeeded, so the child's file
+        // table is final; it then waits for its stdin to close.
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("read _")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        drop(pidfile);
+        let reacquired = Pidfile::acquire(&path);
+        drop(child.stdin.take());
+        child.wait().expect("wait");
+        reacquired.expect("lock free while the child still runs");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn remove_leaves_a_replaced_file_alone() {
+        let dir = temp_dir("replaced");
+        let path = dir.join("x.pid");
+        let pidfile = Pidfile::acquire(&path).expect("acquire");
+        std::fs::remove_file(&path).expect("unlink");
+        std::fs::write(&path, "999").expect("someone else's file");
+        pidfile.remove().expect("remove");
+        assert_eq!(std::fs::read_to_string(&path).expect("still there"), "999");
+        // Already gone is fine too.
+        std::fs::remove_file(&path).expect("unlink");
+        let pidfile = Pidfile::acquire(&path).expect("acquire");
+        std::fs::remove_file(&path).expect("unlink");
+        pidfile.remove().expect("remove of a vanished file");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn open_failure_names_the_path() {
+        let err = Pidfile::acquire(Path::new("/nonexistent-dir/x.pid")).expect_err("must fail");
+        assert!(err.to_string().starts_with("pidfile /nonexistent-dir/x.pid: cannot open: "), "{err}");
+        assert_eq!(err.path(), Path::new("/nonexistent-dir/x.pid"));
+    }
+
+    #[test]
+    fn pid_parsing() {
+        assert_eq!(parse_pid(b"1234"), Some(1234));
+        assert_eq!(parse_pid(b"1234\n"), Some(1234));
+        assert_eq!(parse_pid(b""), None);
+        assert_eq!(parse_pid(b"0"), None);
+        assert_eq!(parse_pid(b"12ab"), None);
+        assert_eq!(parse_pid(b"99999999999"), None);
+        assert_eq!(parse_pid(&[0xff]), None);
+    }
+}

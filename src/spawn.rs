@@ -1,0 +1,91 @@
+//! Running helper programs (keepalived, conntrackd) inside a router's
+//! namespace without a shell and without `ip netns exec`: fork, `setns`,
+//! `exec`, and reaping through SIGCHLD.
+//!
+//! `spawn` returns as soon as the child has exec'd (std's `Command` waits on
+//! a close-on-exec pipe for exactly that, a matter of microseconds); the
+//! child's exit is collected later by [`reap`] when SIGCHLD arrives, never by
+//! a blocking wait.
+
+use std::fmt;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::ident::Namespace;
+use crate::netns::{self, NetnsError};
+
+#[derive(Debug)]
+pub enum SpawnError {
+    Namespace(NetnsError),
+    Exec { program: String, source: std::io::Error },
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::Namespace(e) => e.fmt(f),
+            SpawnError::Exec { program, source } => write!(f, "cannot run {program}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// Starts `program args...` inside `namespace` (`None`: ours), stdin and
+/// stdout on /dev/null, stderr inherited. Returns its pid.
+pub fn spawn(program: &str, args: &[String], namespace: Option<&Namespace>) -> Result<u32, SpawnError> {
+    let ns_fd = namespace.map(netns::open).transpose().map_err(SpawnError::Namespace)?;
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::null());
+    if let Some(fd) = &ns_fd {
+        let raw = fd.as_raw_fd();
+        // SAFETY: only setns(2), async-signal-safe, runs between fork and
+        // exec; the fd stays open in the parent until spawn returns.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(raw, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+    }
+    let child = command.spawn().map_err(|source| SpawnError::Exec { program: program.to_owned(), source })?;
+    Ok(child.id())
+}
+
+/// How a reaped child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// Every child that has exited, without blocking.
+pub fn reap() -> Vec<(u32, Exit)> {
+    let mut out = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => out.push((pid.as_raw() as u32, Exit::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => out.push((pid.as_raw() as u32, Exit::Signal(sig as i32))),
+            Ok(WaitStatus::StillAlive) | Err(_) => return out,
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! `harouterd state-change`: the drop-in for Neutron's per-router
+//! `neutron-keepalived-state-change` monitor (SPEC section 4).
+//!
+//! One router, one rtnetlink socket inside its namespace, one event loop.
+//! The monitored CIDR present on the monitored interface means `primary`,
+//! absent means `backup`. Each change (and the initial state, at once) is
+//! written to `CONF_DIR/state`, synced to conntrackd when enabled, then
+//! POSTed to the L3 agent; the log lines are the ones Neutron's tests and
+//! operators grep for.
+//!
+//! Invariants: a state is reported only when it differs from the last one
+//! (an address update that changes nothing is not a transition), and the
+//! loop never blocks: conntrackd runs as reaped children, the agent is
+//! notified through the non-blocking [`Notifier`].
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::{Interest, Token};
+use nix::sys::signal::Signal;
+
+use crate::cli::StateChangeArgs;
+use crate::cmd::Exit;
+use crate::conntrackd::{ConntrackdSync, Synced};
+use crate::event_loop::{EventLoop, Signals, Timers, earliest};
+use crate::ident::{Namespace, RouterId};
+use crate::net::Cidr;
+use crate::netlink::{Change, RECV_BUFFER, RtSocket};
+use crate::notify::{Notifier, Outcome};
+use crate::state::State;
+use crate::{logfile, pidfile, privdrop, spawn, statefile};
+
+const SIGNALS: Token = Token(0);
+const NETLINK: Token = Token(1);
+const NOTIFIER_BASE: usize = 16;
+
+/// The agent's socket under `--state_path` (Neutron's
+/// `get_keepalived_state_change_socket_path`).
+pub const AGENT_SOCKET_NAME: &str = "keepalived-state-change";
+
+/// Reopening a namespace that was missing: first retry after this, doubling.
+const REOPEN_FIRST: Duration = Duration::from_millis(500);
+const REOPEN_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    ReopenNetlink,
+}
+
+struct Monitor {
+    router: String,
+    namespace: Option<Namespace>,
+    state_file: PathBuf,
+    iface: String,
+    /// `None` when `--monitor_cidr` is not a CIDR: nothing can match.
+    cidr: Option<Cidr>,
+    state: Option<State>,
+    socket: Option<RtSocket>,
+    scratch: Vec<u8>,
+    conntrackd: Option<ConntrackdSync>,
+    notifier: Notifier,
+    timers: Timers<Timer>,
+    reopen_delay: Duration,
+}
+
+/// Runs the monitor until SIGTERM/SIGINT.
+pub fn run(args: StateChangeArgs) -> Exit {
+    if let Err(e) = logfile::init(args.log_file.as_deref(), args.debug, "harouterd.state_change") {
+        eprintln!("harouterd state-change: {e}");
+        return Exit::Runtime;
+    }
+    let router = match RouterId::parse(&args.router_id) {
+        Ok(id) => id,
+        Err(e) => {
+            log::error!("{e}");
+            return Exit::Usage;
+        }
+    };
+    // Held, not removed, for our whole life: the pid file belongs to the
+    // agent's process manager, which reads it to find us.
+    let _pidfile = match args.pid_file.as_deref().map(pidfile::Pidfile::acquire).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{e}");
+            return Exit::Runtime;
+        }
+    };
+    let mut event_loop = match EventLoop::new(64) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("cannot create the event loop: {e}");
+            return Exit::Runtime;
+        }
+    };
+    let namespace = match args.namespace.as_deref().map(Namespace::parse).transpose() {
+        Ok(ns) => ns,
+        Err(e) => {
+            log::error!("--namespace: {e}");
+            return Exit::Usage;
+        }
+    };
+
+    let cidr = Cidr::parse(&args.monitor_cidr);
+    // The socket is opened before privileges are dropped: entering the
+    // namespace needs CAP_SYS_ADMIN.
+    let socket = RtSocket::open(namespace.as_ref(), None);
+    let keep = if args.enable_conntrackd { privdrop::CONNTRACKD_CAPS } else { &[] };
+    if let Err(e) = privdrop::drop_to(args.user.as_deref(), args.group.as_deref(), keep) {
+        log::error!("{e}");
+        return Exit::Runtime;
+    }
+    let mut signals = match Signals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD, Signal::SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot set up signal handling: {e}");
+            return Exit::Runtime;
+        }
+    };
+    if let Err(e) = event_loop.registry().register(&mut signals, SIGNALS, Interest::READABLE) {
+        log::error!("cannot watch signals: {e}");
+        return Exit::Runtime;
+    }
+
+    let mut monitor = Monitor {
+        router: router.to_string(),
+        namespace: namespace.clone(),
+        state_file: args.conf_dir.join("state"),
+        iface: args.monitor_interface.clone(),
+        cidr: cidr.as_ref().ok().copied(),
+        state: None,
+        socket: None,
+        scratch: Vec::with_capacity(RECV_BUFFER),
+        conntrackd: args
+            .enable_conntrackd
+            .then(|| ConntrackdSync::new("conntrackd", args.conf_dir.clone(), namespace.clone(), router.as_str())),
+        notifier: Notifier::new(args.state_path.join(AGENT_SOCKET_NAME), NOTIFIER_BASE, 1),
+        timers: Timers::default(),
+        reopen_delay: REOPEN_FIRST,
+    };
+
+    let initial_failure = match (&cidr, socket) {
+        (Err(e), _) => Some(format!("--monitor_cidr {e}")),
+        (Ok(_), Err(e)) => {
+            monitor.schedule_reopen(Instant::now());
+            Some(e.to_string())
+        }
+        (Ok(_), Ok(socket)) => {
+            monitor.attach(event_loop.registry(), socket);
+            None
+        }
+    };
+    if let Some(reason) = initial_failure {
+        log::error!("Failed to get initial status of router {}: {reason}", monitor.router);
+        log::warn!("Timeout reading the initial status of router {}, state is set to \"backup\".", monitor.router);
+        monitor.transition(State::Backup, event_loop.registry(), Instant::now());
+    }
+
+    loop {
+        let deadline = earliest([monitor.timers.next_deadline(), monitor.notifier.next_deadline()]);
+        let events = match event_loop.wait(deadline) {
+            Ok(events) => events.iter().map(|e| (e.token(), e.clone())).collect::<Vec<_>>(),
+            Err(e) => {
+                log::error!("poll failed: {e}");
+                return Exit::Runtime;
+            }
+        };
+        let registry = event_loop.registry();
+        for (token, event) in events {
+            let now = Instant::now();
+            match token {
+                SIGNALS => {
+                    for signal in signals.drain() {
+                        match signal {
+                            Signal::SIGTERM | Signal::SIGINT => {
+                                log::info!("Received {signal}, exiting (router {})", monitor.router);
+                                return Exit::Ok;
+                            }
+                            Signal::SIGCHLD => monitor.reap(registry, now),
+                            _ => log::debug!("ignoring {signal}"),
+                        }
+                    }
+                }
+                NETLINK => monitor.netlink_ready(registry, now),
+                t if monitor.notifier.owns(t) => {
+                    let outcomes = monitor.notifier.ready(registry, &event, now);
+                    monitor.report(outcomes);
+                }
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        while let Some(timer) = monitor.timers.pop_due(now) {
+            match timer {
+                Timer::ReopenNetlink => monitor.reopen(registry, now),
+            }
+        }
+        let outcomes = monitor.notifier.tick(registry, now);
+        monitor.report(outcomes);
+    }
+}
+
+impl Monitor {
+    fn attach(&mut self, registry: &mio::Registry, mut socket: RtSocket) {
+        match registry.register(&mut socket, NETLINK, Interest::READABLE) {
+            Ok(()) => self.socket = Some(socket),
+            Err(e) => log::error!("cannot watch the rtnetlink socket of router {}: {e}", self.router),
+        }
+    }
+
+    fn schedule_reopen(&mut self, now: Instant) {
+        self.timers.schedule(now + self.reopen_delay, Timer::ReopenNetlink);
+        self.reopen_delay = (self.reopen_delay * 2).min(REOPEN_MAX);
+    }
+
+    /// The namespace was missing: try again, with backoff, so a namespace
+    /// created late is still monitored.
+    fn reopen(&mut self, registry: &mio::Registry, now: Instant) {
+        match RtSocket::open(self.namespace.as_ref(), None) {
+            Ok(socket) => {
+                log::info!("Monitoring router {} in {}", self.router, self.namespace_name());
+                self.attach(registry, socket);
+            }
+            Err(e) => {
+                log::debug!("router {}: {e}", self.router);
+                self.schedule_reopen(now);
+            }
+        }
+    }
+
+    fn namespace_name(&self) -> String {
+        self.namespace.as_ref().map_or_else(|| "the current namespace".to_owned(), |n| n.to_string())
+    }
+
+    fn netlink_ready(&mut self, registry: &mio::Registry, now: Instant) {
+        let Some(socket) = self.socket.as_mut() else { return };
+        let mut changes = Vec::new();
+        let result = socket.read(&mut self.scratch, &mut |c| changes.push(c));
+        for change in changes {
+            self.apply(change, registry, now);
+        }
+        if let Err(e) = result {
+            log::error!("router {}: {e}; reopening", self.router);
+            if let Some(mut socket) = self.socket.take() {
+                let _ = registry.deregister(&mut socket);
+            }
+            self.schedule_reopen(now);
+        }
+    }
+
+    fn apply(&mut self, change: Change, registry: &mio::Registry, now: Instant) {
+        let Some(cidr) = self.cidr else { return };
+        match change {
+            Change::Resynced => {
+                let Some(socket) = &self.socket else { return };
+                let present = socket.view().has_addr(&self.iface, &cidr);
+                self.transition(if present { State::Primary } else { State::Backup }, registry, now);
+            }
+            // Until the first dump, the dump is what tells the state.
+            _ if self.state.is_none() => {}
+            Change::Addr { ifname, cidr: c, added } if ifname == self.iface && c == cidr => {
+                self.transition(if added { State::Primary } else { State::Backup }, registry, now);
+            }
+            Change::LinkGone { ifname } if ifname == self.iface => {
+                log::warn!("router {}: interface {ifname} was deleted", self.router);
+                self.transition(State::Backup, registry, now);
+            }
+            Change::Overrun => {
+                log::warn!("router {}: rtnetlink receive queue overrun; re-reading addresses", self.router);
+            }
+            _ => {}
+        }
+    }
+
+    fn transition(&mut self, new: State, registry: &mio::Registry, now: Instant) {
+        match self.state {
+            Some(old) if old == new => return,
+            Some(_) => log::info!("Detected state change to: {new} (router {})", self.router),
+            None => log::info!("Initial status of router {} is {new}", self.router),
+        }
+        self.state = Some(new);
+        match statefile::write_atomic(&self.state_file, new.as_str().as_bytes(), 0o644) {
+            Ok(()) => log::info!("Wrote router {} state {new}", self.router),
+            Err(e) => log::error!("router {}: {e}", self.router),
+        }
+        match &mut self.conntrackd {
+            Some(sync) => {
+                let done = sync.request(new);
+                self.synced(done, registry, now);
+            }
+            None => self.notifier.submit(registry, &self.router, new.as_str(), now),
+        }
+    }
+
+    fn synced(&mut self, done: Vec<Synced>, registry: &mio::Registry, now: Instant) {
+        for Synced { state, failures } in done {
+            if failures.is_empty() {
+                log::info!("Synced connection tracking state on {state} for router {}", self.router);
+            } else {
+                log::error!(
+                    "Failed to sync connection tracking state on {state} for router {}: {}",
+                    self.router,
+                    failures.join("; ")
+                );
+            }
+            self.notifier.submit(registry, &self.router, state.as_str(), now);
+        }
+    }
+
+    fn reap(&mut self, registry: &mio::Registry, now: Instant) {
+        for (pid, exit) in spawn::reap() {
+            if let Some(sync) = self.conntrackd.as_mut().filter(|s| s.owns(pid)) {
+                let done = sync.exited(pid, exit);
+                self.synced(done, registry, now);
+            }
+        }
+    }
+
+    fn report(&mut self, outcomes: Vec<Outcome>) {
+        for outcome in outcomes {
+            if outcome.is_delivered() {
+                log::info!("{outcome}");
+            } else {
+                log::warn!("{outcome}");
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Atomic replacement of small files: a router's `state` file and its
+//! `keepalived.conf` (SPEC section 3.2).
+//!
+//! Invariant: **a reader of the target sees either the old complete file or
+//! the new complete file, never a torn or empty one, even across a crash or
+//! power loss.** Neutron's agent and operators read `state` at any moment,
+//! and keepalived re-reads its config on SIGHUP. The recipe is the classic
+//! one: write a temporary file in the same directory (so `rename` stays on
+//! one filesystem), `fsync` it, `rename` it over the target, `fsync` the
+//! directory so the rename itself is durable.
+//!
+//! Failures (a full disk, a read-only or foreign-owned directory) are
+//! returned with the target path and the step that failed, and never leave
+//! the temporary file behind. The file gets exactly `mode`, whatever the
+//! umask (`fchmod` after creation), because modes here carry meaning: 0600
+//! keeps the VRRP password private, 0520 makes the health-check script
+//! executable by keepalived only.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The step of [`write_atomic`] that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The target has no file name (`/`, `..`, empty).
+    CheckPath,
+    CreateTemp,
+    SetMode,
+    Write,
+    SyncTemp,
+    Rename,
+    OpenDir,
+    SyncDir,
+}
+
+impl Step {
+    fn describe(self) -> &'static str {
+        match self {
+            Step::CheckPath => "checking the path",
+            Step::CreateTemp => "creating the temporary file",
+            Step::SetMode => "setting the mode of the temporary file",
+            Step::Write => "writing the temporary file",
+            Step::SyncTemp => "syncing the temporary file",
+            Step::Rename => "renaming the temporary file over it",
+            Step::OpenDir => "opening its directory",
+            Step::SyncDir => "syncing its directory",
+        }
+    }
+}
+
+/// A failed atomic write: which file, which step, what the OS said.
+#[derive(Debug)]
+pub struct StateFileError {
+    /// The file being replaced.
+    pub path: PathBuf,
+    /// The temporary file, when one was involved (already removed).
+    pub temp: Option<PathBuf>,
+    pub step: Step,
+    pub source: io::Error,
+}
+
+impl StateFileError {
+    /// The new contents replaced the file, and only making that durable
+    /// failed (the directory could not be opened or synced): a caller may
+    /// treat the write as done and log this as a warning.
+    pub fn is_in_place(&self) -> bool {
+        matches!(self.step, Step::OpenDir | Step::SyncDir)
+    }
+}
+
+impl fmt::Display for StateFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot write {}: {}", self.path.display(), self.step.describe())?;
+        if let Some(temp) = &self.temp {
+            write!(f, " {}", temp.display())?;
+        }
+        if self.is_in_place() {
+            f.write_str(" (the new contents are in place but may not survive a crash)")?;
+        }
+        write!(f, ": {}", self.source)
+    }
+}
+
+impl std::error::Error for StateFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Removes the temporary file unless disarmed: every early return before the
+/// rename cleans up, whichever step failed.
+struct TempGuard<'a> {
+    path: &'a Path,
+    armed: bool,
+}
+
+impl Drop for TempGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
+}
+
+/// Creates the temporary file exclusively, without following a symlink
+/// planted at its name. A leftover of the same name can only come from an
+/// earlier process with our pid (the name embeds it) that crashed between
+/// create and rename: it is removed and creation retried once.
+fn create_temp(temp: &Path, mode: u32) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode & 0o7777)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(temp)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(temp)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// The directory of `path` (`.` for a bare name) and the temporary file
+/// `.NAME.tmp.PID` in it; `None` when `path` has no file name.
+fn temp_path(path: &Path) -> Option<(PathBuf, PathBuf)> {
+    let name = path.file_name()?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".tmp.{}", std::process::id()));
+    Some((dir.to_path_buf(), dir.join(temp_name)))
+}
+
+/// Replaces `path` with `contents`, atomically and durably, with permission
+/// bits exactly `mode`. The temporary file is `.NAME.tmp.PID` beside the
+/// target (hidden, and unique per process: callers are single-threaded and
+/// write one file at a time).
+///
+/// The new file is owned by the caller's effective uid/gid; writing needs
+/// write and search permission on the directory, not on the old file.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StateFileError> {
+    let fail = |step, temp: Option<&Path>, source| StateFileError {
+        path: path.to_path_buf(),
+        temp: temp.map(Path::to_path_buf),
+        step,
+        source,
+    };
+    let Some((dir, temp)) = temp_path(path) else {
+        return Err(fail(Step::CheckPath, None, io::Error::new(io::ErrorKind::InvalidInput, "no file name")));
+    };
+
+    let mut file = create_temp(&temp, mode).map_err(|e| fail(Step::CreateTemp, Some(&temp), e))?;
+    let mut guard = TempGuard { path: &temp, armed: true };
+    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(|e| fail(Step::SetMode, Some(&temp), e))?;
+    file.write_all(contents).map_err(|e| fail(Step::Write, Some(&temp), e))?;
+    file.sync_all().map_err(|e| fail(Step::SyncTemp, Some(&temp), e))?;
+    drop(file);
+    std::fs::rename(&temp, path).map_err(|e| fail(Step::Rename, Some(&temp), e))?;
+    guard.armed = false;
+
+    // The new contents are in place from here on; what remains is making
+    // the rename survive a power loss. An error is still reported: the
+    // caller may log it, but must not assume the old file is back.
+    let dir_file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(&dir)
+        .map_err(|e| fail(Step::OpenDir, None, e))?;
+    match dir_file.sync_all() {
+        // Some filesystems cannot sync a directory; their renames are as
+        // durable as they get.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)) => Ok(()),
+        Err(e) => Err(fail(Step::SyncDir, None, e)),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The longest state file [`read_state`] accepts; `primary`, `backup`,
+/// `fault` (and Neutron's older `master`) are far shorter.
+const MAX_STATE_LEN: u64 = 64;
+
+/// The state recorded in `path` (`primary`, `backup`, `fault`, or whatever
+/// word is there: callers validate), with surrounding whitespace removed so
+/// a file written by hand with a newline still reads. `None` when the file
+/// is missing, unreadable, empty, longer than 64 bytes or not UTF-8: the
+/// state is then unknown, which callers treat as "not primary".
+pub fn read_state(path: &Path) -> Option<String> {
+    let file = File::open(path).ok()?;
+    let mut text = String::new();
+    file.take(MAX_STATE_LEN + 1).read_to_string(&mut text).ok()?;
+    if text.len() as u64 > MAX_STATE_LEN {
+        return None;
+    }
+    let state = text.trim();
+    (!state.is_empty()).then(|| state.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("harouterd-statefile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        dir
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn writes_new_file_without_newline_and_no_leftovers() {
+        let dir = temp_dir("new");
+        let path = dir.join("state");
+        write_atomic(&path, b"primary", 0o644).expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"primary");
+        assert_eq!(entries(&dir), ["state"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn replaces_existing_file_and_sets_exact_mode_despite_umask() {
+        let dir = temp_dir("replace");
+        let path = dir.join("keepalived.conf");
+        std::fs::write(&path, "old contents that are longer").expect("seed");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_atomic(&path, b"global_defs {\n}", 0o600).expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "global_defs {\n}");
+        assert_eq!(mode_of(&path), 0o600);
+        // 0520 has group write, which the usual umask 022 would strip.
+        let script = dir.join("ha_check_script_1.sh");
+        write_atomic(&script, b"#!/bin/sh\n", 0o520).expect("write script");
+        assert_eq!(mode_of(&script), 0o520);
+        assert_eq!(entries(&dir), ["ha_check_script_1.sh", "keepalived.conf"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_temp_file_of_same_name_is_replaced() {
+        let dir = temp_dir("stale");
+        let stale = dir.join(format!(".state.tmp.{}", std::process::id()));
+        std::fs::write(&stale, "half-written").expect("seed stale");
+        write_atomic(&dir.join("state"), b"backup", 0o644).expect("write");
+        assert_eq!(entries(&dir), ["state"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn symlink_at_temp_name_is_not_followed() {
+        let dir = temp_dir("symlink");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "untouched").expect("seed victim");
+        let planted = dir.join(format!(".state.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
+        write_atomic(&dir.join("state"), b"fault", 0o644).expect("write");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read victim"), "untouched");
+        assert_eq!(std::fs::read_to_string(dir.join("state")).expect("read"), "fault");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_directory_reports_path_and_step() {
+        let dir = temp_dir("missing");
+        let path = dir.join("no-such-router").join("state");
+        let err = write_atomic(&path, b"primary", 0o644).expect_err("must fail");
+        assert_eq!(err.step, Step::CreateTemp);
+        assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("cannot write {}: creating the temporary file ", path.display())), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rename_failure_removes_temp_file() {
+        // The target is a non-empty directory: rename(2) fails after the
+        // temporary file was written and synced.
+        let dir = temp_dir("rename");
+        let path = dir.join("state");
+        std::fs::create_dir(&path).expect("mkdir");
+        std::fs::write(path.join("keep"), "x").expect("seed");
+        let err = write_atomic(&path, b"primary", 0o644).expect_err("must fail");
+        assert_eq!(err.step, Step::Rename);
+        assert_eq!(entries(&dir), ["state"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_file_name_is_an_error() {
+        let err = write_atomic(Path::new("/"), b"x", 0o644).expect_err("must fail");
+        assert_eq!(err.step, Step::CheckPath);
+        assert!(err.to_string().starts_with("cannot write /: checking the path"), "{err}");
+    }
+
+    #[test]
+    fn temp_file_sits_beside_the_target() {
+        let pid = std::process::id();
+        assert_eq!(
+            temp_path(Path::new("/var/lib/h/r1/state")),
+            Some((PathBuf::from("/var/lib/h/r1"), PathBuf::from(format!("/var/lib/h/r1/.state.tmp.{pid}"))))
+        );
+        // A bare name lives in the current directory, which is then synced.
+        assert_eq!(
+            temp_path(Path::new("state")),
+            Some((PathBuf::from("."), PathBuf::from(format!("./.state.tmp.{pid}"))))
+        );
+        assert_eq!(temp_path(Path::new("/")), None);
+        assert_eq!(temp_path(Path::new("a/..")), None);
+    }
+
+    /// A real full disk: a one-page tmpfs mounted in a mount namespace private
+    /// to this test's thread (mount namespaces are per thread until exec), so
+    /// nothing shows outside and nothing needs unmounting on failure.
+    #[test]
+    fn full_disk_is_reported_and_cleaned_up() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "full_disk test needs root (CI=true: failing)");
+            eprintln!("SKIP full_disk_is_reported_and_cleaned_up: needs root");
+            return;
+        }
+        let dir = temp_dir("full");
+        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+        let (root, tmpfs, opts) = (c("/"), c("tmpfs"), c("size=4k,mode=0755"));
+        let target = c(dir.to_str().expect("utf-8 temp dir"));
+        // SAFETY: plain syscalls with valid NUL-terminated strings; unshare
+        // affects only this thread's view of mounts.
+        unsafe {
+            assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare: {}", io::Error::last_os_error());
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            assert_eq!(libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), private, std::ptr::null()), 0);
+            let rc = libc::mount(tmpfs.as_ptr(), target.as_ptr(), tmpfs.as_ptr(), 0, opts.as_ptr().cast());
+            assert_eq!(rc, 0, "mount tmpfs: {}", io::Error::last_os_error());
+        }
+        let path = dir.join("keepalived.conf");
+        let err = write_atomic(&path, &vec![b'x'; 256 * 1024], 0o600).expect_err("disk is full");
+        assert_eq!(err.step, Step::Write);
+        assert_eq!(err.source.raw_os_error(), Some(libc::ENOSPC));
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        assert!(entries(&dir).is_empty(), "temp file left behind: {:?}", entries(&dir));
+        // A small write still fits afterwards.
+        write_atomic(&dir.join("state"), b"backup", 0o644).expect("small write");
+        assert_eq!(entries(&dir), ["state"]);
+        // SAFETY: unmounts what this test mounted, in its own namespace.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn read_state_cases() {
+        let dir = temp_dir("read");
+        let path = dir.join("state");
+        assert_eq!(read_state(&path), None);
+        std::fs::write(&path, "primary").expect("write");
+        assert_eq!(read_state(&path).as_deref(), Some("primary"));
+        std::fs::write(&path, "backup\n").expect("write");
+        assert_eq!(read_state(&path).as_deref(), Some("backup"));
+        std::fs::write(&path, "").expect("write");
+        assert_eq!(read_state(&path), None);
+        std::fs::write(&path, " \n").expect("write");
+        assert_eq!(read_state(&path), None);
+        std::fs::write(&path, [0xff, 0xfe]).expect("write");
+        assert_eq!(read_state(&path), None);
+        std::fs::write(&path, "x".repeat(65)).expect("write");
+        assert_eq!(read_state(&path), None);
+        std::fs::write(&path, "x".repeat(64)).expect("write");
+        assert_eq!(read_state(&path).map(|s| s.len()), Some(64));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
