@@ -2,7 +2,7 @@
 CARGO ?= cargo
 EXAMPLE ?= packaging/harouterd.conf.example
 
-.PHONY: all build release demo test lint deps clean
+.PHONY: all build release demo test lint deps clean bench-state-change
 
 all: build
 
@@ -29,6 +29,16 @@ test: deps lint
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# Benchmarks (SPEC section 5; bench/README.md). Not tests: nothing here is
+# part of `make test`. Needs root; extra flags in BENCH_ARGS, e.g.
+#   make bench-state-change BENCH_ARGS="--flips 1000 --json /tmp/sc.json"
+# Exit status 1 means a target was missed (see the table).
+PYTHON ?= python3
+BENCH_ARGS ?=
+
+bench-state-change: release
+	$(PYTHON) bench/state_change.py $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

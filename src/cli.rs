@@ -23,7 +23,20 @@ pub enum Command {
         show_secrets: bool,
     },
     StateChange(StateChangeArgs),
+    Run(RunArgs),
 }
+
+/// `harouterd run`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    pub config: PathBuf,
+    pub foreground: bool,
+    pub pidfile: PathBuf,
+    pub log_level: log::LevelFilter,
+}
+
+/// Where the daemon's own pid file goes unless `--pidfile` says otherwise.
+pub const DEFAULT_PIDFILE: &str = "/run/harouterd.pid";
 
 /// Neutron's `neutron-keepalived-state-change` arguments, kept as given:
 /// the monitor itself decides what a bad CIDR or a missing namespace means
@@ -50,6 +63,7 @@ harouterd - VRRP high availability for virtual routers (keepalived supervisor)
 Usage: harouterd COMMAND [OPTIONS]
 
 Commands:
+  run     -c FILE [--foreground] [--pidfile P] [--log-level L]  the daemon
   check   -c FILE                               validate a config file
   render  -c FILE [--router ID] [--show-secrets] print the keepalived files
   state-change --router_id ID ...               Neutron's per-router monitor
@@ -66,6 +80,18 @@ Usage: harouterd check -c FILE
 
 Parse and validate FILE. Prints nothing but problems (as PATH:LINE: message)
 and exits 0 when the file is valid, 2 when it is not.
+";
+
+pub const RUN_HELP: &str = "\
+Usage: harouterd run -c FILE [--foreground] [--pidfile P] [--log-level L]
+
+Run the daemon: render and supervise one keepalived per router, watch each
+router's primary VIP, announce transitions. Without --foreground it detaches
+and logs to syslog; with it, it stays attached and logs to stderr.
+  --pidfile P     the daemon's pid file, held with flock (default /run/harouterd.pid)
+  --log-level L   error, warn, info (default) or debug
+Signals: SIGHUP re-reads FILE (a broken file is rejected whole), SIGTERM and
+SIGINT stop (keepalived keeps running unless on_exit = stop).
 ";
 
 pub const RENDER_HELP: &str = "\
@@ -110,6 +136,7 @@ pub fn parse(invoked_as: &str, args: Vec<OsString>) -> Result<Command, UsageErro
         "check" => parse_check(&mut parser),
         "render" => parse_render(&mut parser),
         "state-change" => parse_state_change(&mut parser),
+        "run" => parse_run(&mut parser),
         "--help" => Ok(Command::Help(MAIN_HELP)),
         "--version" => Ok(Command::Version),
         other => Err(UsageError(format!("unknown command '{other}' (try --help)"))),
@@ -152,6 +179,39 @@ fn parse_render(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
         }
     }
     Ok(Command::Render { config: required_config(config, "render")?, router, show_secrets })
+}
+
+fn parse_run(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
+    let (mut config, mut foreground, mut pidfile, mut log_level) = (None, false, None, log::LevelFilter::Info);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(RUN_HELP)),
+            Short('c') | Long("config") => config = Some(PathBuf::from(parser.value()?)),
+            Short('f') | Long("foreground") => foreground = true,
+            Long("pidfile") => pidfile = Some(PathBuf::from(parser.value()?)),
+            Long("log-level") => {
+                let value = parser.value()?.string()?;
+                log_level = match value.as_str() {
+                    "error" => log::LevelFilter::Error,
+                    "warn" | "warning" => log::LevelFilter::Warn,
+                    "info" => log::LevelFilter::Info,
+                    "debug" => log::LevelFilter::Debug,
+                    _ => {
+                        return Err(UsageError(format!(
+                            "run: --log-level '{value}' is not one of error, warn, info, debug"
+                        )));
+                    }
+                };
+            }
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(Command::Run(RunArgs {
+        config: required_config(config, "run")?,
+        foreground,
+        pidfile: pidfile.unwrap_or_else(|| PathBuf::from(DEFAULT_PIDFILE)),
+        log_level,
+    }))
 }
 
 fn parse_state_change(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
@@ -292,6 +352,26 @@ mod tests {
         let dashed: Vec<&str> = dashed.iter().map(String::as_str).collect();
         assert_eq!(parse(NEUTRON_MONITOR_NAME, args(&dashed)).unwrap(), Command::StateChange(neutron_expected()));
         assert_eq!(invoked_as(Some(&OsString::from("/usr/bin/neutron-keepalived-state-change"))), NEUTRON_MONITOR_NAME);
+    }
+
+    #[test]
+    fn run_arguments() {
+        assert_eq!(
+            p(&["run", "-c", "/x", "--foreground", "--pidfile", "/p", "--log-level", "debug"]).unwrap(),
+            Command::Run(RunArgs {
+                config: "/x".into(),
+                foreground: true,
+                pidfile: "/p".into(),
+                log_level: log::LevelFilter::Debug
+            })
+        );
+        let Command::Run(a) = p(&["run", "-c", "/x"]).unwrap() else { panic!() };
+        assert_eq!(
+            (a.foreground, a.pidfile.to_str(), a.log_level),
+            (false, Some(DEFAULT_PIDFILE), log::LevelFilter::Info)
+        );
+        assert!(p(&["run", "-c", "/x", "--log-level", "loud"]).unwrap_err().0.contains("'loud'"));
+        assert!(p(&["run"]).unwrap_err().0.contains("run: -c FILE is required"));
     }
 
     #[test]

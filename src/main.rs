@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             cmd::render::run(&config, router.as_deref(), show_secrets)
         }
         cli::Command::StateChange(args) => harouterd::state_change::run(args),
+        cli::Command::Run(args) => harouterd::daemon::run(args),
     }
     .into()
 }

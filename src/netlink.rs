@@ -44,10 +44,11 @@ const NLMSG_DONE: u16 = 3;
 const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLMSG_HDRLEN: usize = 16;
 
-/// Large enough for any datagram the kernel sends on NETLINK_ROUTE (dumps
-/// are chunked to at most 32 KiB); shared by all sockets of a process so a
-/// thousand namespaces do not cost a thousand buffers.
-pub const RECV_BUFFER: usize = 64 * 1024;
+/// Large enough for any datagram the kernel sends on NETLINK_ROUTE: dump
+/// chunks are sized to the reader's largest buffer and capped at 32 KiB.
+/// Shared by all sockets of a process so a thousand namespaces do not cost
+/// a thousand buffers.
+pub const RECV_BUFFER: usize = 32 * 1024;
 
 #[derive(Debug)]
 pub enum NetlinkError {

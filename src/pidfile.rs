@@ -117,16 +117,24 @@ impl Pidfile {
             if !same_inode(&file, path)? {
                 continue;
             }
-            let pid = std::process::id().to_string();
-            file.set_len(0).map_err(|e| PidfileError::io(path, "cannot truncate", e))?;
-            file.write_all_at(pid.as_bytes(), 0).map_err(|e| PidfileError::io(path, "cannot write our pid", e))?;
-            return Ok(Pidfile { path: path.to_path_buf(), file });
+            let pidfile = Pidfile { path: path.to_path_buf(), file };
+            pidfile.write_our_pid()?;
+            return Ok(pidfile);
         }
         Err(PidfileError::io(path, "cannot lock", io::Error::other("the file kept being replaced while locking it")))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes this process's pid over the file. Taken before daemonizing
+    /// (so "already running" reaches the terminal) and rewritten after: the
+    /// lock belongs to the open file, which the forked daemon inherits.
+    pub fn write_our_pid(&self) -> Result<(), PidfileError> {
+        let pid = std::process::id().to_string();
+        self.file.set_len(0).map_err(|e| PidfileError::io(&self.path, "cannot truncate", e))?;
+        self.file.write_all_at(pid.as_bytes(), 0).map_err(|e| PidfileError::io(&self.path, "cannot write our pid", e))
     }
 
     /// Unlinks the file, then releases the lock by closing it: for a clean

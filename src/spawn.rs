@@ -35,9 +35,30 @@ impl fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
+/// How [`spawn_with`] starts a child; the default is what [`spawn`] does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpawnOptions {
+    /// Start the child in a session of its own (`setsid()` between fork and
+    /// exec): it leaves our process group and controlling terminal, so a
+    /// Ctrl-C to a foreground daemon, or a signal sent to the daemon's
+    /// process group, never reaches it. For long-lived children that must
+    /// outlive us (keepalived with `on_exit = keep`).
+    pub new_session: bool,
+}
+
 /// Starts `program args...` inside `namespace` (`None`: ours), stdin and
 /// stdout on /dev/null, stderr inherited. Returns its pid.
 pub fn spawn(program: &str, args: &[String], namespace: Option<&Namespace>) -> Result<u32, SpawnError> {
+    spawn_with(program, args, namespace, SpawnOptions::default())
+}
+
+/// [`spawn`] with [`SpawnOptions`].
+pub fn spawn_with(
+    program: &str,
+    args: &[String],
+    namespace: Option<&Namespace>,
+    options: SpawnOptions,
+) -> Result<u32, SpawnError> {
     let ns_fd = namespace.map(netns::open).transpose().map_err(SpawnError::Namespace)?;
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null()).stdout(Stdio::null());
@@ -49,6 +70,13 @@ pub fn spawn(program: &str, args: &[String], namespace: Option<&Namespace>) -> R
             command.pre_exec(move || {
                 if libc::setns(raw, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
             });
+        }
+    }
+    if options.new_session {
+        // SAFETY: only setsid(2), async-signal-safe, between fork and exec.
+        // It cannot fail in a freshly forked child (never a group leader).
+        unsafe {
+            command.pre_exec(|| if libc::setsid() >= 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
         }
     }
     let child = command.spawn().map_err(|source| SpawnError::Exec { program: program.to_owned(), source })?;

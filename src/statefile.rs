@@ -4,10 +4,16 @@
 //! Invariant: **a reader of the target sees either the old complete file or
 //! the new complete file, never a torn or empty one, even across a crash or
 //! power loss.** Neutron's agent and operators read `state` at any moment,
-//! and keepalived re-reads its config on SIGHUP. The recipe is the classic
-//! one: write a temporary file in the same directory (so `rename` stays on
-//! one filesystem), `fsync` it, `rename` it over the target, `fsync` the
-//! directory so the rename itself is durable.
+//! and keepalived re-reads its config on SIGHUP. The recipe: write a
+//! temporary file in the same directory (so `rename` stays on one
+//! filesystem), `fdatasync` it, `rename` it over the target.
+//!
+//! The directory is deliberately not synced: that would make the rename
+//! itself durable, but after a crash either the old or the new complete file
+//! is there, both valid, and the daemon re-derives every state from the
+//! kernel at start anyway. The sync sits between an address change and the
+//! agent's notification, and measured (bench/state_change.py) the directory
+//! sync doubled that latency and most of its tail on a busy disk.
 //!
 //! Failures (a full disk, a read-only or foreign-owned directory) are
 //! returned with the target path and the step that failed, and never leave
@@ -32,8 +38,6 @@ pub enum Step {
     Write,
     SyncTemp,
     Rename,
-    OpenDir,
-    SyncDir,
 }
 
 impl Step {
@@ -45,8 +49,6 @@ impl Step {
             Step::Write => "writing the temporary file",
             Step::SyncTemp => "syncing the temporary file",
             Step::Rename => "renaming the temporary file over it",
-            Step::OpenDir => "opening its directory",
-            Step::SyncDir => "syncing its directory",
         }
     }
 }
@@ -62,23 +64,11 @@ pub struct StateFileError {
     pub source: io::Error,
 }
 
-impl StateFileError {
-    /// The new contents replaced the file, and only making that durable
-    /// failed (the directory could not be opened or synced): a caller may
-    /// treat the write as done and log this as a warning.
-    pub fn is_in_place(&self) -> bool {
-        matches!(self.step, Step::OpenDir | Step::SyncDir)
-    }
-}
-
 impl fmt::Display for StateFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "cannot write {}: {}", self.path.display(), self.step.describe())?;
         if let Some(temp) = &self.temp {
             write!(f, " {}", temp.display())?;
-        }
-        if self.is_in_place() {
-            f.write_str(" (the new contents are in place but may not survive a crash)")?;
         }
         write!(f, ": {}", self.source)
     }
@@ -141,7 +131,7 @@ fn temp_path(path: &Path) -> Option<(PathBuf, PathBuf)> {
     Some((dir.to_path_buf(), dir.join(temp_name)))
 }
 
-/// Replaces `path` with `contents`, atomically and durably, with permission
+/// Replaces `path` with `contents`, atomically, with permission
 /// bits exactly `mode`. The temporary file is `.NAME.tmp.PID` beside the
 /// target (hidden, and unique per process: callers are single-threaded and
 /// write one file at a time).
@@ -155,7 +145,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), State
         step,
         source,
     };
-    let Some((dir, temp)) = temp_path(path) else {
+    let Some((_, temp)) = temp_path(path) else {
         return Err(fail(Step::CheckPath, None, io::Error::new(io::ErrorKind::InvalidInput, "no file name")));
     };
 
@@ -164,26 +154,11 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), State
     file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
         .map_err(|e| fail(Step::SetMode, Some(&temp), e))?;
     file.write_all(contents).map_err(|e| fail(Step::Write, Some(&temp), e))?;
-    file.sync_all().map_err(|e| fail(Step::SyncTemp, Some(&temp), e))?;
+    file.sync_data().map_err(|e| fail(Step::SyncTemp, Some(&temp), e))?;
     drop(file);
     std::fs::rename(&temp, path).map_err(|e| fail(Step::Rename, Some(&temp), e))?;
     guard.armed = false;
-
-    // The new contents are in place from here on; what remains is making
-    // the rename survive a power loss. An error is still reported: the
-    // caller may log it, but must not assume the old file is back.
-    let dir_file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(&dir)
-        .map_err(|e| fail(Step::OpenDir, None, e))?;
-    match dir_file.sync_all() {
-        // Some filesystems cannot sync a directory; their renames are as
-        // durable as they get.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)) => Ok(()),
-        Err(e) => Err(fail(Step::SyncDir, None, e)),
-        Ok(()) => Ok(()),
-    }
+    Ok(())
 }
 
 /// The longest state file [`read_state`] accepts; `primary`, `backup`,

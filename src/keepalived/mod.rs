@@ -4,7 +4,9 @@
 
 pub mod conf;
 pub mod health_check;
+pub mod notify_fifo;
 pub mod primary_vip;
+pub mod process;
 
 use std::path::PathBuf;
 

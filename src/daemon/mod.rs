@@ -1,0 +1,947 @@
+//! `harouterd run`: every configured router in one single-threaded event
+//! loop (SPEC section 3).
+//!
+//! One `mio::Poll` owns every source: the signalfd, one rtnetlink socket
+//! per namespace (routers sharing a namespace share it), an inotify watch on
+//! /run/netns, each router's keepalived notify FIFO and, for keepalived
+//! processes adopted from a previous run, their pidfds. Everything with a
+//! deadline (a pending primary, a keepalived respawn, a throttled SIGHUP,
+//! a stop escalation, an agent retry, a namespace retry) feeds the poll
+//! timeout; with nothing pending the daemon sleeps with no timeout at all.
+//!
+//! This module wires sources to the pure pieces: [`transition`] decides,
+//! [`keepalived::conf`] renders, [`reload`] diffs.
+//!
+//! [`transition`]: crate::transition
+//! [`keepalived::conf`]: crate::keepalived::conf
+
+pub mod reload;
+pub mod router;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::Signal;
+
+use crate::cli::RunArgs;
+use crate::cmd::Exit;
+use crate::config::{self, Config, OnExit, RouterConfig};
+use crate::conntrackd::{ConntrackdSync, Synced};
+use crate::event_loop::{EventLoop, Signals, Timers, earliest};
+use crate::hooks::Hooks;
+use crate::ident::Namespace;
+use crate::keepalived::notify_fifo::{KaState, NotifyFifo};
+use crate::keepalived::process::{Outcome as KaOutcome, Supervisor};
+use crate::keepalived::{self, conf::Secrets};
+use crate::layout::Layout;
+use crate::netlink::{Change, RECV_BUFFER, RtSocket};
+use crate::notify::Notifier;
+use crate::state::State;
+use crate::transition::Action;
+use crate::{daemonize, pidfile, spawn, statefile, syslog};
+use router::{ErrorSource, RouterRuntime};
+
+const SIGNALS: Token = Token(0);
+const NETNS_DIR: Token = Token(1);
+/// Dynamic tokens (netlink sockets, FIFOs, pidfds) start here and are never
+/// reused, so a late event for a closed source cannot reach a new one.
+const FIRST_DYNAMIC: usize = 16;
+/// The agent notifier's tokens, far above any dynamic one.
+const NOTIFIER_BASE: usize = 1 << 40;
+const NOTIFIER_IN_FLIGHT: usize = 32;
+
+/// How long SIGTERM waits for pending agent notifications.
+const FLUSH: Duration = Duration::from_secs(2);
+/// Retrying a namespace that could not be opened: first after this, doubling.
+const NS_RETRY_FIRST: Duration = Duration::from_secs(1);
+const NS_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Where iproute2 keeps named namespaces.
+const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// A router's namespace as a map key; `None` is the daemon's own.
+type NsKey = Option<Namespace>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Source {
+    Netlink(NsKey),
+    Fifo(String),
+    Pidfd(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Timer {
+    ReopenNamespace(NsKey),
+}
+
+/// The rtnetlink watch on one namespace, shared by its routers.
+struct NsWatch {
+    socket: Option<(RtSocket, Token)>,
+    routers: BTreeSet<String>,
+    retry_delay: Duration,
+    retry_pending: bool,
+}
+
+/// A router and everything the daemon runs for it.
+struct Router {
+    rt: RouterRuntime,
+    supervisor: Option<Supervisor>,
+    fifo: Option<(NotifyFifo, Token)>,
+    pidfd_token: Option<Token>,
+    conntrackd: Option<ConntrackdSync>,
+    /// Being stopped because it left the config (or is restarting); its
+    /// replacement, if any, starts once it is gone.
+    leaving: bool,
+    replacement: Option<RouterConfig>,
+}
+
+pub fn run(args: RunArgs) -> Exit {
+    let parsed = match config::load(&args.config) {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Exit::Usage;
+        }
+    };
+    for warning in &parsed.warnings {
+        eprintln!("{warning}");
+    }
+    // Taken before detaching, so "already running" reaches the terminal;
+    // the lock lives in the open file, which the detached daemon inherits.
+    let pidfile = match pidfile::Pidfile::acquire(&args.pidfile) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("harouterd: {e}");
+            return Exit::Runtime;
+        }
+    };
+    if !args.foreground
+        && let Err(e) = daemonize::daemonize()
+    {
+        eprintln!("harouterd: {e}");
+        return Exit::Runtime;
+    }
+    if let Err(e) = syslog::init_daemon_logging(args.foreground, args.log_level) {
+        eprintln!("harouterd: cannot set up logging: {e}");
+        return Exit::Runtime;
+    }
+    if let Err(e) = pidfile.write_our_pid() {
+        log::error!("{e}");
+        return Exit::Runtime;
+    }
+    for warning in &parsed.warnings {
+        log::warn!("{warning}");
+    }
+    if let Err(e) = keepalived::process::become_subreaper() {
+        log::warn!("cannot become a child subreaper ({e}): orphaned keepalived children may linger");
+    }
+    let exit = match Daemon::new(args.config.clone(), parsed.config, args.log_level >= log::LevelFilter::Debug) {
+        Ok(mut daemon) => daemon.run(),
+        Err(e) => {
+            log::error!("{e}");
+            Exit::Runtime
+        }
+    };
+    if let Err(e) = pidfile.remove() {
+        log::warn!("{e}");
+    }
+    log::info!("harouterd exiting");
+    exit
+}
+
+struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    layout: Layout,
+    debug: bool,
+    event_loop: EventLoop,
+    registry: Registry,
+    signals: Signals,
+    netns_dir: Option<Inotify>,
+    sources: HashMap<Token, Source>,
+    next_token: usize,
+    namespaces: HashMap<NsKey, NsWatch>,
+    routers: BTreeMap<String, Router>,
+    notifier: Option<Notifier>,
+    hooks: Hooks,
+    timers: Timers<Timer>,
+    scratch: Vec<u8>,
+    /// Set by SIGTERM/SIGINT: the moment the agent flush gives up.
+    stopping: Option<Instant>,
+    /// Set when the daemon must exit with a failure.
+    failed: bool,
+}
+
+impl Daemon {
+    fn new(config_path: PathBuf, config: Config, debug: bool) -> Result<Daemon, String> {
+        let event_loop = EventLoop::new(1024).map_err(|e| format!("cannot create the event loop: {e}"))?;
+        let registry = event_loop.registry().try_clone().map_err(|e| format!("cannot clone the poll registry: {e}"))?;
+        let mut signals = Signals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD])
+            .map_err(|e| format!("cannot set up signal handling: {e}"))?;
+        registry
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+        for dir in [&config.daemon.state_path, &config.daemon.ha_confs_path] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let netns_dir = watch_netns_dir(&registry);
+        let notifier = notifier_for(&config);
+        let layout = Layout::new(&config.daemon.ha_confs_path);
+        let mut daemon = Daemon {
+            config_path,
+            layout,
+            debug,
+            event_loop,
+            registry,
+            signals,
+            netns_dir,
+            sources: HashMap::new(),
+            next_token: FIRST_DYNAMIC,
+            namespaces: HashMap::new(),
+            routers: BTreeMap::new(),
+            notifier,
+            hooks: Hooks::default(),
+            timers: Timers::default(),
+            scratch: Vec::with_capacity(RECV_BUFFER),
+            stopping: None,
+            failed: false,
+            config: config.clone(),
+        };
+        log::info!("harouterd {} starting with {} routers", env!("CARGO_PKG_VERSION"), config.routers.len());
+        let now = Instant::now();
+        for router in config.routers {
+            daemon.start_router(router, now);
+        }
+        Ok(daemon)
+    }
+
+    fn token(&mut self, source: Source) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        self.sources.insert(token, source);
+        token
+    }
+
+    fn run(&mut self) -> Exit {
+        loop {
+            if let Some(exit) = self.finished() {
+                return exit;
+            }
+            let deadline = self.next_deadline();
+            let events: Vec<(Token, mio::event::Event)> = match self.event_loop.wait(deadline) {
+                Ok(events) => events.iter().map(|e| (e.token(), e.clone())).collect(),
+                Err(e) => {
+                    log::error!("poll failed: {e}");
+                    return Exit::Runtime;
+                }
+            };
+            for (token, event) in events {
+                let now = Instant::now();
+                match token {
+                    SIGNALS => self.signals_ready(now),
+                    NETNS_DIR => self.netns_dir_changed(now),
+                    t if self.notifier.as_ref().is_some_and(|n| n.owns(t)) => {
+                        if let Some(n) = self.notifier.as_mut() {
+                            report(n.ready(&self.registry, &event, now));
+                        }
+                    }
+                    t => match self.sources.get(&t).cloned() {
+                        Some(Source::Netlink(ns)) => self.netlink_ready(&ns, now),
+                        Some(Source::Fifo(id)) => self.fifo_ready(&id, now),
+                        Some(Source::Pidfd(id)) => self.pidfd_ready(&id, now),
+                        None => {}
+                    },
+                }
+            }
+            self.tick(Instant::now());
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let routers = self
+            .routers
+            .values()
+            .flat_map(|r| [r.rt.transitions.deadline(), r.supervisor.as_ref().and_then(Supervisor::next_deadline)]);
+        earliest(
+            routers
+                .chain([self.timers.next_deadline(), self.notifier.as_ref().and_then(Notifier::next_deadline)])
+                .chain([self.stopping]),
+        )
+    }
+
+    fn tick(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::ReopenNamespace(ns) => self.open_namespace(&ns, now),
+            }
+        }
+        let ids: Vec<String> = self.routers.keys().cloned().collect();
+        for id in ids {
+            let Some(router) = self.routers.get_mut(&id) else { continue };
+            let actions = router.rt.transitions.tick(now);
+            let outcomes = router.supervisor.as_mut().map(|s| s.tick(now)).unwrap_or_default();
+            self.apply_actions(&id, actions, now);
+            self.keepalived_outcomes(&id, outcomes, now);
+        }
+        if let Some(n) = self.notifier.as_mut() {
+            report(n.tick(&self.registry, now));
+        }
+    }
+
+    /// `Some` once the daemon should exit: after SIGTERM, when the agent is
+    /// flushed (or the flush timed out) and every keepalived to stop has
+    /// stopped.
+    fn finished(&mut self) -> Option<Exit> {
+        if self.failed && self.stopping.is_none() {
+            return Some(Exit::Runtime);
+        }
+        let deadline = self.stopping?;
+        let now = Instant::now();
+        let flushed = self.notifier.as_ref().is_none_or(Notifier::is_idle) || now >= deadline;
+        let stopped = self.routers.values().all(|r| r.supervisor.as_ref().is_none_or(Supervisor::is_stopped));
+        if !(flushed && stopped) {
+            return None;
+        }
+        if self.config.daemon.on_exit == OnExit::Stop {
+            for id in self.routers.keys() {
+                remove_router_dir(&self.layout, id);
+            }
+        }
+        Some(if self.failed { Exit::Runtime } else { Exit::Ok })
+    }
+
+    // ---- signals ----
+
+    fn signals_ready(&mut self, now: Instant) {
+        for signal in self.signals.drain() {
+            match signal {
+                Signal::SIGCHLD => self.reap(now),
+                Signal::SIGHUP => self.reload(now),
+                Signal::SIGTERM | Signal::SIGINT if self.stopping.is_none() => self.shutdown(signal, now),
+                _ => {}
+            }
+        }
+    }
+
+    fn shutdown(&mut self, signal: Signal, now: Instant) {
+        log::info!("received {signal}: stopping (on_exit = {:?})", self.config.daemon.on_exit);
+        self.stopping = Some(now + FLUSH);
+        let stop = self.config.daemon.on_exit == OnExit::Stop;
+        let ids: Vec<String> = self.routers.keys().cloned().collect();
+        for id in ids {
+            let Some(router) = self.routers.get_mut(&id) else { continue };
+            let Some(sup) = router.supervisor.as_mut() else { continue };
+            if stop {
+                let outcomes = sup.stop(now);
+                self.keepalived_outcomes(&id, outcomes, now);
+            } else {
+                sup.detach();
+            }
+        }
+        if let Some(n) = self.notifier.as_mut() {
+            report(n.retry_now(&self.registry, now));
+        }
+    }
+
+    fn reap(&mut self, now: Instant) {
+        for (pid, exit) in spawn::reap() {
+            if self.hooks.child_exited(pid, exit) {
+                continue;
+            }
+            let owner = self.routers.iter().find_map(|(id, r)| {
+                let ka = r.supervisor.as_ref().is_some_and(|s| s.owns(pid));
+                let ct = r.conntrackd.as_ref().is_some_and(|c| c.owns(pid));
+                (ka || ct).then(|| (id.clone(), ka))
+            });
+            let Some((id, is_keepalived)) = owner else { continue };
+            let Some(router) = self.routers.get_mut(&id) else { continue };
+            if is_keepalived {
+                let outcomes = router.supervisor.as_mut().map(|s| s.child_exited(pid, exit, now)).unwrap_or_default();
+                self.keepalived_outcomes(&id, outcomes, now);
+            } else if let Some(sync) = router.conntrackd.as_mut() {
+                let done = sync.exited(pid, exit);
+                log_synced(&id, done);
+            }
+        }
+    }
+
+    // ---- routers ----
+
+    fn start_router(&mut self, cfg: RouterConfig, now: Instant) {
+        let id = cfg.id.to_string();
+        let ns = cfg.namespace.clone();
+        let mut router = Router {
+            rt: RouterRuntime::new(cfg),
+            supervisor: None,
+            fifo: None,
+            pidfd_token: None,
+            conntrackd: None,
+            leaving: false,
+            replacement: None,
+        };
+        if self.config.daemon.conntrackd_enabled {
+            router.conntrackd = Some(ConntrackdSync::new(
+                &self.config.daemon.conntrackd_path,
+                self.layout.router_dir(&router.rt.cfg.id),
+                ns.clone(),
+                &id,
+            ));
+        }
+        if router.rt.cfg.keepalived {
+            let files_changed = match self.write_files(&mut router) {
+                Ok(changed) => changed,
+                Err(e) => {
+                    router.rt.set_error(ErrorSource::Files, e);
+                    false
+                }
+            };
+            match NotifyFifo::create(&self.layout.notify_fifo(&router.rt.cfg.id)) {
+                Ok(mut fifo) => {
+                    let token = self.token(Source::Fifo(id.clone()));
+                    match self.registry.register(&mut fifo, token, Interest::READABLE) {
+                        Ok(()) => router.fifo = Some((fifo, token)),
+                        Err(e) => log::warn!("router {id}: cannot watch the notify FIFO: {e}"),
+                    }
+                }
+                Err(e) => log::warn!("router {id}: {e}"),
+            }
+            let mut sup = Supervisor::new(&self.config.daemon, &router.rt.cfg, &self.layout, self.debug);
+            let outcomes = sup.start(now);
+            // An adopted keepalived runs the config it read before we
+            // started; if that file just changed, it must re-read it.
+            if files_changed && outcomes.iter().any(|o| matches!(o, KaOutcome::Adopted { .. })) {
+                sup.reload(now);
+            }
+            router.supervisor = Some(sup);
+            self.routers.insert(id.clone(), router);
+            self.keepalived_outcomes(&id, outcomes, now);
+        } else {
+            self.routers.insert(id.clone(), router);
+        }
+        log::info!("router {id}: started{}", if self.routers[&id].rt.cfg.keepalived { "" } else { " (monitor only)" });
+        self.attach_namespace(&id, ns, now);
+    }
+
+    /// Writes the router's keepalived files with their modes; returns
+    /// whether keepalived.conf changed.
+    fn write_files(&self, router: &mut Router) -> Result<bool, String> {
+        let cfg = &router.rt.cfg;
+        let dir = self.layout.router_dir(&cfg.id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut changed = false;
+        for file in keepalived::router_files(&self.config.daemon, cfg, &self.layout, Secrets::Show) {
+            let current = std::fs::read(&file.path).ok();
+            if current.as_deref() == Some(file.contents.as_bytes()) {
+                continue;
+            }
+            statefile::write_atomic(&file.path, file.contents.as_bytes(), file.mode).map_err(|e| e.to_string())?;
+            changed = true;
+        }
+        router.rt.clear_error(ErrorSource::Files);
+        Ok(changed)
+    }
+
+    /// Stops a router: keepalived is stopped (SIGTERM, then SIGKILL), and
+    /// once it is gone its files go too. Without keepalived it goes at once.
+    fn stop_router(&mut self, id: &str, now: Instant) {
+        let Some(router) = self.routers.get_mut(id) else { return };
+        router.leaving = true;
+        match router.supervisor.as_mut() {
+            Some(sup) => {
+                let outcomes = sup.stop(now);
+                self.keepalived_outcomes(id, outcomes, now);
+            }
+            None => self.forget_router(id),
+        }
+        self.reap_stopped(now);
+    }
+
+    /// Routers that were leaving and whose keepalived is gone: drop them and
+    /// start their replacements.
+    fn reap_stopped(&mut self, now: Instant) {
+        let gone: Vec<String> = self
+            .routers
+            .iter()
+            .filter(|(_, r)| r.leaving && r.supervisor.as_ref().is_none_or(Supervisor::is_stopped))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            let replacement = self.routers.get_mut(&id).and_then(|r| r.replacement.take());
+            self.forget_router(&id);
+            if let Some(cfg) = replacement {
+                self.start_router(cfg, now);
+            }
+        }
+    }
+
+    fn forget_router(&mut self, id: &str) {
+        let Some(mut router) = self.routers.remove(id) else { return };
+        if let Some((mut fifo, token)) = router.fifo.take() {
+            let _ = self.registry.deregister(&mut fifo);
+            self.sources.remove(&token);
+            if let Err(e) = fifo.remove() {
+                log::warn!("router {id}: {e}");
+            }
+        }
+        if let Some(token) = router.pidfd_token.take() {
+            self.sources.remove(&token);
+        }
+        remove_router_dir(&self.layout, id);
+        let ns = router.rt.cfg.namespace.clone();
+        if let Some(watch) = self.namespaces.get_mut(&ns) {
+            watch.routers.remove(id);
+            if watch.routers.is_empty()
+                && let Some((mut socket, token)) = self.namespaces.remove(&ns).and_then(|w| w.socket)
+            {
+                let _ = self.registry.deregister(&mut socket);
+                self.sources.remove(&token);
+            }
+        }
+        if self.namespaces.get(&ns).is_some_and(|w| w.routers.is_empty()) {
+            self.namespaces.remove(&ns);
+        }
+        log::info!("router {id}: removed");
+    }
+
+    fn keepalived_outcomes(&mut self, id: &str, outcomes: Vec<KaOutcome>, now: Instant) {
+        for outcome in outcomes {
+            let Some(router) = self.routers.get_mut(id) else { return };
+            let last_error = || {
+                router.supervisor.as_ref().and_then(Supervisor::last_error).map_or_else(String::new, |e| e.to_string())
+            };
+            match outcome {
+                KaOutcome::Spawned { pid } => {
+                    log::info!("router {id}: keepalived started (pid {pid})");
+                    router.rt.clear_error(ErrorSource::Keepalived);
+                }
+                KaOutcome::Adopted { pid } => {
+                    log::info!("router {id}: adopted the running keepalived (pid {pid})");
+                    router.rt.clear_error(ErrorSource::Keepalived);
+                }
+                KaOutcome::Watch => self.register_pidfd(id),
+                KaOutcome::Died { pid, exit, respawn_in } => {
+                    if router.leaving || self.stopping.is_some() {
+                        continue;
+                    }
+                    let how = exit.map_or_else(|| "its pidfd closed".to_owned(), |e| e.to_string());
+                    let message = format!("keepalived (pid {pid}) died: {how}");
+                    match respawn_in {
+                        None => {
+                            log::error!("router {id}: {message}; check_child_processes_action = exit");
+                            self.failed = true;
+                            return;
+                        }
+                        Some(delay) => {
+                            log::warn!("router {id}: {message}; respawning in {} ms", delay.as_millis());
+                            router.rt.set_error(ErrorSource::Keepalived, message);
+                        }
+                    }
+                }
+                KaOutcome::SpawnFailed { retry_in } => {
+                    let error = last_error();
+                    log::error!("router {id}: {error}; retrying in {} ms", retry_in.as_millis());
+                    router.rt.set_error(ErrorSource::Keepalived, error);
+                }
+                KaOutcome::Stopped => log::info!("router {id}: keepalived stopped"),
+            }
+        }
+        self.reap_stopped(now);
+    }
+
+    fn register_pidfd(&mut self, id: &str) {
+        let token = self.token(Source::Pidfd(id.to_owned()));
+        let Some(router) = self.routers.get_mut(id) else { return };
+        let Some(sup) = router.supervisor.as_mut() else { return };
+        match sup.register_pidfd(&self.registry, token) {
+            Ok(()) => router.pidfd_token = Some(token),
+            Err(e) => {
+                self.sources.remove(&token);
+                log::warn!("router {id}: cannot watch adopted keepalived: {e}");
+            }
+        }
+    }
+
+    fn pidfd_ready(&mut self, id: &str, now: Instant) {
+        let Some(router) = self.routers.get_mut(id) else { return };
+        let outcomes = router.supervisor.as_mut().map(|s| s.pidfd_ready(now)).unwrap_or_default();
+        self.keepalived_outcomes(id, outcomes, now);
+    }
+
+    fn fifo_ready(&mut self, id: &str, now: Instant) {
+        let Some(router) = self.routers.get_mut(id) else { return };
+        let Some((fifo, _)) = router.fifo.as_mut() else { return };
+        let events = fifo.read();
+        for event in events {
+            log::debug!("router {id}: keepalived reports {:?} for {}", event.state, event.instance);
+            router.rt.keepalived_fault = event.state == KaState::Fault;
+        }
+        self.feed_raw(id, now);
+    }
+
+    // ---- namespaces ----
+
+    fn attach_namespace(&mut self, id: &str, ns: NsKey, now: Instant) {
+        let watch = self.namespaces.entry(ns.clone()).or_insert_with(|| NsWatch {
+            socket: None,
+            routers: BTreeSet::new(),
+            retry_delay: NS_RETRY_FIRST,
+            retry_pending: false,
+        });
+        watch.routers.insert(id.to_owned());
+        if watch.socket.is_none() && !watch.retry_pending {
+            self.open_namespace(&ns, now);
+        } else {
+            self.evaluate(id, now);
+        }
+    }
+
+    fn open_namespace(&mut self, ns: &NsKey, now: Instant) {
+        let Some(watch) = self.namespaces.get_mut(ns) else { return };
+        watch.retry_pending = false;
+        if watch.socket.is_some() {
+            return;
+        }
+        match RtSocket::open(ns.as_ref(), None) {
+            Ok(mut socket) => {
+                let token = Token(self.next_token);
+                self.next_token += 1;
+                if let Err(e) = self.registry.register(&mut socket, token, Interest::READABLE) {
+                    log::error!("cannot watch rtnetlink in {}: {e}", ns_name(ns));
+                    return;
+                }
+                self.sources.insert(token, Source::Netlink(ns.clone()));
+                let watch = self.namespaces.get_mut(ns).expect("checked above");
+                watch.socket = Some((socket, token));
+                watch.retry_delay = NS_RETRY_FIRST;
+                let routers: Vec<String> = watch.routers.iter().cloned().collect();
+                for id in routers {
+                    if let Some(r) = self.routers.get_mut(&id) {
+                        r.rt.clear_error(ErrorSource::Namespace);
+                    }
+                }
+            }
+            Err(e) => {
+                let delay = watch.retry_delay;
+                watch.retry_delay = (delay * 2).min(NS_RETRY_MAX);
+                watch.retry_pending = true;
+                let routers: Vec<String> = watch.routers.iter().cloned().collect();
+                log::error!("{e} (routers {}); retrying in {} s", routers.join(", "), delay.as_secs());
+                self.timers.schedule(now + delay, Timer::ReopenNamespace(ns.clone()));
+                for id in routers {
+                    if let Some(r) = self.routers.get_mut(&id) {
+                        r.rt.set_error(ErrorSource::Namespace, e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// A namespace file under /run/netns appeared or went away.
+    fn netns_dir_changed(&mut self, now: Instant) {
+        let Some(inotify) = &self.netns_dir else { return };
+        let events = inotify.read_events().unwrap_or_default();
+        for event in events {
+            let Some(name) = event.name.as_ref().and_then(|n| n.to_str()) else { continue };
+            let key = Namespace::parse(name).ok();
+            let Some(ns) = self.namespaces.keys().find(|k| k.as_ref() == key.as_ref()).cloned() else { continue };
+            if event.mask.contains(AddWatchFlags::IN_DELETE) {
+                self.namespace_deleted(&ns);
+            } else if self.namespaces.get(&ns).is_some_and(|w| w.socket.is_none()) {
+                self.open_namespace(&ns, now);
+            }
+        }
+    }
+
+    /// Closing our socket lets the kernel free the namespace once nothing
+    /// else holds it. Its routers are in error until it comes back; their
+    /// keepalived, if it still runs in the orphaned namespace, is left alone
+    /// (killing it would force a failover nobody asked for).
+    fn namespace_deleted(&mut self, ns: &NsKey) {
+        let Some(watch) = self.namespaces.get_mut(ns) else { return };
+        if let Some((mut socket, token)) = watch.socket.take() {
+            let _ = self.registry.deregister(&mut socket);
+            self.sources.remove(&token);
+        }
+        let routers: Vec<String> = watch.routers.iter().cloned().collect();
+        log::error!("network namespace {} was deleted (routers {})", ns_name(ns), routers.join(", "));
+        for id in routers {
+            if let Some(r) = self.routers.get_mut(&id) {
+                r.rt.set_error(ErrorSource::Namespace, format!("network namespace {} was deleted", ns_name(ns)));
+            }
+        }
+    }
+
+    fn netlink_ready(&mut self, ns: &NsKey, now: Instant) {
+        let Some(watch) = self.namespaces.get_mut(ns) else { return };
+        let Some((socket, _)) = watch.socket.as_mut() else { return };
+        let mut changes = Vec::new();
+        let result = socket.read(&mut self.scratch, &mut |c| changes.push(c));
+        let routers: Vec<String> = watch.routers.iter().cloned().collect();
+        for change in changes {
+            match change {
+                Change::Resynced => {
+                    for id in &routers {
+                        self.evaluate(id, now);
+                    }
+                }
+                Change::Overrun => log::warn!("rtnetlink overrun in {}: re-reading addresses", ns_name(ns)),
+                Change::Addr { ifname, cidr, added } => {
+                    for id in &routers {
+                        let Some(r) = self.routers.get_mut(id) else { continue };
+                        if r.rt.cfg.ha_interface == ifname && r.rt.cfg.primary_vip == cidr && r.rt.vip_present.is_some()
+                        {
+                            r.rt.vip_present = Some(added);
+                            self.feed_raw(id, now);
+                        }
+                    }
+                }
+                Change::LinkGone { ifname } | Change::LinkAdded { ifname } => {
+                    for id in &routers {
+                        if self.routers.get(id).is_some_and(|r| r.rt.cfg.ha_interface == ifname) {
+                            self.evaluate(id, now);
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = result {
+            log::error!("{e}; reopening");
+            self.namespace_deleted(ns);
+            self.open_namespace(ns, now);
+        }
+    }
+
+    /// Re-derives a router's VIP presence from its namespace's view.
+    fn evaluate(&mut self, id: &str, now: Instant) {
+        let Some(router) = self.routers.get(id) else { return };
+        let Some(watch) = self.namespaces.get(&router.rt.cfg.namespace) else { return };
+        let Some((socket, _)) = watch.socket.as_ref().filter(|(s, _)| s.is_synced()) else { return };
+        let view = socket.view();
+        let link = view.has_link(&router.rt.cfg.ha_interface);
+        let present = view.has_addr(&router.rt.cfg.ha_interface, &router.rt.cfg.primary_vip);
+        let Some(router) = self.routers.get_mut(id) else { return };
+        if link {
+            router.rt.clear_error(ErrorSource::HaInterface);
+        } else {
+            let message = format!(
+                "HA interface {} not found in {}",
+                router.rt.cfg.ha_interface,
+                ns_name(&router.rt.cfg.namespace)
+            );
+            if router.rt.last_error() != Some(message.as_str()) {
+                log::warn!("router {id}: {message}");
+            }
+            router.rt.set_error(ErrorSource::HaInterface, message);
+        }
+        router.rt.vip_present = Some(present);
+        self.feed_raw(id, now);
+    }
+
+    // ---- transitions ----
+
+    fn feed_raw(&mut self, id: &str, now: Instant) {
+        let Some(router) = self.routers.get_mut(id) else { return };
+        let Some(raw) = router.rt.raw_input() else { return };
+        let actions = router.rt.transitions.raw_change(raw, now);
+        self.apply_actions(id, actions, now);
+    }
+
+    fn apply_actions(&mut self, id: &str, actions: Vec<Action>, now: Instant) {
+        for action in actions {
+            let Some(router) = self.routers.get_mut(id) else { return };
+            match action {
+                Action::Raw(state) => {
+                    log::debug!("router {id}: raw state {state}");
+                    let path = self.layout.state_file(&router.rt.cfg.id);
+                    if let Err(e) = statefile::write_atomic(&path, state.as_str().as_bytes(), 0o644) {
+                        log::error!("router {id}: {e}");
+                    }
+                    if let Some(sync) = router.conntrackd.as_mut() {
+                        let done = sync.request(state);
+                        log_synced(id, done);
+                    }
+                }
+                Action::Effective(state) => {
+                    router.rt.since = Some(SystemTime::now());
+                    router.rt.effective_changes += 1;
+                    log::info!("router {id}: transitioned to {state}");
+                    let ns = router.rt.cfg.namespace.clone();
+                    self.announce(id, ns.as_ref(), state, now);
+                }
+            }
+        }
+    }
+
+    /// An effective change: transition script, IPv6 forwarding, the agent.
+    fn announce(&mut self, id: &str, ns: Option<&Namespace>, state: State, now: Instant) {
+        if let Some(script) = self.config.daemon.transition_script.clone() {
+            self.hooks.run_transition_script(&script, id, state);
+        }
+        if self.config.daemon.ipv6_forwarding_on_primary {
+            crate::hooks::set_ipv6_forwarding(ns, state == State::Primary, id);
+        }
+        if let Some(n) = self.notifier.as_mut() {
+            n.submit(&self.registry, id, state.as_str(), now);
+        }
+    }
+
+    // ---- reload ----
+
+    fn reload(&mut self, now: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let parsed = match config::load(&self.config_path) {
+            Ok(parsed) => parsed,
+            Err(errors) => {
+                for e in &errors.0 {
+                    log::error!("reload rejected, keeping the running config: {e}");
+                }
+                return;
+            }
+        };
+        for w in &parsed.warnings {
+            log::warn!("{w}");
+        }
+        let new = parsed.config;
+        let diff = reload::diff(&self.config, &new);
+        log::info!(
+            "reloading {}: {} added, {} removed, {} updated, {} restarted, {} unchanged",
+            self.config_path.display(),
+            diff.added.len(),
+            diff.removed.len(),
+            diff.updated.len(),
+            diff.restarted.len(),
+            diff.unchanged.len()
+        );
+        for (what, old, new_value) in [
+            ("socket", self.config.daemon.socket.display().to_string(), new.daemon.socket.display().to_string()),
+            (
+                "state_path",
+                self.config.daemon.state_path.display().to_string(),
+                new.daemon.state_path.display().to_string(),
+            ),
+            (
+                "ha_confs_path",
+                self.config.daemon.ha_confs_path.display().to_string(),
+                new.daemon.ha_confs_path.display().to_string(),
+            ),
+        ] {
+            if old != new_value {
+                log::warn!("{what} changed from {old} to {new_value}: takes effect on restart");
+            }
+        }
+        let old = std::mem::replace(&mut self.config, new.clone());
+        self.config.daemon.ha_confs_path = old.daemon.ha_confs_path.clone();
+        self.config.daemon.state_path = old.daemon.state_path.clone();
+        self.config.daemon.socket = old.daemon.socket.clone();
+        if old.daemon.notify_agent_socket != self.config.daemon.notify_agent_socket {
+            self.notifier = notifier_for(&self.config);
+        }
+        for id in &diff.removed {
+            self.stop_router(id, now);
+        }
+        for id in &diff.restarted {
+            let cfg = new.router(id).cloned();
+            if let Some(router) = self.routers.get_mut(id) {
+                router.replacement = cfg;
+            }
+            self.stop_router(id, now);
+        }
+        for id in &diff.updated {
+            let Some(cfg) = new.router(id).cloned() else { continue };
+            self.update_router(id, cfg, now);
+        }
+        for id in &diff.added {
+            if let Some(cfg) = new.router(id).cloned() {
+                self.start_router(cfg, now);
+            }
+        }
+    }
+
+    fn update_router(&mut self, id: &str, cfg: RouterConfig, now: Instant) {
+        let Some(mut router) = self.routers.remove(id) else { return };
+        router.rt.transitions.set_advert_int(Duration::from_secs(u64::from(cfg.advert_int)));
+        router.rt.cfg = cfg;
+        if !self.config.daemon.conntrackd_enabled {
+            router.conntrackd = None;
+        } else if router.conntrackd.is_none() {
+            router.conntrackd = Some(ConntrackdSync::new(
+                &self.config.daemon.conntrackd_path,
+                self.layout.router_dir(&router.rt.cfg.id),
+                router.rt.cfg.namespace.clone(),
+                id,
+            ));
+        }
+        let changed = match self.write_files(&mut router) {
+            Ok(changed) => changed,
+            Err(e) => {
+                log::error!("router {id}: {e}");
+                router.rt.set_error(ErrorSource::Files, e);
+                false
+            }
+        };
+        if let Some(sup) = router.supervisor.as_mut() {
+            sup.update(&self.config.daemon, &router.rt.cfg);
+            if changed {
+                log::info!("router {id}: keepalived.conf changed, reloading keepalived");
+                sup.reload(now);
+            }
+        }
+        self.routers.insert(id.to_owned(), router);
+        self.evaluate(id, now);
+    }
+}
+
+fn notifier_for(config: &Config) -> Option<Notifier> {
+    config.daemon.notify_agent_socket.clone().map(|path| Notifier::new(path, NOTIFIER_BASE, NOTIFIER_IN_FLIGHT))
+}
+
+/// Watches /run/netns for namespaces created and deleted under us, so a
+/// deleted namespace is reported at once and a re-created one picked up,
+/// without polling. `None` when the directory does not exist yet.
+fn watch_netns_dir(registry: &Registry) -> Option<Inotify> {
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    inotify.add_watch(NETNS_RUN_DIR, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_DELETE).ok()?;
+    registry.register(&mut SourceFd(&inotify.as_fd().as_raw_fd()), NETNS_DIR, Interest::READABLE).ok()?;
+    Some(inotify)
+}
+
+fn remove_router_dir(layout: &Layout, id: &str) {
+    let Ok(id) = crate::ident::RouterId::parse(id) else { return };
+    let dir = layout.router_dir(&id);
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        log::warn!("cannot remove {}: {e}", dir.display());
+    }
+}
+
+fn ns_name(ns: &NsKey) -> String {
+    ns.as_ref().map_or_else(|| "the daemon's namespace".to_owned(), |n| n.to_string())
+}
+
+fn report(outcomes: Vec<crate::notify::Outcome>) {
+    for outcome in outcomes {
+        if outcome.is_delivered() {
+            log::info!("{outcome}");
+        } else {
+            log::warn!("{outcome}");
+        }
+    }
+}
+
+fn log_synced(id: &str, done: Vec<Synced>) {
+    for Synced { state, failures } in done {
+        if failures.is_empty() {
+            log::info!("Synced connection tracking state on {state} for router {id}");
+        } else {
+            log::error!("Failed to sync connection tracking state on {state} for router {id}: {}", failures.join("; "));
+        }
+    }
+}

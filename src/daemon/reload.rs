@@ -1,0 +1,139 @@
+//! What a SIGHUP changes: the pure diff between the running config and a
+//! newly read one, router by router.
+//!
+//! Invariant: a router is left alone (not signalled, not restarted) unless
+//! something that reaches it changed: its own settings, or a daemon setting
+//! that shows up in its rendered files. The line a router sits on does not
+//! count, so editing one router never touches the others.
+
+use crate::config::{Config, RouterConfig};
+use crate::keepalived::{self, conf::Secrets};
+use crate::layout::Layout;
+
+/// What to do with one router that is in both configs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing that reaches it changed.
+    None,
+    /// Re-render; reload keepalived if its files changed; adopt new timings.
+    Update,
+    /// Where or what it watches changed (namespace, HA interface, primary
+    /// VIP, keepalived on/off): stop it and start it again.
+    Restart,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub updated: Vec<String>,
+    pub restarted: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// How `old` and `new` differ, for one router present in both.
+pub fn router_change(old_cfg: &Config, old: &RouterConfig, new_cfg: &Config, new: &RouterConfig) -> Change {
+    let same_place = old.namespace == new.namespace
+        && old.ha_interface == new.ha_interface
+        && old.primary_vip == new.primary_vip
+        && old.keepalived == new.keepalived
+        && old_cfg.daemon.ha_confs_path == new_cfg.daemon.ha_confs_path;
+    if !same_place {
+        return Change::Restart;
+    }
+    let files = |cfg: &Config, r: &RouterConfig| {
+        keepalived::router_files(&cfg.daemon, r, &Layout::new(&cfg.daemon.ha_confs_path), Secrets::Show)
+    };
+    let mut old_rest = old.clone();
+    old_rest.line = new.line;
+    let daemon_side_same = old_cfg.daemon.conntrackd_enabled == new_cfg.daemon.conntrackd_enabled
+        && old_cfg.daemon.conntrackd_path == new_cfg.daemon.conntrackd_path
+        && old_cfg.daemon.keepalived_path == new_cfg.daemon.keepalived_path;
+    if old_rest == *new && daemon_side_same && files(old_cfg, old) == files(new_cfg, new) {
+        Change::None
+    } else {
+        Change::Update
+    }
+}
+
+pub fn diff(old: &Config, new: &Config) -> Diff {
+    let mut d = Diff::default();
+    for r in &new.routers {
+        match old.router(r.id.as_str()) {
+            None => d.added.push(r.id.to_string()),
+            Some(o) => match router_change(old, o, new, r) {
+                Change::None => d.unchanged.push(r.id.to_string()),
+                Change::Update => d.updated.push(r.id.to_string()),
+                Change::Restart => d.restarted.push(r.id.to_string()),
+            },
+        }
+    }
+    for r in &old.routers {
+        if new.router(r.id.as_str()).is_none() {
+            d.removed.push(r.id.to_string());
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        crate::config::parse(Path::new("/x.conf"), text).unwrap_or_else(|e| panic!("{e}")).config
+    }
+
+    const BASE: &str = "[daemon]\nha_vrrp_advert_int = 2\n\
+        [router a]\nnamespace = ns-a\nha_interface = ha-a\nvrid = 1\nvip = 10.0.0.1/24 dev qr-a\n\
+        [router b]\nnamespace = ns-b\nha_interface = ha-b\nvrid = 2\n";
+
+    #[test]
+    fn identical_configs_change_nothing_even_when_lines_move() {
+        let moved = format!("# a comment that shifts every line\n\n{BASE}");
+        let d = diff(&cfg(BASE), &cfg(&moved));
+        assert_eq!(d, Diff { unchanged: vec!["a".into(), "b".into()], ..Diff::default() });
+    }
+
+    #[test]
+    fn added_removed_and_updated_routers() {
+        let new = BASE
+            .replace("vip = 10.0.0.1/24 dev qr-a\n", "vip = 10.0.0.1/24 dev qr-a\nvip = 10.0.9.1/24 dev qr-a\n")
+            .replace(
+                "[router b]\nnamespace = ns-b\nha_interface = ha-b\nvrid = 2\n",
+                "[router c]\nha_interface = ha-c\nvrid = 3\n",
+            );
+        let d = diff(&cfg(BASE), &cfg(&new));
+        assert_eq!(d.updated, ["a"]);
+        assert_eq!(d.added, ["c"]);
+        assert_eq!(d.removed, ["b"]);
+        assert!(d.unchanged.is_empty() && d.restarted.is_empty());
+    }
+
+    #[test]
+    fn daemon_settings_reach_the_routers_that_inherit_them() {
+        let new = BASE.replace("ha_vrrp_advert_int = 2", "ha_vrrp_advert_int = 3");
+        assert_eq!(diff(&cfg(BASE), &cfg(&new)).updated, ["a", "b"]);
+        let new = BASE.replace("[daemon]\n", "[daemon]\nkeepalived_router_id = node2\n");
+        assert_eq!(diff(&cfg(BASE), &cfg(&new)).updated, ["a", "b"]);
+        // A daemon setting no router uses changes no router.
+        let new = BASE.replace("[daemon]\n", "[daemon]\ntransition_script = /bin/true\n");
+        assert_eq!(diff(&cfg(BASE), &cfg(&new)).unchanged, ["a", "b"]);
+    }
+
+    #[test]
+    fn where_a_router_lives_means_restart() {
+        for (from, to) in [
+            ("namespace = ns-a", "namespace = ns-z"),
+            ("ha_interface = ha-a", "ha_interface = ha-z"),
+            ("vrid = 1\n", "vrid = 9\n"),
+            ("vrid = 1\n", "vrid = 1\nkeepalived = false\n"),
+        ] {
+            let d = diff(&cfg(BASE), &cfg(&BASE.replace(from, to)));
+            assert_eq!(d.restarted, ["a"], "{from} -> {to}");
+            assert_eq!(d.unchanged, ["b"]);
+        }
+    }
+}

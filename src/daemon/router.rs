@@ -1,0 +1,111 @@
+//! One router's runtime inside the daemon: its config, where its raw state
+//! comes from, its transition machine, and what it shows in `status`.
+//!
+//! The raw state has three inputs, combined in [`RouterRuntime::raw_input`]:
+//! keepalived's own FAULT (from the notify FIFO) wins; otherwise the primary
+//! VIP on the HA interface means `primary`, its absence `backup`. Until the
+//! namespace has been read once there is no raw state at all: nothing is
+//! reported from a guess.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::RouterConfig;
+use crate::state::State;
+use crate::transition::Transitions;
+
+pub struct RouterRuntime {
+    pub cfg: RouterConfig,
+    pub transitions: Transitions,
+    /// `None` until the router's namespace has been dumped.
+    pub vip_present: Option<bool>,
+    /// keepalived said FAULT (and has not said anything else since).
+    pub keepalived_fault: bool,
+    /// When the effective state last changed.
+    pub since: Option<SystemTime>,
+    pub effective_changes: u64,
+    /// Problems worth showing until they are over, by source, so one
+    /// source clearing its problem does not hide another's.
+    errors: Vec<(ErrorSource, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorSource {
+    Namespace,
+    HaInterface,
+    Keepalived,
+    Files,
+}
+
+impl RouterRuntime {
+    pub fn new(cfg: RouterConfig) -> RouterRuntime {
+        let advert = Duration::from_secs(u64::from(cfg.advert_int));
+        RouterRuntime {
+            cfg,
+            transitions: Transitions::new(advert),
+            vip_present: None,
+            keepalived_fault: false,
+            since: None,
+            effective_changes: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn raw_input(&self) -> Option<State> {
+        if self.keepalived_fault {
+            return Some(State::Fault);
+        }
+        self.vip_present.map(|present| if present { State::Primary } else { State::Backup })
+    }
+
+    pub fn set_error(&mut self, source: ErrorSource, message: String) {
+        match self.errors.iter_mut().find(|(s, _)| *s == source) {
+            Some(entry) => entry.1 = message,
+            None => self.errors.push((source, message)),
+        }
+    }
+
+    pub fn clear_error(&mut self, source: ErrorSource) {
+        self.errors.retain(|(s, _)| *s != source);
+    }
+
+    /// The most recent problem still standing, for `status`.
+    pub fn last_error(&self) -> Option<&str> {
+        self.errors.last().map(|(_, m)| m.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn runtime() -> RouterRuntime {
+        let text = "[router r]\nha_interface = ha-1\nvrid = 1\n";
+        RouterRuntime::new(crate::config::parse(Path::new("/x"), text).unwrap().config.routers.remove(0))
+    }
+
+    #[test]
+    fn raw_state_from_inputs() {
+        let mut r = runtime();
+        assert_eq!(r.raw_input(), None, "nothing is reported before the first dump");
+        r.vip_present = Some(false);
+        assert_eq!(r.raw_input(), Some(State::Backup));
+        r.vip_present = Some(true);
+        assert_eq!(r.raw_input(), Some(State::Primary));
+        r.keepalived_fault = true;
+        assert_eq!(r.raw_input(), Some(State::Fault));
+    }
+
+    #[test]
+    fn errors_by_source() {
+        let mut r = runtime();
+        r.set_error(ErrorSource::Namespace, "ns gone".into());
+        r.set_error(ErrorSource::Keepalived, "cannot run keepalived".into());
+        assert_eq!(r.last_error(), Some("cannot run keepalived"));
+        r.clear_error(ErrorSource::Keepalived);
+        assert_eq!(r.last_error(), Some("ns gone"));
+        r.clear_error(ErrorSource::Namespace);
+        assert_eq!(r.last_error(), None);
+    }
+}

@@ -1,0 +1,128 @@
+//! `daemonize()` with real forks. The test re-executes its own binary with
+//! `HAROUTERD_DAEMONIZE_REPORT=FILE`, running only `daemonized_child`, which
+//! calls `daemonize()` and writes what the grandchild sees (pid, ppid,
+//! session, process group, cwd, umask, where fds 0-2 point) to FILE. No root
+//! needed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const REPORT_ENV: &str = "HAROUTERD_DAEMONIZE_REPORT";
+
+/// Runs only when re-executed by `daemonize_detaches_into_a_new_session`;
+/// a no-op in a normal test run.
+#[test]
+fn daemonized_child() {
+    let Some(report) = std::env::var_os(REPORT_ENV).map(PathBuf::from) else { return };
+    let original = std::process::id();
+    if let Err(e) = harouterd::daemonize::daemonize() {
+        // Still in the original or the session leader: the test sees the
+        // missing report and this line on stderr (fds 0-2 not yet moved).
+        eprintln!("daemonize failed: {e}");
+        // SAFETY: leaving the process at once, without running the harness.
+        unsafe { libc::_exit(1) };
+    }
+    // SAFETY: plain getters without preconditions.
+    let (pid, sid, pgid) = unsafe { (libc::getpid(), libc::getsid(0), libc::getpgrp()) };
+    // Wait (bounded) for the session leader, our parent, to be gone, so the
+    // reported ppid is the reaper we were handed to.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // SAFETY: as above.
+    while unsafe { libc::getppid() } == sid && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: as above; umask is read by setting and restoring it.
+    let (ppid, mask) = unsafe {
+        let mask = libc::umask(0o077);
+        libc::umask(mask);
+        (libc::getppid(), mask)
+    };
+    let link = |p: &str| std::fs::read_link(p).map(|t| t.display().to_string()).unwrap_or_else(|e| format!("?{e}"));
+    let tty = std::fs::File::open("/dev/tty").is_ok();
+    let text = format!(
+        "original={original}\npid={pid}\nppid={ppid}\nsid={sid}\npgid={pgid}\numask={mask:o}\ncwd={}\nfd0={}\nfd1={}\nfd2={}\ntty={tty}\n",
+        link("/proc/self/cwd"),
+        link("/proc/self/fd/0"),
+        link("/proc/self/fd/1"),
+        link("/proc/self/fd/2"),
+    );
+    // Written whole, then renamed: the test never reads half a report.
+    let tmp = report.with_extension("tmp");
+    let ok = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &report)).is_ok();
+    // SAFETY: leaving without returning into the (forked-away) harness.
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+}
+
+fn field(report: &str, key: &str) -> String {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key} in report:\n{report}"))
+        .to_string()
+}
+
+fn num(report: &str, key: &str) -> i64 {
+    field(report, key).parse().unwrap_or_else(|e| panic!("{key}: {e}\n{report}"))
+}
+
+fn wait_for_file(path: &Path, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Some(text);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[test]
+fn daemonize_detaches_into_a_new_session() {
+    let dir = std::env::temp_dir().join(format!("hrt-daemonize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("report");
+    let _ = std::fs::remove_file(&report);
+
+    let exe = std::env::current_exe().unwrap();
+    let output = Command::new(&exe)
+        .args(["--exact", "daemonized_child", "--nocapture", "--test-threads=1"])
+        .env(REPORT_ENV, &report)
+        .current_dir(&dir)
+        .output()
+        .expect("re-run the test binary");
+    // The original process exits 0 right after the first fork.
+    assert!(output.status.success(), "original exited {}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+
+    let text = wait_for_file(&report, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = text.unwrap_or_else(|| {
+        panic!("the daemonized process wrote no report; stderr: {}", String::from_utf8_lossy(&output.stderr))
+    });
+
+    let me = i64::from(std::process::id());
+    let original = num(&text, "original");
+    let pid = num(&text, "pid");
+    let ppid = num(&text, "ppid");
+    let sid = num(&text, "sid");
+    // SAFETY: getsid(0) has no preconditions.
+    let my_sid = i64::from(unsafe { libc::getsid(0) });
+
+    assert_ne!(pid, original, "runs in a forked process:\n{text}");
+    assert_ne!(pid, me, "{text}");
+    assert_ne!(ppid, me, "not our child any more:\n{text}");
+    assert_ne!(ppid, original, "{text}");
+    assert_ne!(ppid, sid, "the session leader (first child) has exited:\n{text}");
+    assert_ne!(sid, my_sid, "a new session:\n{text}");
+    assert_ne!(sid, original, "the session was made by the first child:\n{text}");
+    // Double fork: the daemon is in the new session but not its leader, so
+    // it can never acquire a controlling terminal.
+    assert_ne!(sid, pid, "not a session leader:\n{text}");
+    assert_eq!(num(&text, "pgid"), sid, "in the session's process group:\n{text}");
+    assert_eq!(field(&text, "cwd"), "/", "{text}");
+    assert_eq!(field(&text, "umask"), "22", "{text}");
+    for fd in ["fd0", "fd1", "fd2"] {
+        assert_eq!(field(&text, fd), "/dev/null", "{text}");
+    }
+    assert_eq!(field(&text, "tty"), "false", "no controlling terminal:\n{text}");
+}
