@@ -2,7 +2,7 @@
 CARGO ?= cargo
 EXAMPLE ?= packaging/harouterd.conf.example
 
-.PHONY: all build release demo test lint deps clean bench-state-change
+.PHONY: all build release demo test lint deps clean bench-state-change bench-daemon
 
 all: build
 
@@ -40,5 +40,28 @@ BENCH_ARGS ?=
 bench-state-change: release
 	$(PYTHON) bench/state_change.py $(BENCH_ARGS)
 
+# The daemon: keepalived respawn, idle wake-ups, 1000 routers (about 6 min;
+# BENCH_ARGS="--only scale" for the quick part).
+bench-daemon: release
+	$(CARGO) build --locked --release --example bench_flipper
+	$(PYTHON) bench/daemon.py $(BENCH_ARGS)
+
 clean:
 	$(CARGO) clean
+
+# Fuzzing (fuzz/README.md): both cargo-fuzz targets, one after the other,
+# FUZZ_SECONDS each. Not part of `make test`. RUSTC_BOOTSTRAP=1 lets the
+# stable toolchain accept the nightly-only flags cargo fuzz passes
+# (-Zsanitizer=address). New corpus entries go to fuzz/corpus/ (ignored);
+# crashes to fuzz/artifacts/: add each to fuzz/regressions/TARGET/ (or
+# fuzz/seeds/http_request/) so tests/fuzz_regressions.rs keeps checking it.
+FUZZ_SECONDS ?= 60
+
+.PHONY: fuzz
+fuzz:
+	$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	mkdir -p fuzz/corpus/http_request fuzz/corpus/config_parse
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run http_request corpus/http_request seeds/http_request \
+		-- -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -print_final_stats=1
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run config_parse corpus/config_parse ../tests/scenarios \
+		regressions/config_parse -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1

@@ -24,7 +24,22 @@ pub enum Command {
     },
     StateChange(StateChangeArgs),
     Run(RunArgs),
+    Status(ClientArgs),
+    Events(ClientArgs),
 }
+
+/// `harouterd status` / `harouterd events`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClientArgs {
+    pub socket: Option<PathBuf>,
+    /// Read the socket path from this config file.
+    pub config: Option<PathBuf>,
+    pub json: bool,
+}
+
+/// The control socket when neither `--socket` nor `-c` says otherwise
+/// (`socket` under the default `state_path`).
+pub const DEFAULT_SOCKET: &str = "/var/lib/harouterd/harouterd.sock";
 
 /// `harouterd run`.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,6 +79,8 @@ Usage: harouterd COMMAND [OPTIONS]
 
 Commands:
   run     -c FILE [--foreground] [--pidfile P] [--log-level L]  the daemon
+  status  [--socket S | -c FILE] [--json]       ask a running daemon for its routers
+  events  [--socket S | -c FILE] [--json]       follow a running daemon's transitions
   check   -c FILE                               validate a config file
   render  -c FILE [--router ID] [--show-secrets] print the keepalived files
   state-change --router_id ID ...               Neutron's per-router monitor
@@ -92,6 +109,22 @@ and logs to syslog; with it, it stays attached and logs to stderr.
   --log-level L   error, warn, info (default) or debug
 Signals: SIGHUP re-reads FILE (a broken file is rejected whole), SIGTERM and
 SIGINT stop (keepalived keeps running unless on_exit = stop).
+";
+
+pub const STATUS_HELP: &str = "\
+Usage: harouterd status [--socket S | -c FILE] [--json]
+
+Ask a running daemon for one row per router: id, namespace, state, effective
+state, since, keepalived pid, restarts, last error. --json prints the JSON
+the daemon sends (GET /v1/routers). The socket is S, or the one FILE names,
+or /var/lib/harouterd/harouterd.sock.
+";
+
+pub const EVENTS_HELP: &str = "\
+Usage: harouterd events [--socket S | -c FILE] [--json]
+
+Follow a running daemon's effective state changes, one line each, until
+interrupted (GET /v1/events). --json prints one JSON object per line.
 ";
 
 pub const RENDER_HELP: &str = "\
@@ -137,6 +170,8 @@ pub fn parse(invoked_as: &str, args: Vec<OsString>) -> Result<Command, UsageErro
         "render" => parse_render(&mut parser),
         "state-change" => parse_state_change(&mut parser),
         "run" => parse_run(&mut parser),
+        "status" => parse_client(&mut parser, STATUS_HELP, Command::Status),
+        "events" => parse_client(&mut parser, EVENTS_HELP, Command::Events),
         "--help" => Ok(Command::Help(MAIN_HELP)),
         "--version" => Ok(Command::Version),
         other => Err(UsageError(format!("unknown command '{other}' (try --help)"))),
@@ -179,6 +214,24 @@ fn parse_render(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
         }
     }
     Ok(Command::Render { config: required_config(config, "render")?, router, show_secrets })
+}
+
+fn parse_client(
+    parser: &mut lexopt::Parser,
+    help: &'static str,
+    command: fn(ClientArgs) -> Command,
+) -> Result<Command, UsageError> {
+    let mut args = ClientArgs::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(help)),
+            Long("socket") => args.socket = Some(PathBuf::from(parser.value()?)),
+            Short('c') | Long("config") => args.config = Some(PathBuf::from(parser.value()?)),
+            Long("json") => args.json = true,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(command(args))
 }
 
 fn parse_run(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
@@ -352,6 +405,20 @@ mod tests {
         let dashed: Vec<&str> = dashed.iter().map(String::as_str).collect();
         assert_eq!(parse(NEUTRON_MONITOR_NAME, args(&dashed)).unwrap(), Command::StateChange(neutron_expected()));
         assert_eq!(invoked_as(Some(&OsString::from("/usr/bin/neutron-keepalived-state-change"))), NEUTRON_MONITOR_NAME);
+    }
+
+    #[test]
+    fn client_arguments() {
+        assert_eq!(
+            p(&["status", "--socket", "/s", "--json"]).unwrap(),
+            Command::Status(ClientArgs { socket: Some("/s".into()), config: None, json: true })
+        );
+        assert_eq!(
+            p(&["events", "-c", "/x"]).unwrap(),
+            Command::Events(ClientArgs { config: Some("/x".into()), ..Default::default() })
+        );
+        assert_eq!(p(&["events", "--help"]).unwrap(), Command::Help(EVENTS_HELP));
+        assert!(p(&["status", "--table"]).unwrap_err().0.contains("--table"));
     }
 
     #[test]

@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         }
         cli::Command::StateChange(args) => harouterd::state_change::run(args),
         cli::Command::Run(args) => harouterd::daemon::run(args),
+        cli::Command::Status(args) => cmd::client::status(&args),
+        cli::Command::Events(args) => cmd::client::events(&args),
     }
     .into()
 }

@@ -456,8 +456,12 @@ fn spawn_respawn_backoff_reload_stop() {
     for _ in 0..3 {
         deferred.push(sup.reload(Instant::now()));
     }
-    let window_end = sent_at + Duration::from_millis(1500);
+    // The window runs from the moment the SIGHUP actually went out, a hair
+    // after `sent_at`.
+    let Reload::Deferred { at: window_end } = deferred[0] else { panic!("not deferred: {deferred:?}") };
     assert_eq!(deferred, [Reload::Deferred { at: window_end }; 3]);
+    assert!(window_end >= sent_at + Duration::from_millis(1500));
+    assert!(window_end < sent_at + Duration::from_millis(1550), "{:?}", window_end - sent_at);
     driver.run_until(&mut sup, 2 * SECOND, None, |s| s.next_deadline().is_none());
     let second_sighup = Instant::now();
     assert!(second_sighup >= window_end);

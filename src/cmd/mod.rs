@@ -1,6 +1,7 @@
 //! The subcommands: each takes parsed arguments and returns an [`Exit`].
 
 pub mod check;
+pub mod client;
 pub mod render;
 
 use std::io::Write;

@@ -289,8 +289,8 @@ struct Defaults {
 }
 
 fn daemon_section(f: &Fields, diag: &mut Diag) -> Defaults {
-    let state_path = diag.get(f, "state_path", absolute_path).unwrap_or_else(|| PathBuf::from("/var/lib/harouterd"));
-    let ha_confs_path = diag.get(f, "ha_confs_path", absolute_path).unwrap_or_else(|| state_path.join("ha_confs"));
+    let state_path = diag.get(f, "state_path", conf_path).unwrap_or_else(|| PathBuf::from("/var/lib/harouterd"));
+    let ha_confs_path = diag.get(f, "ha_confs_path", conf_path).unwrap_or_else(|| state_path.join("ha_confs"));
     let socket = diag.get(f, "socket", absolute_path).unwrap_or_else(|| state_path.join("harouterd.sock"));
     let password = diag.get(f, "ha_vrrp_auth_password", password);
     if let (Some(pw), Some(entry)) = (&password, f.single.get("ha_vrrp_auth_password")) {
@@ -517,6 +517,18 @@ fn absolute_path(v: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(v))
 }
 
+/// An absolute path that ends up inside keepalived.conf (`notify_fifo`, the
+/// health check's `script "..."`): one keepalived word, and no `'` or `\`,
+/// which keepalived's script-line splitter would take as quoting.
+fn conf_path(v: &str) -> Result<PathBuf, String> {
+    let path = absolute_path(v)?;
+    keepalived_word(v)?;
+    if v.contains(['\'', '\\']) {
+        return Err(format!("'{}' must not contain a quote or a backslash", v.escape_debug()));
+    }
+    Ok(path)
+}
+
 /// A program: a bare name looked up in PATH, or an absolute path.
 fn program(v: &str) -> Result<String, String> {
     if v.contains(char::is_whitespace) || (v.contains('/') && !v.starts_with('/')) {
@@ -585,8 +597,13 @@ fn password(v: &str) -> Result<Secret, String> {
     })
 }
 
+/// An interface name by the kernel's rule that is also one keepalived word:
+/// every interface in the config is written into keepalived.conf, where `#`
+/// or `!` would start a comment and a brace or quote would change the
+/// structure.
 fn ifname(v: &str) -> Result<String, String> {
-    ident::check_ifname(v).map(|()| v.to_owned())
+    ident::check_ifname(v)?;
+    keepalived_word(v)
 }
 
 fn network(v: &str) -> Result<Cidr, String> {

@@ -30,8 +30,12 @@ use nix::sys::signal::Signal;
 
 use crate::cli::RunArgs;
 use crate::cmd::Exit;
+use crate::config::Principal;
 use crate::config::{self, Config, OnExit, RouterConfig};
 use crate::conntrackd::{ConntrackdSync, Synced};
+use crate::control::api::{self, Counters, Event, Route, RouterStatus};
+use crate::control::http;
+use crate::control::server::{ControlServer, Incoming, Reply};
 use crate::event_loop::{EventLoop, Signals, Timers, earliest};
 use crate::hooks::Hooks;
 use crate::ident::Namespace;
@@ -48,6 +52,9 @@ use router::{ErrorSource, RouterRuntime};
 
 const SIGNALS: Token = Token(0);
 const NETNS_DIR: Token = Token(1);
+const CONTROL: Token = Token(2);
+/// Control connections' tokens: their own range, never reused.
+const CONTROL_CONNS: std::ops::Range<usize> = (1 << 32)..(1 << 39);
 /// Dynamic tokens (netlink sockets, FIFOs, pidfds) start here and are never
 /// reused, so a late event for a closed source cannot reach a new one.
 const FIRST_DYNAMIC: usize = 16;
@@ -60,6 +67,8 @@ const FLUSH: Duration = Duration::from_secs(2);
 /// Retrying a namespace that could not be opened: first after this, doubling.
 const NS_RETRY_FIRST: Duration = Duration::from_secs(1);
 const NS_RETRY_MAX: Duration = Duration::from_secs(30);
+/// First retry of a namespace whose file just appeared.
+const NS_RETRY_SOON: Duration = Duration::from_millis(50);
 
 /// Where iproute2 keeps named namespaces.
 const NETNS_RUN_DIR: &str = "/run/netns";
@@ -137,6 +146,7 @@ pub fn run(args: RunArgs) -> Exit {
     for warning in &parsed.warnings {
         log::warn!("{warning}");
     }
+    raise_fd_limit();
     if let Err(e) = keepalived::process::become_subreaper() {
         log::warn!("cannot become a child subreaper ({e}): orphaned keepalived children may linger");
     }
@@ -175,6 +185,10 @@ struct Daemon {
     stopping: Option<Instant>,
     /// Set when the daemon must exit with a failure.
     failed: bool,
+    control: ControlServer,
+    /// Who may POST state changes besides root.
+    allowed_uids: Vec<u32>,
+    counters: Counters,
 }
 
 impl Daemon {
@@ -191,6 +205,20 @@ impl Daemon {
         }
         let netns_dir = watch_netns_dir(&registry);
         let notifier = notifier_for(&config);
+        let gid = match &config.daemon.socket_group {
+            None => None,
+            Some(Principal::Id(gid)) => Some(*gid),
+            Some(Principal::Name(name)) => match nix::unistd::Group::from_name(name) {
+                Ok(Some(group)) => Some(group.gid.as_raw()),
+                Ok(None) => return Err(format!("socket_group: no group '{name}'")),
+                Err(e) => return Err(format!("socket_group: cannot look up '{name}': {e}")),
+            },
+        };
+        let allowed_uids = resolve_uids(&config.daemon.allowed_uids)?;
+        let listener =
+            ControlServer::bind(&config.daemon.socket, config.daemon.socket_mode, gid).map_err(|e| e.to_string())?;
+        let control = ControlServer::new(&config.daemon.socket, listener, &registry, CONTROL, CONTROL_CONNS)
+            .map_err(|e| e.to_string())?;
         let layout = Layout::new(&config.daemon.ha_confs_path);
         let mut daemon = Daemon {
             config_path,
@@ -210,6 +238,9 @@ impl Daemon {
             scratch: Vec::with_capacity(RECV_BUFFER),
             stopping: None,
             failed: false,
+            control,
+            allowed_uids,
+            counters: Counters::default(),
             config: config.clone(),
         };
         log::info!("harouterd {} starting with {} routers", env!("CARGO_PKG_VERSION"), config.routers.len());
@@ -245,9 +276,17 @@ impl Daemon {
                 match token {
                     SIGNALS => self.signals_ready(now),
                     NETNS_DIR => self.netns_dir_changed(now),
+                    t if self.control.owns(t) => {
+                        for incoming in self.control.ready(&self.registry, t, now) {
+                            let token = incoming.token;
+                            let reply = self.handle(incoming, now);
+                            self.control.reply(&self.registry, token, reply, now);
+                        }
+                    }
                     t if self.notifier.as_ref().is_some_and(|n| n.owns(t)) => {
                         if let Some(n) = self.notifier.as_mut() {
-                            report(n.ready(&self.registry, &event, now));
+                            let outcomes = n.ready(&self.registry, &event, now);
+                            self.report(outcomes);
                         }
                     }
                     t => match self.sources.get(&t).cloned() {
@@ -270,6 +309,7 @@ impl Daemon {
         earliest(
             routers
                 .chain([self.timers.next_deadline(), self.notifier.as_ref().and_then(Notifier::next_deadline)])
+                .chain([self.control.next_deadline()])
                 .chain([self.stopping]),
         )
     }
@@ -289,8 +329,10 @@ impl Daemon {
             self.keepalived_outcomes(&id, outcomes, now);
         }
         if let Some(n) = self.notifier.as_mut() {
-            report(n.tick(&self.registry, now));
+            let outcomes = n.tick(&self.registry, now);
+            self.report(outcomes);
         }
+        self.control.tick(&self.registry, now);
     }
 
     /// `Some` once the daemon should exit: after SIGTERM, when the agent is
@@ -302,7 +344,8 @@ impl Daemon {
         }
         let deadline = self.stopping?;
         let now = Instant::now();
-        let flushed = self.notifier.as_ref().is_none_or(Notifier::is_idle) || now >= deadline;
+        let flushed =
+            (self.notifier.as_ref().is_none_or(Notifier::is_idle) && self.control.is_flushed()) || now >= deadline;
         let stopped = self.routers.values().all(|r| r.supervisor.as_ref().is_none_or(Supervisor::is_stopped));
         if !(flushed && stopped) {
             return None;
@@ -331,6 +374,7 @@ impl Daemon {
     fn shutdown(&mut self, signal: Signal, now: Instant) {
         log::info!("received {signal}: stopping (on_exit = {:?})", self.config.daemon.on_exit);
         self.stopping = Some(now + FLUSH);
+        self.control.stop_listening(&self.registry);
         let stop = self.config.daemon.on_exit == OnExit::Stop;
         let ids: Vec<String> = self.routers.keys().cloned().collect();
         for id in ids {
@@ -344,7 +388,8 @@ impl Daemon {
             }
         }
         if let Some(n) = self.notifier.as_mut() {
-            report(n.retry_now(&self.registry, now));
+            let outcomes = n.retry_now(&self.registry, now);
+            self.report(outcomes);
         }
     }
 
@@ -384,6 +429,11 @@ impl Daemon {
             leaving: false,
             replacement: None,
         };
+        // The state file lives there for every router, monitor-only ones too.
+        let dir = self.layout.router_dir(&router.rt.cfg.id);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            router.rt.set_error(ErrorSource::Files, format!("cannot create {}: {e}", dir.display()));
+        }
         if self.config.daemon.conntrackd_enabled {
             router.conntrackd = Some(ConntrackdSync::new(
                 &self.config.daemon.conntrackd_path,
@@ -630,7 +680,11 @@ impl Daemon {
                 watch.retry_delay = (delay * 2).min(NS_RETRY_MAX);
                 watch.retry_pending = true;
                 let routers: Vec<String> = watch.routers.iter().cloned().collect();
-                log::error!("{e} (routers {}); retrying in {} s", routers.join(", "), delay.as_secs());
+                if delay < NS_RETRY_FIRST {
+                    log::debug!("{e}; retrying in {} ms", delay.as_millis());
+                } else {
+                    log::error!("{e} (routers {}); retrying in {} s", routers.join(", "), delay.as_secs());
+                }
                 self.timers.schedule(now + delay, Timer::ReopenNamespace(ns.clone()));
                 for id in routers {
                     if let Some(r) = self.routers.get_mut(&id) {
@@ -651,7 +705,10 @@ impl Daemon {
             let Some(ns) = self.namespaces.keys().find(|k| k.as_ref() == key.as_ref()).cloned() else { continue };
             if event.mask.contains(AddWatchFlags::IN_DELETE) {
                 self.namespace_deleted(&ns);
-            } else if self.namespaces.get(&ns).is_some_and(|w| w.socket.is_none()) {
+            } else if let Some(watch) = self.namespaces.get_mut(&ns).filter(|w| w.socket.is_none()) {
+                // `ip netns add` creates the file before it bind-mounts the
+                // namespace on it: if it is not ready yet, look again soon.
+                watch.retry_delay = NS_RETRY_SOON;
                 self.open_namespace(&ns, now);
             }
         }
@@ -767,18 +824,24 @@ impl Daemon {
                     }
                 }
                 Action::Effective(state) => {
+                    let previous = router.rt.last_effective.replace(state);
                     router.rt.since = Some(SystemTime::now());
                     router.rt.effective_changes += 1;
                     log::info!("router {id}: transitioned to {state}");
                     let ns = router.rt.cfg.namespace.clone();
-                    self.announce(id, ns.as_ref(), state, now);
+                    self.announce(id, ns.as_ref(), state, previous, now);
                 }
             }
         }
     }
 
-    /// An effective change: transition script, IPv6 forwarding, the agent.
-    fn announce(&mut self, id: &str, ns: Option<&Namespace>, state: State, now: Instant) {
+    /// An effective change: transition script, IPv6 forwarding, events, the
+    /// agent.
+    fn announce(&mut self, id: &str, ns: Option<&Namespace>, state: State, previous: Option<State>, now: Instant) {
+        self.counters.events += 1;
+        let event =
+            Event { seq: self.counters.events, router: id.to_owned(), state, previous, time: SystemTime::now() };
+        self.control.broadcast(&self.registry, &api::event_json(&event), &api::event_text(&event));
         if let Some(script) = self.config.daemon.transition_script.clone() {
             self.hooks.run_transition_script(&script, id, state);
         }
@@ -787,6 +850,108 @@ impl Daemon {
         }
         if let Some(n) = self.notifier.as_mut() {
             n.submit(&self.registry, id, state.as_str(), now);
+        }
+    }
+
+    fn report(&mut self, outcomes: Vec<crate::notify::Outcome>) {
+        for outcome in outcomes {
+            if outcome.is_delivered() {
+                self.counters.notify_delivered += 1;
+                log::info!("{outcome}");
+            } else {
+                self.counters.notify_failures += 1;
+                log::warn!("{outcome}");
+            }
+        }
+    }
+
+    // ---- control socket ----
+
+    fn status_rows(&self) -> Vec<RouterStatus> {
+        self.routers.values().map(status_row).collect()
+    }
+
+    /// Answers one control request.
+    fn handle(&mut self, incoming: Incoming, now: Instant) -> Reply {
+        let Incoming { uid, request, .. } = incoming;
+        let text = api::wants_text(request.header("accept"));
+        let json =
+            |status: u16, body: String| Reply::Response(http::response(status, "application/json", body.as_bytes()));
+        let plain = |status: u16, body: &str| {
+            Reply::Response(http::response(status, "text/plain; charset=utf-8", format!("{body}\n").as_bytes()))
+        };
+        match api::route(&request.method, &request.path) {
+            Route::Notify => {
+                if uid != 0 && !self.allowed_uids.contains(&uid) {
+                    return plain(403, &format!("uid {uid} may not post state changes"));
+                }
+                let (Some(id), Some(state)) =
+                    (request.header("x-neutron-router-id"), request.header("x-neutron-state"))
+                else {
+                    return plain(400, "X-Neutron-Router-Id and X-Neutron-State are required");
+                };
+                let Some(state) = State::parse(state) else {
+                    return plain(400, "X-Neutron-State must be primary, backup or fault");
+                };
+                if crate::ident::RouterId::parse(id).is_err() {
+                    return plain(400, "invalid router id");
+                }
+                let id = id.to_owned();
+                let Some(router) = self.routers.get_mut(&id) else {
+                    return plain(404, &format!("no router {id}"));
+                };
+                log::info!("router {id}: state {state} posted by uid {uid}");
+                let actions = router.rt.transitions.raw_change(state, now);
+                self.apply_actions(&id, actions, now);
+                plain(200, "ok")
+            }
+            Route::Routers => {
+                let rows = self.status_rows();
+                if text {
+                    Reply::Response(http::response(
+                        200,
+                        "text/plain; charset=utf-8",
+                        api::routers_table(&rows).as_bytes(),
+                    ))
+                } else {
+                    json(200, api::routers_json(&rows))
+                }
+            }
+            Route::Router(id) => {
+                if crate::ident::RouterId::parse(&id).is_err() {
+                    return plain(400, "invalid router id");
+                }
+                match self.routers.get(&id) {
+                    Some(router) => {
+                        let row = status_row(router);
+                        if text {
+                            Reply::Response(http::response(
+                                200,
+                                "text/plain; charset=utf-8",
+                                api::routers_table(&[row]).as_bytes(),
+                            ))
+                        } else {
+                            json(200, format!("{}\n", api::router_json(&row)))
+                        }
+                    }
+                    None => plain(404, &format!("no router {id}")),
+                }
+            }
+            Route::Events => {
+                let content_type = if text { "text/plain; charset=utf-8" } else { "application/x-ndjson" };
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n");
+                Reply::Subscribe { head: head.into_bytes(), text }
+            }
+            Route::Metrics => {
+                let mut counters = self.counters.clone();
+                counters.netlink_resyncs =
+                    self.namespaces.values().filter_map(|w| w.socket.as_ref()).map(|(s, _)| s.resyncs()).sum();
+                counters.control_refused = self.control.refused;
+                let body = api::metrics(&self.status_rows(), &counters);
+                Reply::Response(http::response(200, "text/plain; version=0.0.4", body.as_bytes()))
+            }
+            Route::MethodNotAllowed => plain(405, "method not allowed"),
+            Route::NotFound => plain(404, "not found"),
         }
     }
 
@@ -898,6 +1063,42 @@ impl Daemon {
     }
 }
 
+/// One socket per namespace, a FIFO per router, pidfds, connections: a
+/// node with a thousand routers needs more descriptors than the usual soft
+/// limit of 1024, and the hard limit is there to be used.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                log::warn!("cannot raise the open-file limit: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+}
+
+fn status_row(router: &Router) -> RouterStatus {
+    let cfg = &router.rt.cfg;
+    let sup = router.supervisor.as_ref();
+    RouterStatus {
+        id: cfg.id.to_string(),
+        namespace: cfg.namespace.as_ref().map(|n| n.to_string()),
+        ha_interface: cfg.ha_interface.clone(),
+        vrid: cfg.vrid,
+        primary_vip: cfg.primary_vip.to_string(),
+        state: router.rt.transitions.raw(),
+        effective: router.rt.transitions.effective(),
+        since: router.rt.since,
+        supervised: cfg.keepalived,
+        keepalived_pid: sup.and_then(Supervisor::pid),
+        restarts: sup.map_or(0, Supervisor::restarts),
+        transitions: router.rt.effective_changes,
+        last_error: router.rt.last_error().map(str::to_owned),
+    }
+}
+
 fn notifier_for(config: &Config) -> Option<Notifier> {
     config.daemon.notify_agent_socket.clone().map(|path| Notifier::new(path, NOTIFIER_BASE, NOTIFIER_IN_FLIGHT))
 }
@@ -926,14 +1127,18 @@ fn ns_name(ns: &NsKey) -> String {
     ns.as_ref().map_or_else(|| "the daemon's namespace".to_owned(), |n| n.to_string())
 }
 
-fn report(outcomes: Vec<crate::notify::Outcome>) {
-    for outcome in outcomes {
-        if outcome.is_delivered() {
-            log::info!("{outcome}");
-        } else {
-            log::warn!("{outcome}");
-        }
-    }
+fn resolve_uids(principals: &[Principal]) -> Result<Vec<u32>, String> {
+    principals
+        .iter()
+        .map(|p| match p {
+            Principal::Id(uid) => Ok(*uid),
+            Principal::Name(name) => match nix::unistd::User::from_name(name) {
+                Ok(Some(user)) => Ok(user.uid.as_raw()),
+                Ok(None) => Err(format!("allowed_uids: no user '{name}'")),
+                Err(e) => Err(format!("allowed_uids: cannot look up '{name}': {e}")),
+            },
+        })
+        .collect()
 }
 
 fn log_synced(id: &str, done: Vec<Synced>) {

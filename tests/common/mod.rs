@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod http_receiver;
+pub mod lab;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,270 @@
+//! `bench_flipper`: the timed part of `bench/daemon.py`, in Rust so that the
+//! harness does not dominate what it measures.
+//!
+//! ```text
+//! bench_flipper flip     < SPECS    one line per target: NETNS_FILE IFNAME ADDR/PREFIX
+//! bench_flipper blast SOCKET COUNT IN_FLIGHT
+//! ```
+//!
+//! `flip` opens one NETLINK_ROUTE socket inside each target's namespace up
+//! front (setns in, socket, setns back) and resolves the interface there,
+//! prints `ready N`, then reads commands from stdin:
+//!
+//! - `add` / `del`: for every target in order, send RTM_NEWADDR (or
+//!   RTM_DELADDR) for its address and read the kernel's ack right away
+//!   (rtnetlink handles a request inside `sendmsg`, so the change is made,
+//!   and multicast to listeners, before the ack is read). Prints `error
+//!   INDEX ERRNO MESSAGE` per failed target, `acks T1 T2 ...` (each target's
+//!   ack time, 0 when it failed), then `done ok=N err=E start=T0 last=TN`:
+//!   `start` just before the first request, `last` the last ack.
+//! - `quit` (or end of input): exit.
+//!
+//! `blast` is the agent receiver's calibration: COUNT notifications, POSTed
+//! exactly as harouterd sends them (`X-Neutron-Router-Id: blast-I`), over
+//! at most IN_FLIGHT connections at once; prints `done ok=N start=T0 last=TN`.
+//!
+//! All times are CLOCK_MONOTONIC nanoseconds, the clock of Python's
+//! `time.monotonic_ns()`. Needs root (setns). Only libc and nix, the
+//! crate's own dependencies.
+
+use std::fs::File;
+use std::io::{self, BufRead, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+
+use nix::sched::{CloneFlags, setns};
+
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+const NLMSG_ERROR: u16 = 2;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into a valid, owned timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+struct Target {
+    sock: OwnedFd,
+    ifindex: u32,
+    addr: [u8; 4],
+    prefix: u8,
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+/// A NETLINK_ROUTE socket created inside the namespace `ns_path`, and the
+/// index of `ifname` there. The thread is back home afterwards.
+fn open_target(home: &File, ns_path: &str, ifname: &str) -> Result<(OwnedFd, u32), String> {
+    let ns = File::open(ns_path).map_err(|e| fail(ns_path, e))?;
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| fail(&format!("setns {ns_path}"), e))?;
+    let inside = (|| {
+        // SAFETY: plain socket(2); the descriptor is owned right away.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        if fd < 0 {
+            return Err(fail("socket", io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = std::ffi::CString::new(ifname).map_err(|e| fail(ifname, e))?;
+        // SAFETY: a valid NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(fail(&format!("interface {ifname} in {ns_path}"), io::Error::last_os_error()));
+        }
+        Ok((sock, ifindex))
+    })();
+    setns(home.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| fail("setns back home", e))?;
+    inside
+}
+
+fn parse_spec(line: &str) -> Result<(String, String, [u8; 4], u8), String> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let [ns, ifname, cidr] = fields[..] else { return Err(format!("bad spec line: {line:?}")) };
+    let (addr, prefix) = cidr.split_once('/').ok_or_else(|| format!("not a CIDR: {cidr}"))?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|e| fail(addr, e))?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("bad prefix in {cidr}"))?;
+    Ok((ns.to_owned(), ifname.to_owned(), addr.octets(), prefix))
+}
+
+/// RTM_NEWADDR / RTM_DELADDR for one IPv4 address, as `ip addr add/del`
+/// sends it: ifaddrmsg, then IFA_LOCAL and IFA_ADDRESS.
+fn request(kind: u16, seq: u32, t: &Target) -> [u8; 40] {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | if kind == RTM_NEWADDR { NLM_F_CREATE | NLM_F_EXCL } else { 0 };
+    let mut m = [0u8; 40];
+    m[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    m[4..6].copy_from_slice(&kind.to_ne_bytes());
+    m[6..8].copy_from_slice(&flags.to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // nlmsg_pid 0: the kernel fills it in. ifaddrmsg:
+    m[16] = libc::AF_INET as u8;
+    m[17] = t.prefix;
+    m[18] = 0; // flags
+    m[19] = 0; // scope: universe
+    m[20..24].copy_from_slice(&t.ifindex.to_ne_bytes());
+    for (off, kind) in [(24, IFA_LOCAL), (32, IFA_ADDRESS)] {
+        m[off..off + 2].copy_from_slice(&8u16.to_ne_bytes());
+        m[off + 2..off + 4].copy_from_slice(&kind.to_ne_bytes());
+        m[off + 4..off + 8].copy_from_slice(&t.addr);
+    }
+    m
+}
+
+/// Sends one request and reads its ack: `Ok` or the errno the kernel gave.
+fn change(t: &Target, kind: u16, seq: u32, buf: &mut [u8]) -> Result<(), i32> {
+    let msg = request(kind, seq, t);
+    // SAFETY: sending from a valid buffer on an owned socket (destination:
+    // the kernel, netlink's default).
+    let sent = unsafe { libc::send(t.sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+    }
+    loop {
+        // SAFETY: receiving into a valid, owned buffer.
+        let n = unsafe { libc::recv(t.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        }
+        let n = n as usize;
+        if n < 20 {
+            return Err(libc::EPROTO);
+        }
+        let kind_got = u16::from_ne_bytes([buf[4], buf[5]]);
+        let seq_got = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        if kind_got != NLMSG_ERROR || seq_got != seq {
+            continue; // not our ack (nothing else is expected: no groups joined)
+        }
+        let code = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        return if code == 0 { Ok(()) } else { Err(-code) };
+    }
+}
+
+fn flip() -> Result<(), String> {
+    let home = File::open("/proc/thread-self/ns/net").map_err(|e| fail("/proc/thread-self/ns/net", e))?;
+    let stdin = io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut targets = Vec::new();
+    // Targets until an empty line (or the end of input).
+    for line in lines.by_ref() {
+        let line = line.map_err(|e| fail("stdin", e))?;
+        if line.trim().is_empty() {
+            break;
+        }
+        let (ns, ifname, addr, prefix) = parse_spec(&line)?;
+        let (sock, ifindex) = open_target(&home, &ns, &ifname)?;
+        targets.push(Target { sock, ifindex, addr, prefix });
+    }
+    let mut out = io::stdout().lock();
+    let say = |out: &mut io::StdoutLock, text: String| -> Result<(), String> {
+        out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| fail("stdout", e))
+    };
+    say(&mut out, format!("ready {}\n", targets.len()))?;
+    let mut buf = vec![0u8; 8192];
+    let mut seq = 0u32;
+    let mut acks = vec![0u64; targets.len()];
+    for line in lines {
+        let line = line.map_err(|e| fail("stdin", e))?;
+        let kind = match line.trim() {
+            "add" => RTM_NEWADDR,
+            "del" => RTM_DELADDR,
+            "quit" => break,
+            other => return Err(format!("unknown command {other:?}")),
+        };
+        seq = seq.wrapping_add(1);
+        let mut errors = Vec::new();
+        let start = now_ns();
+        for (i, t) in targets.iter().enumerate() {
+            match change(t, kind, seq, &mut buf) {
+                Ok(()) => acks[i] = now_ns(),
+                Err(errno) => {
+                    acks[i] = 0;
+                    errors.push((i, errno));
+                }
+            }
+        }
+        let last = acks.iter().copied().filter(|&a| a != 0).max().unwrap_or(start);
+        let mut text = String::new();
+        for (i, errno) in &errors {
+            text += &format!("error {i} {errno} {}\n", io::Error::from_raw_os_error(*errno));
+        }
+        text += "acks";
+        for a in &acks {
+            text += &format!(" {a}");
+        }
+        text += &format!("\ndone ok={} err={} start={start} last={last}\n", targets.len() - errors.len(), errors.len());
+        say(&mut out, text)?;
+    }
+    Ok(())
+}
+
+/// `count` POSTs to `path` with at most `in_flight` connections open: a
+/// client as fast as harouterd's notifier, to calibrate the receiver.
+fn blast(path: &str, count: usize, in_flight: usize) -> Result<(), String> {
+    let mut open: std::collections::VecDeque<UnixStream> = std::collections::VecDeque::new();
+    let mut ok = 0usize;
+    let mut reply = [0u8; 512];
+    let mut finish = |mut conn: UnixStream| -> Result<(), String> {
+        let mut got = 0;
+        loop {
+            let n = conn.read(&mut reply[got..]).map_err(|e| fail("read", e))?;
+            got += n;
+            if n == 0 || reply[..got].windows(4).any(|w| w == b"\r\n\r\n") || got == reply.len() {
+                break;
+            }
+        }
+        if reply[..got].starts_with(b"HTTP/1.1 200") || reply[..got].starts_with(b"HTTP/1.0 200") {
+            ok += 1;
+        }
+        Ok(())
+    };
+    let start = now_ns();
+    for i in 0..count {
+        if open.len() >= in_flight.max(1)
+            && let Some(conn) = open.pop_front()
+        {
+            finish(conn)?;
+        }
+        let mut conn = UnixStream::connect(path).map_err(|e| fail(path, e))?;
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Neutron-Router-Id: blast-{i}\r\n\
+             X-Neutron-State: primary\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        conn.write_all(req.as_bytes()).map_err(|e| fail("write", e))?;
+        open.push_back(conn);
+    }
+    while let Some(conn) = open.pop_front() {
+        finish(conn)?;
+    }
+    let last = now_ns();
+    println!("done ok={ok} start={start} last={last}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["flip"] => flip(),
+        ["blast", path, count, in_flight] => match (count.parse(), in_flight.parse()) {
+            (Ok(count), Ok(in_flight)) => blast(path, count, in_flight),
+            _ => Err("blast: COUNT and IN_FLIGHT are numbers".to_owned()),
+        },
+        _ => Err("usage: bench_flipper flip < SPECS | bench_flipper blast SOCKET COUNT IN_FLIGHT".to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_flipper: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! What the control socket says (SPEC section 3.6): routing a request to
+//! one of the endpoints, and the bodies of the answers — router status as
+//! JSON or a readable table, events, Prometheus metrics. Pure: values in,
+//! text out.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::http::Method;
+use super::json;
+use crate::state::State;
+
+/// The endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Neutron's `POST /` state notification.
+    Notify,
+    Routers,
+    Router(String),
+    Events,
+    Metrics,
+    /// A known path with the wrong method.
+    MethodNotAllowed,
+    NotFound,
+}
+
+pub fn route(method: &Method, path: &str) -> Route {
+    let route = match path {
+        "/" => Route::Notify,
+        "/v1/routers" | "/v1/routers/" => Route::Routers,
+        "/v1/events" => Route::Events,
+        "/metrics" => Route::Metrics,
+        p => match p.strip_prefix("/v1/routers/") {
+            Some(id) => Route::Router(id.to_owned()),
+            None => return Route::NotFound,
+        },
+    };
+    let allowed = match route {
+        Route::Notify => *method == Method::Post,
+        _ => *method == Method::Get,
+    };
+    if allowed { route } else { Route::MethodNotAllowed }
+}
+
+/// Whether the client asked for text rather than JSON (`Accept:
+/// text/plain`): `harouterd status` and `events` do, so they stay free of a
+/// JSON parser.
+pub fn wants_text(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/plain")))
+}
+
+/// One router as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterStatus {
+    pub id: String,
+    pub namespace: Option<String>,
+    pub ha_interface: String,
+    pub vrid: u8,
+    pub primary_vip: String,
+    /// Raw state (the state file).
+    pub state: Option<State>,
+    /// What was last announced.
+    pub effective: Option<State>,
+    pub since: Option<SystemTime>,
+    /// `false`: monitor only.
+    pub supervised: bool,
+    pub keepalived_pid: Option<u32>,
+    pub restarts: u32,
+    pub transitions: u64,
+    pub last_error: Option<String>,
+}
+
+pub fn router_json(r: &RouterStatus) -> String {
+    let since = r.since.map(rfc3339);
+    json::object(|o| {
+        o.str("id", &r.id)
+            .opt_str("namespace", r.namespace.as_deref())
+            .str("ha_interface", &r.ha_interface)
+            .int("vrid", r.vrid)
+            .str("primary_vip", &r.primary_vip)
+            .opt_str("state", r.state.map(State::as_str))
+            .opt_str("effective_state", r.effective.map(State::as_str))
+            .opt_str("since", since.as_deref())
+            .bool("keepalived", r.supervised)
+            .opt_int("keepalived_pid", r.keepalived_pid)
+            .int("restarts", r.restarts)
+            .int("transitions", r.transitions)
+            .opt_str("last_error", r.last_error.as_deref());
+    })
+}
+
+pub fn routers_json(routers: &[RouterStatus]) -> String {
+    let items: Vec<String> = routers.iter().map(router_json).collect();
+    format!("[{}]\n", items.join(","))
+}
+
+/// The readable table of `harouterd status`.
+pub fn routers_table(routers: &[RouterStatus]) -> String {
+    let header = ["ROUTER", "NAMESPACE", "STATE", "EFFECTIVE", "SINCE", "KEEPALIVED", "RESTARTS", "LAST ERROR"];
+    let rows: Vec<[String; 8]> = routers
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                r.namespace.clone().unwrap_or_else(|| "-".into()),
+                r.state.map_or("-", State::as_str).to_owned(),
+                r.effective.map_or("-", State::as_str).to_owned(),
+                r.since.map_or_else(|| "-".into(), rfc3339),
+                match (r.supervised, r.keepalived_pid) {
+                    (false, _) => "monitor-only".into(),
+                    (true, Some(pid)) => pid.to_string(),
+                    (true, None) => "not running".into(),
+                },
+                r.restarts.to_string(),
+                r.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]
+            // One row per router, whatever an error message holds.
+            .map(|cell| cell.replace(|c: char| c.is_control(), " "))
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    out
+}
+
+/// An effective state change, as published on `/v1/events`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Increases by one per event over the daemon's life: a subscriber can
+    /// tell it missed nothing.
+    pub seq: u64,
+    pub router: String,
+    pub state: State,
+    pub previous: Option<State>,
+    pub time: SystemTime,
+}
+
+pub fn event_json(e: &Event) -> String {
+    json::object(|o| {
+        o.int("seq", e.seq)
+            .str("router", &e.router)
+            .str("state", e.state.as_str())
+            .opt_str("previous", e.previous.map(State::as_str))
+            .str("time", &rfc3339(e.time));
+    })
+}
+
+pub fn event_text(e: &Event) -> String {
+    format!("{} {} {} -> {}", rfc3339(e.time), e.router, e.previous.map_or("-", State::as_str), e.state)
+}
+
+/// Daemon-wide counters for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub netlink_resyncs: u64,
+    pub notify_failures: u64,
+    pub notify_delivered: u64,
+    pub events: u64,
+    pub control_refused: u64,
+}
+
+/// Prometheus text format (version 0.0.4).
+pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        name.to_owned()
+    };
+    let state = family("harouterd_router_state", "gauge", "1 for the router's effective state, 0 for the others.");
+    let mut lines = Vec::new();
+    for r in routers {
+        for s in [State::Primary, State::Backup, State::Fault] {
+            lines.push(format!(
+                "{state}{{router=\"{}\",state=\"{s}\"}} {}",
+                label(&r.id),
+                u8::from(r.effective == Some(s))
+            ));
+        }
+    }
+    let push = |out: &mut String, lines: &mut Vec<String>| {
+        for l in lines.drain(..) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    };
+    push(&mut out, &mut lines);
+    let per_router = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&RouterStatus) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for r in routers {
+            let _ = writeln!(out, "{name}{{router=\"{}\"}} {}", label(&r.id), value(r));
+        }
+    };
+    per_router(&mut out, "harouterd_transitions_total", "Effective state changes.", &|r| r.transitions);
+    per_router(&mut out, "harouterd_keepalived_restarts_total", "keepalived respawns after a death.", &|r| {
+        u64::from(r.restarts)
+    });
+    for (name, help, value) in [
+        (
+            "harouterd_netlink_resyncs_total",
+            "rtnetlink re-dumps after a receive-queue overrun.",
+            counters.netlink_resyncs,
+        ),
+        ("harouterd_notify_failures_total", "Failed attempts to notify the agent socket.", counters.notify_failures),
+        ("harouterd_notify_delivered_total", "Notifications the agent accepted.", counters.notify_delivered),
+        ("harouterd_events_total", "Events published on /v1/events.", counters.events),
+        (
+            "harouterd_control_refused_total",
+            "Control connections refused at the connection cap.",
+            counters.control_refused,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    out
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// `2026-11-21T07:40:09.123Z`
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (y, m, d) = crate::logfile::civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn status(id: &str) -> RouterStatus {
+        RouterStatus {
+            id: id.into(),
+            namespace: Some("qrouter-1".into()),
+            ha_interface: "ha-1".into(),
+            vrid: 1,
+            primary_vip: "169.254.0.1/24".into(),
+            state: Some(State::Primary),
+            effective: Some(State::Primary),
+            since: Some(UNIX_EPOCH + Duration::from_millis(1_763_710_809_123)),
+            supervised: true,
+            keepalived_pid: Some(42),
+            restarts: 2,
+            transitions: 3,
+            last_error: Some("a \"quoted\"\nerror".into()),
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(&Method::Post, "/"), Route::Notify);
+        assert_eq!(route(&Method::Get, "/"), Route::MethodNotAllowed);
+        assert_eq!(route(&Method::Get, "/v1/routers"), Route::Routers);
+        assert_eq!(route(&Method::Get, "/v1/routers/r1"), Route::Router("r1".into()));
+        assert_eq!(route(&Method::Get, "/v1/routers/../etc"), Route::Router("../etc".into()));
+        assert_eq!(route(&Method::Post, "/v1/events"), Route::MethodNotAllowed);
+        assert_eq!(route(&Method::Get, "/metrics"), Route::Metrics);
+        assert_eq!(route(&Method::Get, "/v2"), Route::NotFound);
+    }
+
+    #[test]
+    fn accept_header() {
+        assert!(wants_text(Some("text/plain")));
+        assert!(wants_text(Some("application/json, text/plain;q=0.5")));
+        assert!(!wants_text(Some("application/json")));
+        assert!(!wants_text(None));
+    }
+
+    #[test]
+    fn status_json_is_escaped() {
+        let json = router_json(&status("r1"));
+        assert!(json.starts_with("{\"id\":\"r1\",\"namespace\":\"qrouter-1\""), "{json}");
+        assert!(json.contains("\"since\":\"2025-11-21T07:40:09.123Z\""), "{json}");
+        assert!(json.contains("\"last_error\":\"a \\\"quoted\\\"\\nerror\""), "{json}");
+        assert!(json.contains("\"keepalived_pid\":42,\"restarts\":2,\"transitions\":3"), "{json}");
+        let mut none = status("r2");
+        none.namespace = None;
+        none.keepalived_pid = None;
+        none.effective = None;
+        let json = router_json(&none);
+        assert!(json.contains("\"namespace\":null") && json.contains("\"effective_state\":null"), "{json}");
+        assert_eq!(routers_json(&[]), "[]\n");
+    }
+
+    #[test]
+    fn table_has_one_row_per_router() {
+        let mut other = status("router-two");
+        other.supervised = false;
+        other.last_error = None;
+        let table = routers_table(&[status("r1"), other]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ROUTER      NAMESPACE  STATE    EFFECTIVE"), "{table}");
+        assert!(lines[2].contains("monitor-only") && lines[2].ends_with("-"), "{table}");
+    }
+
+    #[test]
+    fn events_and_metrics() {
+        let e = Event {
+            seq: 7,
+            router: "r1".into(),
+            state: State::Backup,
+            previous: Some(State::Primary),
+            time: UNIX_EPOCH,
+        };
+        assert_eq!(
+            event_json(&e),
+            "{\"seq\":7,\"router\":\"r1\",\"state\":\"backup\",\"previous\":\"primary\",\"time\":\"1970-01-01T00:00:00.000Z\"}"
+        );
+        assert_eq!(event_text(&e), "1970-01-01T00:00:00.000Z r1 primary -> backup");
+        let m = metrics(&[status("r1")], &Counters { netlink_resyncs: 4, ..Counters::default() });
+        assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"primary\"} 1\n"), "{m}");
+        assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"backup\"} 0\n"), "{m}");
+        assert!(m.contains("harouterd_keepalived_restarts_total{router=\"r1\"} 2\n"), "{m}");
+        assert!(
+            m.contains("# TYPE harouterd_netlink_resyncs_total counter\nharouterd_netlink_resyncs_total 4\n"),
+            "{m}"
+        );
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

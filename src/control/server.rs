@@ -1,0 +1,426 @@
+//! The control socket's transport: a Unix stream listener and its
+//! connections as non-blocking state machines in the daemon's poll.
+//!
+//! Invariants:
+//! - Nothing a peer does can block the loop or grow memory without bound:
+//!   a request must arrive whole within [`REQUEST_DEADLINE`] and within the
+//!   parser's size limits, at most [`MAX_CONNECTIONS`] are open at once
+//!   (more are accepted and closed at once, so the backlog cannot fill), and
+//!   an events subscriber that stops reading is dropped once
+//!   [`SUBSCRIBER_BACKLOG`] bytes wait for it.
+//! - One request per connection; every answer says `Connection: close`.
+//! - The peer's uid comes from SO_PEERCRED, taken at accept time.
+//!
+//! What a request *means* is decided by the daemon ([`Request`] in,
+//! [`Reply`] out); this module only moves bytes.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+use super::http::{self, Parsed, Request};
+
+/// A request must be complete this long after the connection was accepted
+/// (408 otherwise).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Open connections at most; further ones are closed right away.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Bytes allowed to wait for one events subscriber before it is dropped.
+pub const SUBSCRIBER_BACKLOG: usize = 256 * 1024;
+/// An answer not taken by the peer within this long is abandoned.
+const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub enum ControlError {
+    /// Another daemon answers on the socket.
+    InUse {
+        path: PathBuf,
+    },
+    /// Something that is not a socket sits at the path: not ours to delete.
+    NotASocket {
+        path: PathBuf,
+    },
+    Io {
+        path: PathBuf,
+        step: &'static str,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::InUse { path } => {
+                write!(f, "control socket {}: another daemon is answering on it", path.display())
+            }
+            ControlError::NotASocket { path } => {
+                write!(f, "control socket {}: the path exists and is not a socket; not removing it", path.display())
+            }
+            ControlError::Io { path, step, source } => write!(f, "control socket {}: {step}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// What the daemon answers to a request.
+pub enum Reply {
+    /// A complete answer; the connection closes after it.
+    Response(Vec<u8>),
+    /// `200` and a stream of lines from [`ControlServer::broadcast`] until
+    /// the peer goes away; `text` picks the readable form over JSON.
+    Subscribe { head: Vec<u8>, text: bool },
+}
+
+enum Phase {
+    Reading { buf: Vec<u8> },
+    Writing { out: Vec<u8>, written: usize },
+    Streaming { out: VecDeque<u8>, text: bool },
+}
+
+struct Conn {
+    stream: UnixStream,
+    uid: u32,
+    phase: Phase,
+    deadline: Option<Instant>,
+}
+
+/// A request ready for the daemon, with who sent it.
+pub struct Incoming {
+    pub token: Token,
+    pub uid: u32,
+    pub request: Request,
+}
+
+pub struct ControlServer {
+    path: PathBuf,
+    listener: Option<UnixListener>,
+    listener_token: Token,
+    conns: HashMap<Token, Conn>,
+    token_base: usize,
+    token_end: usize,
+    next_token: usize,
+    /// Connections refused because [`MAX_CONNECTIONS`] were open.
+    pub refused: u64,
+    /// Subscribers dropped for not reading.
+    pub dropped_subscribers: u64,
+}
+
+impl ControlServer {
+    /// Creates the socket at `path` with `mode` and, when given, group
+    /// `gid`. A socket file left by a crashed daemon is replaced; one that
+    /// another daemon still answers on is refused.
+    pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, ControlError> {
+        let io_err = |step| move |source| ControlError::Io { path: path.to_path_buf(), step, source };
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(ControlError::InUse { path: path.to_path_buf() });
+                }
+                std::fs::remove_file(path).map_err(io_err("removing the stale socket"))?;
+            }
+            Ok(_) => return Err(ControlError::NotASocket { path: path.to_path_buf() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("inspecting the path")(e)),
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err("creating its directory"))?;
+        }
+        let listener = UnixListener::bind(path).map_err(io_err("bind"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod"))?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err("chown"))?;
+        }
+        Ok(listener)
+    }
+
+    /// Serves `listener`, owning tokens `token_base..token_end` for its
+    /// connections.
+    pub fn new(
+        path: &Path,
+        mut listener: UnixListener,
+        registry: &Registry,
+        listener_token: Token,
+        tokens: std::ops::Range<usize>,
+    ) -> Result<ControlServer, ControlError> {
+        registry.register(&mut listener, listener_token, Interest::READABLE).map_err(|source| ControlError::Io {
+            path: path.to_path_buf(),
+            step: "watching",
+            source,
+        })?;
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            listener: Some(listener),
+            listener_token,
+            conns: HashMap::new(),
+            token_base: tokens.start,
+            token_end: tokens.end,
+            next_token: tokens.start,
+            refused: 0,
+            dropped_subscribers: 0,
+        })
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        token == self.listener_token || (self.token_base..self.token_end).contains(&token.0)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.conns.values().filter(|c| matches!(c.phase, Phase::Streaming { .. })).count()
+    }
+
+    /// Handles readiness of the listener or a connection; returns complete
+    /// requests for the daemon to answer with [`ControlServer::reply`].
+    pub fn ready(&mut self, registry: &Registry, token: Token, now: Instant) -> Vec<Incoming> {
+        if token == self.listener_token {
+            self.accept(registry, now);
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let Some(conn) = self.conns.get_mut(&token) else { return out };
+        match conn.advance() {
+            Step::Keep => {}
+            Step::Close => self.close(registry, token),
+            Step::Request(request) => out.push(Incoming { token, uid: conn.uid, request }),
+            Step::Reject(status, reason) => {
+                log::debug!("control socket: rejected a request with {status}: {reason}");
+                let body = format!("{reason}\n");
+                self.reply(
+                    registry,
+                    token,
+                    Reply::Response(http::response(status, "text/plain", body.as_bytes())),
+                    now,
+                );
+            }
+        }
+        out
+    }
+
+    fn accept(&mut self, registry: &Registry, now: Instant) {
+        let Some(listener) = &self.listener else { return };
+        loop {
+            let (mut stream, _) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("control socket {}: accept: {e}", self.path.display());
+                    return;
+                }
+            };
+            if self.conns.len() >= MAX_CONNECTIONS || self.next_token >= self.token_end {
+                self.refused += 1;
+                continue;
+            }
+            let uid = match getsockopt(&stream, PeerCredentials) {
+                Ok(cred) => cred.uid(),
+                Err(e) => {
+                    log::warn!("control socket: no peer credentials ({e}); closing");
+                    continue;
+                }
+            };
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            if registry.register(&mut stream, token, Interest::READABLE).is_err() {
+                continue;
+            }
+            let conn =
+                Conn { stream, uid, phase: Phase::Reading { buf: Vec::new() }, deadline: Some(now + REQUEST_DEADLINE) };
+            // Registering reports data already queued (epoll reports the
+            // current level on ADD), so nothing is missed here.
+            self.conns.insert(token, conn);
+        }
+    }
+
+    /// Answers the request that came on `token`.
+    pub fn reply(&mut self, registry: &Registry, token: Token, reply: Reply, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&token) else { return };
+        match reply {
+            Reply::Response(out) => {
+                conn.phase = Phase::Writing { out, written: 0 };
+                conn.deadline = Some(now + WRITE_DEADLINE);
+            }
+            Reply::Subscribe { head, text } => {
+                conn.phase = Phase::Streaming { out: head.into(), text };
+                conn.deadline = None;
+            }
+        }
+        let _ = registry.reregister(&mut conn.stream, token, Interest::READABLE | Interest::WRITABLE);
+        if let Step::Close = conn.flush() {
+            self.close(registry, token);
+        }
+    }
+
+    /// Sends one event to every subscriber, as JSON or text as each asked.
+    /// A subscriber with too much waiting is dropped, not buffered for.
+    pub fn broadcast(&mut self, registry: &Registry, json_line: &str, text_line: &str) {
+        let mut gone = Vec::new();
+        for (token, conn) in self.conns.iter_mut() {
+            let Phase::Streaming { out, text } = &mut conn.phase else { continue };
+            let line = if *text { text_line } else { json_line };
+            if out.len() + line.len() + 1 > SUBSCRIBER_BACKLOG {
+                self.dropped_subscribers += 1;
+                log::warn!("control socket: dropping an events subscriber that does not keep up");
+                gone.push(*token);
+                continue;
+            }
+            out.extend(line.as_bytes());
+            out.push_back(b'\n');
+            if let Step::Close = conn.flush() {
+                gone.push(*token);
+            }
+        }
+        for token in gone {
+            self.close(registry, token);
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns.values().filter_map(|c| c.deadline).min()
+    }
+
+    /// Connections past their deadline: 408 for a request still arriving,
+    /// closed for an answer nobody takes.
+    pub fn tick(&mut self, registry: &Registry, now: Instant) {
+        let due: Vec<Token> =
+            self.conns.iter().filter(|(_, c)| c.deadline.is_some_and(|d| d <= now)).map(|(t, _)| *t).collect();
+        for token in due {
+            let reading = self.conns.get(&token).is_some_and(|c| matches!(c.phase, Phase::Reading { .. }));
+            if reading {
+                let body = b"request not received in time\n";
+                self.reply(registry, token, Reply::Response(http::response(408, "text/plain", body)), now);
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.deadline = Some(now + WRITE_DEADLINE);
+                }
+            } else {
+                self.close(registry, token);
+            }
+        }
+    }
+
+    fn close(&mut self, registry: &Registry, token: Token) {
+        if let Some(mut conn) = self.conns.remove(&token) {
+            let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+
+    /// Stops accepting and removes the socket file (shutdown). Open
+    /// connections are left to finish.
+    pub fn stop_listening(&mut self, registry: &Registry) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = registry.deregister(&mut listener);
+            if let Err(e) = std::fs::remove_file(&self.path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                log::warn!("cannot remove {}: {e}", self.path.display());
+            }
+        }
+    }
+
+    /// Whether any answer is still being written (shutdown waits for them
+    /// within its flush window; subscribers do not count).
+    pub fn is_flushed(&self) -> bool {
+        self.conns.values().all(|c| !matches!(c.phase, Phase::Writing { .. }))
+    }
+}
+
+enum Step {
+    Keep,
+    Close,
+    Request(Request),
+    Reject(u16, String),
+}
+
+impl Conn {
+    /// Reads what is there (or writes what is pending) and says what next.
+    fn advance(&mut self) -> Step {
+        match &mut self.phase {
+            Phase::Reading { buf } => {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match self.stream.read(&mut chunk) {
+                        Ok(0) => return Step::Close,
+                        Ok(n) => {
+                            buf.extend_from_slice(&chunk[..n]);
+                            match http::parse(buf) {
+                                Parsed::Incomplete => {}
+                                Parsed::Complete(request) => return Step::Request(request),
+                                Parsed::Reject(reject) => return Step::Reject(reject.status, reject.reason),
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Step::Close,
+                    }
+                }
+            }
+            Phase::Writing { .. } | Phase::Streaming { .. } => {
+                // Peers of an answer or a stream say nothing more; reading
+                // only tells whether they went away.
+                let mut sink = [0u8; 512];
+                loop {
+                    match self.stream.read(&mut sink) {
+                        Ok(0) => return Step::Close,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Step::Close,
+                    }
+                }
+                self.flush()
+            }
+        }
+    }
+
+    /// Writes as much pending output as the socket takes.
+    fn flush(&mut self) -> Step {
+        match &mut self.phase {
+            Phase::Writing { out, written } => {
+                while *written < out.len() {
+                    match self.stream.write(&out[*written..]) {
+                        Ok(0) => return Step::Close,
+                        Ok(n) => *written += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Step::Close,
+                    }
+                }
+                Step::Close
+            }
+            Phase::Streaming { out, .. } => {
+                while !out.is_empty() {
+                    let (front, _) = out.as_slices();
+                    match self.stream.write(front) {
+                        Ok(0) => return Step::Close,
+                        Ok(n) => {
+                            out.drain(..n);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Step::Close,
+                    }
+                }
+                Step::Keep
+            }
+            Phase::Reading { .. } => Step::Keep,
+        }
+    }
+}
+
+impl AsRawFd for ControlServer {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.listener.as_ref().map_or(-1, |l| l.as_raw_fd())
+    }
+}
