@@ -20,9 +20,16 @@ static:
 	$(CARGO) build --locked --release --target $(MUSL_TARGET)
 	@ls -l $(STATIC_BIN)
 
-# The main job, on the shipped example config: the keepalived.conf each
-# router gets (passwords masked).
-demo: release
+# The live demo (root; demo/README.md): two nodes in network namespaces,
+# three HA routers with real keepalived, a keepalived killed and respawned,
+# a node stopped and its peer taking over. Builds the release binary and
+# installs keepalived/iproute2/curl when missing. Under a minute.
+demo:
+	@./demo/run.sh
+
+# The shipped example config checked and rendered: the keepalived.conf each
+# router gets (passwords masked). No root needed.
+render-example: release
 	./target/release/harouterd check -c $(EXAMPLE)
 	./target/release/harouterd render -c $(EXAMPLE)
 

@@ -757,6 +757,28 @@ def bench_idle(lab: Lab, args: argparse.Namespace, report: dict, agent: Agent) -
 # Part 3: 1000 routers: memory, all VIPs at once
 
 
+def state_write_probe(state_path: str, count: int) -> dict:
+    """What one `state` file write costs in this state dir right now: the
+    daemon's recipe (new temp file, write, fdatasync, rename over the
+    target; src/statefile.rs), `count` times in a row, as the daemon does it
+    for each router that changes, one after the other, inside its loop."""
+    probe = os.path.join(state_path, ".probe")
+    os.makedirs(probe)
+    target = os.path.join(probe, "state")
+    samples = []
+    for i in range(count):
+        temp = os.path.join(probe, f".state.tmp.{i}")
+        t0 = now_ns()
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        os.write(fd, b"primary" if i % 2 else b"backup")
+        os.fdatasync(fd)
+        os.close(fd)
+        os.rename(temp, target)
+        samples.append(now_ns() - t0)
+    shutil.rmtree(probe)
+    return summary(samples)
+
+
 class Flipper:
     """bench_flipper flip: one rtnetlink socket per namespace, opened up front."""
 
@@ -813,6 +835,7 @@ def bench_scale(lab: Lab, args: argparse.Namespace, report: dict, agent: Agent) 
         raise SetupError("routers with the same VRID and HA network render different primary VIPs")
     report["vip"] = vip
     report["state_path_fs"] = fs_type(d.state_path)
+    report["state_write_probe"] = state_write_probe(d.state_path, args.probe)
 
     agent.expect(n)
     t_start = now_ns()
@@ -861,6 +884,8 @@ def bench_scale(lab: Lab, args: argparse.Namespace, report: dict, agent: Agent) 
                         "unexpected_count": len(c["unexpected"]),
                         "daemon_cpu_ms": cpu1 - cpu0,
                         "daemon_ctxt_switches": ctx1 - ctx0,
+                        # Every router's notification, ms after the last change, sorted.
+                        "notified_ms": [round(ms(t - f["last"]), 3) for t in times],
                     }
                 )
                 if args.verbose:
@@ -996,6 +1021,10 @@ def rows(report: dict) -> list[dict]:
             row(sec, f"  the flip itself (first -> last of {n} changes), median", statistics.median(r["flip_ms"] for r in rr), "ms")
             row(sec, "  daemon CPU time per flip, median", statistics.median(r["daemon_cpu_ms"] for r in rr), "ms")
             row(sec, "  every router notified once, right state", "yes" if ok else "NO", "", "yes", ok)
+        pr = sc.get("state_write_probe")
+        if pr and pr["count"]:
+            row(sec, f"state file write here (temp, fdatasync, rename) p50 / max of {pr['count']}", f"{pr['p50_ms']:.3f} / {pr['max_ms']:.3f}", "ms")
+            row(sec, f"  x {n} routers, one after the other (p50)", pr["p50_ms"] * n, "ms")
         row(sec, f"receiver floor: {n} POSTs from a fast client (Rust, 32 in flight)", " / ".join(f"{v:.1f}" for v in sc["receiver_floor_ms"]), "ms")
     return out
 
@@ -1049,6 +1078,7 @@ def main() -> int:
     p.add_argument("--routers", type=int, default=1000, help="scale: monitor-only routers, one namespace each (default 1000)")
     p.add_argument("--rounds", type=int, default=3, help="scale: up+down flips of every VIP at once (default 3)")
     p.add_argument("--scale-idle", type=float, default=5.0, help="scale: idle window with all routers, seconds (default 5; 0 skips)")
+    p.add_argument("--probe", type=int, default=200, help="scale: state-file writes timed in the state dir, the daemon's way (default 200)")
     p.add_argument("--settle", type=float, default=1.0, help="pause before memory and idle sampling, and after each flip (default 1 s)")
     p.add_argument("--log-level", choices=("error", "warn", "info", "debug"), help="the daemons' --log-level (default: theirs, info)")
     p.add_argument("--keepalived-path", help="keepalived_path for the daemons (default: keepalived from PATH)")
