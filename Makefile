@@ -2,7 +2,7 @@
 CARGO ?= cargo
 EXAMPLE ?= packaging/harouterd.conf.example
 
-.PHONY: all build release static demo test lint deps clean bench-state-change bench-daemon
+.PHONY: all build release static demo render-example test lint deps clean bench-state-change bench-daemon
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/harouterd
 

@@ -79,6 +79,19 @@ pub fn spawn_with(
             command.pre_exec(|| if libc::setsid() >= 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
         }
     }
+    // Children get stdin, stdout and stderr, nothing else: a descriptor the
+    // daemon inherited from whoever started it (a lock, a pipe someone waits
+    // on) must not live on in a keepalived that outlives the daemon (found
+    // by the demo). Our own descriptors are close-on-exec already; this
+    // catches the inherited ones. Marking instead of closing keeps std's
+    // exec-error pipe working until the exec itself.
+    // SAFETY: only close_range(2), async-signal-safe, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            Ok(())
+        });
+    }
     let child = command.spawn().map_err(|source| SpawnError::Exec { program: program.to_owned(), source })?;
     Ok(child.id())
 }
@@ -115,5 +128,26 @@ pub fn reap() -> Vec<(u32, Exit)> {
             Ok(WaitStatus::StillAlive) | Err(_) => return out,
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod fd_tests {
+    use super::*;
+
+    /// A descriptor the process inherited without close-on-exec (here: a
+    /// `dup`, which clears the flag) must not reach a spawned child.
+    #[test]
+    fn inherited_descriptors_do_not_reach_children() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        // SAFETY: dup of an fd we own; closed below.
+        let leaked = unsafe { libc::dup(file.as_raw_fd()) };
+        assert!(leaked > 2);
+        let check = format!("test -e /proc/self/fd/{leaked}");
+        let pid = spawn("/bin/sh", &["-c".to_owned(), check], None).unwrap();
+        let status = waitpid(Pid::from_raw(pid as i32), None).unwrap();
+        // SAFETY: closing the fd dup'd above.
+        unsafe { libc::close(leaked) };
+        assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid as i32), 1), "fd {leaked} leaked into the child");
     }
 }
