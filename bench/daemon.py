@@ -931,9 +931,9 @@ def rows(report: dict) -> list[dict]:
         sw, ev = w["ctxt_switches"], w["netns_events"]
         split = f"{sw} ({w['voluntary']} + {w['nonvoluntary']})"
         if not ev:
-            row(sec, label + " (voluntary + nonvoluntary)", split, "", "0", sw == IDLE_CTXT_TARGET)
+            row(sec, label, split, "", "0", sw == IDLE_CTXT_TARGET)
             return
-        row(sec, label + " (voluntary + nonvoluntary)", split, "")
+        row(sec, label, split, "")
         row(sec, "  /run/netns changes by others in the window (wake it by design)", ev, "")
         # Each such change may wake the daemon once (a voluntary switch
         # when it sleeps again); being preempted meanwhile on a busy host
@@ -974,12 +974,12 @@ def rows(report: dict) -> list[dict]:
     if idle:
         sec = "idle"
         m = idle["monitor"]
-        idle_row(sec, f"ctxt switches, {m['routers']} monitor-only routers ({m['primary']} primary), {m['seconds']:g} s", m)
+        idle_row(sec, f"ctxt switches (vol + nonvol), {m['routers']} monitor-only, {m['primary']} primary, {m['seconds']:g} s", m)
         row(sec, "  daemon CPU time in the window", m["cpu_ms"], "ms")
         idle_notes(sec, m)
         k = idle.get("keepalived")
         if k:
-            idle_row(sec, f"ctxt switches, {k['routers']} keepalived routers (primary), {k['seconds']:g} s", k)
+            idle_row(sec, f"ctxt switches (vol + nonvol), {k['routers']} with keepalived, primary, {k['seconds']:g} s", k)
             row(sec, f"  keepalived's own ({k['keepalived_processes']} processes), same window", k["others_ctxt_switches"], "")
             row(sec, "  notifications in the window", k["notifications"], "", "0", k["notifications"] == 0)
             idle_notes(sec, k)
@@ -999,7 +999,7 @@ def rows(report: dict) -> list[dict]:
         row(sec, f"start -> all {n} initial backup notified", sc["startup_all_notified_ms"], "ms")
         if sc.get("idle"):
             i = sc["idle"]
-            idle_row(sec, f"ctxt switches idle, {n} routers, {i['seconds']:g} s", i)
+            idle_row(sec, f"ctxt switches (vol + nonvol) idle, {n} routers, {i['seconds']:g} s", i)
             idle_notes(sec, i)
         adv = sc["advert_int"]
         for state, target_ms, label in (
@@ -1040,7 +1040,7 @@ def print_table(report: dict, table: list[dict]) -> None:
     print(f"host: {c['kernel']}, {c['cpus']} CPUs, Python {c['python']}, keepalived {c['keepalived_version']}; state dirs on {c['state_path_fs']}")
     print(f"load average at start / end: {c['loadavg_start']} / {c.get('loadavg_end', '?')} (other work on the host skews every timing)")
     print()
-    widths = (66, 22, 20)
+    widths = (max([66] + [len(r["metric"]) for r in table]), 22, 20)
     print(f"{'metric':<{widths[0]}} {'measured':>{widths[1]}}  {'target':<{widths[2]}} result")
     print("-" * (sum(widths) + 12))
     section = None

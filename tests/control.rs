@@ -185,7 +185,10 @@ fn every_endpoint_over_the_real_socket() {
     // Neutron's POST: fed in as a raw change.
     assert_eq!(post(&s, "r2", "fault").0, Some(200));
     assert!(get(&s, "/v1/routers/r2").1.contains("\"effective_state\":\"fault\""));
-    assert_eq!(fs::read_to_string(lab.dir.join("ha_confs/r2/state")).unwrap(), "fault");
+    // The state file follows within the same loop pass or the next.
+    lab.wait_until("r2's state file says fault", || {
+        fs::read_to_string(lab.dir.join("ha_confs/r2/state")).is_ok_and(|s| s == "fault")
+    });
     assert_eq!(post(&s, "r2", "master").0, Some(200), "Neutron's 'master' is 'primary'");
     lab.wait_until("r2 primary after advert_int", || {
         get(&s, "/v1/routers/r2").1.contains("\"effective_state\":\"primary\"")

@@ -60,7 +60,12 @@ const CONTROL_CONNS: std::ops::Range<usize> = (1 << 32)..(1 << 39);
 const FIRST_DYNAMIC: usize = 16;
 /// The agent notifier's tokens, far above any dynamic one.
 const NOTIFIER_BASE: usize = 1 << 40;
-const NOTIFIER_IN_FLIGHT: usize = 32;
+/// Enough that a node-wide flip goes out in a few loop passes.
+const NOTIFIER_IN_FLIGHT: usize = 256;
+/// State files written per loop pass; the rest wait for the next pass (with
+/// a zero poll timeout), so readiness (agent answers, control requests,
+/// netlink) is served in between.
+const STATE_WRITES_PER_PASS: usize = 32;
 
 /// How long SIGTERM waits for pending agent notifications.
 const FLUSH: Duration = Duration::from_secs(2);
@@ -185,6 +190,8 @@ struct Daemon {
     stopping: Option<Instant>,
     /// Set when the daemon must exit with a failure.
     failed: bool,
+    /// State files still to write.
+    state_writes: StateWrites,
     control: ControlServer,
     /// Who may POST state changes besides root.
     allowed_uids: Vec<u32>,
@@ -238,6 +245,7 @@ impl Daemon {
             scratch: Vec::with_capacity(RECV_BUFFER),
             stopping: None,
             failed: false,
+            state_writes: StateWrites::default(),
             control,
             allowed_uids,
             counters: Counters::default(),
@@ -298,6 +306,7 @@ impl Daemon {
                 }
             }
             self.tick(Instant::now());
+            self.state_writes.flush(&self.layout, STATE_WRITES_PER_PASS);
         }
     }
 
@@ -310,7 +319,8 @@ impl Daemon {
             routers
                 .chain([self.timers.next_deadline(), self.notifier.as_ref().and_then(Notifier::next_deadline)])
                 .chain([self.control.next_deadline()])
-                .chain([self.stopping]),
+                .chain([self.stopping])
+                .chain([(!self.state_writes.is_empty()).then(Instant::now)]),
         )
     }
 
@@ -320,7 +330,18 @@ impl Daemon {
                 Timer::ReopenNamespace(ns) => self.open_namespace(&ns, now),
             }
         }
-        let ids: Vec<String> = self.routers.keys().cloned().collect();
+        // Only routers with something due: a wake-up must not cost a walk
+        // over every router's state (1000 routers made that the daemon's
+        // main CPU cost during a node-wide flip).
+        let due_at = |d: Option<Instant>| d.is_some_and(|d| d <= now);
+        let ids: Vec<String> = self
+            .routers
+            .iter()
+            .filter(|(_, r)| {
+                due_at(r.rt.transitions.deadline()) || due_at(r.supervisor.as_ref().and_then(Supervisor::next_deadline))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
             let Some(router) = self.routers.get_mut(&id) else { continue };
             let actions = router.rt.transitions.tick(now);
@@ -350,6 +371,7 @@ impl Daemon {
         if !(flushed && stopped) {
             return None;
         }
+        self.state_writes.flush(&self.layout, usize::MAX);
         if self.config.daemon.on_exit == OnExit::Stop {
             for id in self.routers.keys() {
                 remove_router_dir(&self.layout, id);
@@ -531,6 +553,7 @@ impl Daemon {
 
     fn forget_router(&mut self, id: &str) {
         let Some(mut router) = self.routers.remove(id) else { return };
+        self.state_writes.forget(id);
         if let Some((mut fifo, token)) = router.fifo.take() {
             let _ = self.registry.deregister(&mut fifo);
             self.sources.remove(&token);
@@ -559,6 +582,9 @@ impl Daemon {
     }
 
     fn keepalived_outcomes(&mut self, id: &str, outcomes: Vec<KaOutcome>, now: Instant) {
+        if outcomes.is_empty() {
+            return;
+        }
         for outcome in outcomes {
             let Some(router) = self.routers.get_mut(id) else { return };
             let last_error = || {
@@ -814,10 +840,7 @@ impl Daemon {
             match action {
                 Action::Raw(state) => {
                     log::debug!("router {id}: raw state {state}");
-                    let path = self.layout.state_file(&router.rt.cfg.id);
-                    if let Err(e) = statefile::write_atomic(&path, state.as_str().as_bytes(), 0o644) {
-                        log::error!("router {id}: {e}");
-                    }
+                    self.state_writes.queue(id, state);
                     if let Some(sync) = router.conntrackd.as_mut() {
                         let done = sync.request(state);
                         log_synced(id, done);
@@ -1096,6 +1119,48 @@ fn status_row(router: &Router) -> RouterStatus {
         restarts: sup.map_or(0, Supervisor::restarts),
         transitions: router.rt.effective_changes,
         last_error: router.rt.last_error().map(str::to_owned),
+    }
+}
+
+/// Raw states waiting to be written to their state files, oldest first;
+/// a router changing again before its write only changes what is written.
+///
+/// The write (temp file, fdatasync, rename) costs about 0.35 ms on a plain
+/// disk: done inline, a node-wide flip of 1000 routers held every agent
+/// notification behind 350 ms of file writes. Queued, the writes still
+/// happen in the same loop pass when there are few, and in batches between
+/// I/O events when there are many.
+#[derive(Default)]
+struct StateWrites {
+    order: std::collections::VecDeque<String>,
+    pending: HashMap<String, State>,
+}
+
+impl StateWrites {
+    fn queue(&mut self, id: &str, state: State) {
+        if self.pending.insert(id.to_owned(), state).is_none() {
+            self.order.push_back(id.to_owned());
+        }
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.pending.remove(id);
+        self.order.retain(|i| i != id);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn flush(&mut self, layout: &Layout, at_most: usize) {
+        for _ in 0..at_most {
+            let Some(id) = self.order.pop_front() else { return };
+            let Some(state) = self.pending.remove(&id) else { continue };
+            let Ok(router) = crate::ident::RouterId::parse(&id) else { continue };
+            if let Err(e) = statefile::write_atomic(&layout.state_file(&router), state.as_str().as_bytes(), 0o644) {
+                log::error!("router {id}: {e}");
+            }
+        }
     }
 }
 
