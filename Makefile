@@ -54,6 +54,13 @@ lint:
 PYTHON ?= python3
 BENCH_ARGS ?=
 
+# Every SPEC section 5 target in one table (bench/run.py), on the static
+# binary; BENCH_ARGS="--quick --json /tmp/bench.json" for a shorter run.
+.PHONY: bench
+bench: static
+	$(CARGO) build --locked --release --example bench_flipper
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
 bench-state-change: release
 	$(PYTHON) bench/state_change.py $(BENCH_ARGS)
 

@@ -881,3 +881,74 @@ fn exit_action_makes_the_daemon_exit_1_when_keepalived_dies() {
     );
     assert_eq!(log.matches("keepalived started (pid").count(), 1, "respawned:\n{log}");
 }
+
+/// SPEC 3.6 `/v1/events` on the lab: a subscriber on node B sees each of
+/// B's effective transitions exactly once and in order (per router, the
+/// same sequence the transition script recorded), with consecutive `seq`.
+#[test]
+fn events_subscriber_sees_each_lab_transition_once_in_order() {
+    if !gate() {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    let lab = Lab::new("events", &["A", "B"], three_routers(), &["on_exit = stop"]);
+    lab.start_staggered(CONVERGE);
+    let (holders, _) = lab.wait_consistent(CONVERGE);
+    assert_eq!(holders, [0, 0, 0], "staggered start: A primary everywhere");
+    let b = &lab.nodes[1];
+    let mut stream = std::os::unix::net::UnixStream::connect(b.state_path.join("harouterd.sock")).unwrap();
+    stream.write_all(b"GET /v1/events HTTP/1.1\r\nHost: lab\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 200 OK\r\n");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    let before = b.transitions().len();
+
+    // B takes every router over, then gives r1 back when its keepalived dies.
+    lab.nodes[0].signal(libc::SIGTERM);
+    let ids = lab.ids();
+    let all_b = wait_until(15 * SEC, || ids.iter().all(|id| b.last_transition(id).as_deref() == Some("primary")));
+    assert!(all_b.is_some(), "B never took over\n{}", lab.dump());
+    let r1 = &ids[0];
+    let pid = b.keepalived_pid(r1).expect("B runs keepalived for r1");
+    common::lab::send_signal(pid, libc::SIGKILL);
+    let gave_back = wait_until(10 * SEC, || b.transitions_of(r1).last().map(String::as_str) == Some("backup"));
+    assert!(gave_back.is_some(), "r1 never went backup on B\n{}", lab.dump());
+    std::thread::sleep(3 * SEC);
+
+    let mut events: Vec<(u64, String, String)> = Vec::new();
+    let deadline = Instant::now() + 2 * SEC;
+    while Instant::now() < deadline {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                let field = |key: &str| {
+                    let start =
+                        line.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {line}")) + key.len() + 3;
+                    let rest = &line[start..];
+                    rest.trim_start_matches('"').split(['"', ',', '}']).next().unwrap().to_owned()
+                };
+                events.push((field("seq").parse().unwrap(), field("router"), field("state")));
+            }
+            Err(_) => {}
+        }
+    }
+    let script: Vec<_> = b.transitions()[before..].to_vec();
+    assert!(!script.is_empty());
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "seq not consecutive: {events:?}");
+    }
+    for id in &ids {
+        let from_events: Vec<&str> = events.iter().filter(|e| &e.1 == id).map(|e| e.2.as_str()).collect();
+        let from_script: Vec<&str> = script.iter().filter(|t| &t.router == id).map(|t| t.state.as_str()).collect();
+        assert_eq!(from_events, from_script, "{id}: events vs transition script\nall events: {events:?}");
+    }
+    assert_eq!(events.len(), script.len());
+    println!("events on B: {events:?}");
+}
