@@ -29,3 +29,6 @@ pub mod state_change;
 pub mod statefile;
 pub mod syslog;
 pub mod transition;
+
+#[cfg(test)]
+mod test_support;

@@ -439,17 +439,12 @@ mod tests {
         log::Record::builder().level(level).target(target).args(args).build()
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("harouterd-logfile-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        dir
-    }
+    use crate::test_support::TempDir;
 
     #[test]
     fn appends_lines_and_filters_debug() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("append");
+        let dir = TempDir::new("append");
         let path = dir.join("monitor.log");
         std::fs::write(&path, "existing line\n").expect("seed log");
         let logger = LogFile::open(Some(&path), false, "harouterd.state_change").expect("open");
@@ -483,12 +478,11 @@ mod tests {
         // SAFETY: F_GETFD on a descriptor we own.
         let flags = unsafe { libc::fcntl(fresh.raw_fd(), libc::F_GETFD) };
         assert!(flags & libc::FD_CLOEXEC != 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn debug_enabled_shows_debug() {
-        let dir = temp_dir("debug");
+        let dir = TempDir::new("debug");
         let path = dir.join("monitor.log");
         let logger = LogFile::open(Some(&path), true, "c").expect("open");
         assert_eq!(logger.max_level(), log::LevelFilter::Debug);
@@ -497,7 +491,6 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read log");
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains(" DEBUG c [-] shown\n"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

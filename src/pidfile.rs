@@ -201,28 +201,22 @@ fn parse_pid(bytes: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("harouterd-pidfile-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        dir
-    }
+    use crate::test_support::TempDir;
 
     #[test]
     fn writes_pid_without_newline_over_stale_contents() {
-        let dir = temp_dir("write");
+        let dir = TempDir::new("write");
         let path = dir.join("harouterd.pid");
         std::fs::write(&path, "4294967295\nleftover garbage\n").expect("seed stale");
         let pidfile = Pidfile::acquire(&path).expect("acquire");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), std::process::id().to_string());
         assert_eq!(pidfile.path(), path);
         drop(pidfile);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn second_acquire_fails_naming_path_and_pid() {
-        let dir = temp_dir("held");
+        let dir = TempDir::new("held");
         let path = dir.join("x.pid");
         let first = Pidfile::acquire(&path).expect("acquire");
         // A second open file description conflicts like another process.
@@ -238,30 +232,27 @@ mod tests {
         let again = Pidfile::acquire(&path).expect("re-acquire after drop");
         again.remove().expect("remove");
         assert!(!path.exists());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn holder_without_pid_yet() {
-        let dir = temp_dir("nopid");
+        let dir = TempDir::new("nopid");
         let path = dir.join("x.pid");
         let holder = File::create(&path).expect("create");
         lock(&holder).expect("lock");
         let err = Pidfile::acquire(&path).expect_err("must be held");
         assert!(matches!(err, PidfileError::Held { pid: None, .. }), "{err:?}");
         assert!(err.to_string().ends_with("x.pid is held by another process: another instance is running"), "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn descriptor_is_close_on_exec() {
-        let dir = temp_dir("cloexec");
+        let dir = TempDir::new("cloexec");
         let pidfile = Pidfile::acquire(&dir.join("x.pid")).expect("acquire");
         // SAFETY: F_GETFD on a descriptor owned by `pidfile`.
         let flags = unsafe { libc::fcntl(pidfile.file.as_raw_fd(), libc::F_GETFD) };
         assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0, "flags {flags}");
         drop(pidfile);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -269,7 +260,7 @@ mod tests {
         // A child exec'd while we hold the lock must not keep it: after the
         // child starts (and while it still runs) the lock is ours alone, and
         // once we drop it, it is free even though the child lives on.
-        let dir = temp_dir("exec");
+        let dir = TempDir::new("exec");
         let path = dir.join("x.pid");
         let pidfile = Pidfile::acquire(&path).expect("acquire");
         // spawn() returns once exec has succeeded, so the child's file
@@ -285,12 +276,11 @@ mod tests {
         drop(child.stdin.take());
         child.wait().expect("wait");
         reacquired.expect("lock free while the child still runs");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn remove_leaves_a_replaced_file_alone() {
-        let dir = temp_dir("replaced");
+        let dir = TempDir::new("replaced");
         let path = dir.join("x.pid");
         let pidfile = Pidfile::acquire(&path).expect("acquire");
         std::fs::remove_file(&path).expect("unlink");
@@ -302,7 +292,6 @@ mod tests {
         let pidfile = Pidfile::acquire(&path).expect("acquire");
         std::fs::remove_file(&path).expect("unlink");
         pidfile.remove().expect("remove of a vanished file");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

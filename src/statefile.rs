@@ -185,12 +185,7 @@ pub fn read_state(path: &Path) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("harouterd-statefile-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        dir
-    }
+    use crate::test_support::TempDir;
 
     fn entries(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -207,17 +202,16 @@ mod tests {
 
     #[test]
     fn writes_new_file_without_newline_and_no_leftovers() {
-        let dir = temp_dir("new");
+        let dir = TempDir::new("new");
         let path = dir.join("state");
         write_atomic(&path, b"primary", 0o644).expect("write");
         assert_eq!(std::fs::read(&path).expect("read"), b"primary");
         assert_eq!(entries(&dir), ["state"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn replaces_existing_file_and_sets_exact_mode_despite_umask() {
-        let dir = temp_dir("replace");
+        let dir = TempDir::new("replace");
         let path = dir.join("keepalived.conf");
         std::fs::write(&path, "old contents that are longer").expect("seed");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -229,22 +223,20 @@ mod tests {
         write_atomic(&script, b"#!/bin/sh\n", 0o520).expect("write script");
         assert_eq!(mode_of(&script), 0o520);
         assert_eq!(entries(&dir), ["ha_check_script_1.sh", "keepalived.conf"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn stale_temp_file_of_same_name_is_replaced() {
-        let dir = temp_dir("stale");
+        let dir = TempDir::new("stale");
         let stale = dir.join(format!(".state.tmp.{}", std::process::id()));
         std::fs::write(&stale, "half-written").expect("seed stale");
         write_atomic(&dir.join("state"), b"backup", 0o644).expect("write");
         assert_eq!(entries(&dir), ["state"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn symlink_at_temp_name_is_not_followed() {
-        let dir = temp_dir("symlink");
+        let dir = TempDir::new("symlink");
         let victim = dir.join("victim");
         std::fs::write(&victim, "untouched").expect("seed victim");
         let planted = dir.join(format!(".state.tmp.{}", std::process::id()));
@@ -252,33 +244,30 @@ mod tests {
         write_atomic(&dir.join("state"), b"fault", 0o644).expect("write");
         assert_eq!(std::fs::read_to_string(&victim).expect("read victim"), "untouched");
         assert_eq!(std::fs::read_to_string(dir.join("state")).expect("read"), "fault");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn missing_directory_reports_path_and_step() {
-        let dir = temp_dir("missing");
+        let dir = TempDir::new("missing");
         let path = dir.join("no-such-router").join("state");
         let err = write_atomic(&path, b"primary", 0o644).expect_err("must fail");
         assert_eq!(err.step, Step::CreateTemp);
         assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
         let text = err.to_string();
         assert!(text.starts_with(&format!("cannot write {}: creating the temporary file ", path.display())), "{text}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn rename_failure_removes_temp_file() {
         // The target is a non-empty directory: rename(2) fails after the
         // temporary file was written and synced.
-        let dir = temp_dir("rename");
+        let dir = TempDir::new("rename");
         let path = dir.join("state");
         std::fs::create_dir(&path).expect("mkdir");
         std::fs::write(path.join("keep"), "x").expect("seed");
         let err = write_atomic(&path, b"primary", 0o644).expect_err("must fail");
         assert_eq!(err.step, Step::Rename);
         assert_eq!(entries(&dir), ["state"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -315,7 +304,7 @@ mod tests {
             eprintln!("SKIP full_disk_is_reported_and_cleaned_up: needs root");
             return;
         }
-        let dir = temp_dir("full");
+        let dir = TempDir::new("full");
         let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
         let (root, tmpfs, opts) = (c("/"), c("tmpfs"), c("size=4k,mode=0755"));
         let target = c(dir.to_str().expect("utf-8 temp dir"));
@@ -339,12 +328,11 @@ mod tests {
         assert_eq!(entries(&dir), ["state"]);
         // SAFETY: unmounts what this test mounted, in its own namespace.
         unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn read_state_cases() {
-        let dir = temp_dir("read");
+        let dir = TempDir::new("read");
         let path = dir.join("state");
         assert_eq!(read_state(&path), None);
         std::fs::write(&path, "primary").expect("write");
@@ -361,6 +349,5 @@ mod tests {
         assert_eq!(read_state(&path), None);
         std::fs::write(&path, "x".repeat(64)).expect("write");
         assert_eq!(read_state(&path).map(|s| s.len()), Some(64));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

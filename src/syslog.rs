@@ -278,26 +278,7 @@ mod tests {
         assert_eq!(d.strip_prefix("<30>harouterd[1]: ").unwrap().len(), MAX_LINE - 1);
     }
 
-    /// A fresh directory under the temp dir, removed on drop.
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(tag: &str) -> Dir {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            let path = std::env::temp_dir().join(format!("hr-syslog-{tag}-{}-{nanos}", std::process::id()));
-            std::fs::create_dir(&path).unwrap();
-            Dir(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir as Dir;
 
     fn server(path: &Path) -> UnixDatagram {
         let s = UnixDatagram::bind(path).unwrap();

@@ -467,26 +467,7 @@ mod tests {
         assert_eq!(b.overlong(), 2);
     }
 
-    /// A fresh directory under the temp dir, removed on drop.
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(tag: &str) -> Dir {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            let path = std::env::temp_dir().join(format!("hr-fifo-{tag}-{}-{nanos}", std::process::id()));
-            std::fs::create_dir(&path).unwrap();
-            Dir(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir as Dir;
 
     fn writer(path: &Path) -> File {
         OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path).unwrap()

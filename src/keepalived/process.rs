@@ -1207,22 +1207,7 @@ mod tests {
 
     // ---- the state machine, without root or keepalived ----
 
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let dir = std::env::temp_dir().join(format!("harouterd-process-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(dir.join("r1")).expect("create temp dir");
-            Dir(dir)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir as Dir;
 
     fn supervisor(dir: &Path, program: &str, namespace: Option<&str>) -> Supervisor {
         supervisor_with(dir, program, namespace, "")
