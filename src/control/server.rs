@@ -17,7 +17,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -171,14 +170,6 @@ impl ControlServer {
 
     pub fn owns(&self, token: Token) -> bool {
         token == self.listener_token || (self.token_base..self.token_end).contains(&token.0)
-    }
-
-    pub fn connections(&self) -> usize {
-        self.conns.len()
-    }
-
-    pub fn subscribers(&self) -> usize {
-        self.conns.values().filter(|c| matches!(c.phase, Phase::Streaming { .. })).count()
     }
 
     /// Handles readiness of the listener or a connection; returns complete
@@ -416,11 +407,5 @@ impl Conn {
             }
             Phase::Reading { .. } => Step::Keep,
         }
-    }
-}
-
-impl AsRawFd for ControlServer {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.listener.as_ref().map_or(-1, |l| l.as_raw_fd())
     }
 }

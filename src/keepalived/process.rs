@@ -525,12 +525,6 @@ impl Supervisor {
         }
     }
 
-    /// Replaces the backoff policy (tests, tuning).
-    pub fn with_backoff(mut self, policy: BackoffPolicy) -> Supervisor {
-        self.backoff = Backoff::new(policy);
-        self
-    }
-
     /// A new config for the same router: program, `check_child_processes_action`
     /// and the SIGHUP throttle (advert_int) apply at once; a new namespace
     /// only at the next spawn (moving a running keepalived takes a stop and
@@ -651,18 +645,6 @@ impl Supervisor {
         {
             registry.register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)?;
             *registered = true;
-        }
-        Ok(())
-    }
-
-    /// Takes the current pidfd out of `registry` (optional: closing it does
-    /// the same).
-    pub fn deregister_pidfd(&mut self, registry: &Registry) -> io::Result<()> {
-        if let Some(Watch { how: How::Pidfd { fd, registered }, .. }) = &mut self.watch
-            && *registered
-        {
-            *registered = false;
-            registry.deregister(&mut SourceFd(&fd.as_raw_fd()))?;
         }
         Ok(())
     }
