@@ -251,20 +251,8 @@ fn status_and_events_without_a_daemon_fail_clearly() {
     }
 }
 
-/// Subscribes and returns the stream, past the response head.
-fn subscribe(socket: &PathBuf, accept: &str) -> BufReader<UnixStream> {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream.write_all(format!("GET /v1/events HTTP/1.1\r\nHost: h\r\nAccept: {accept}\r\n\r\n").as_bytes()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert_eq!(line, "HTTP/1.1 200 OK\r\n");
-    while line != "\r\n" {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-    }
-    reader
+fn subscribe(socket: &std::path::Path, accept: &str) -> BufReader<UnixStream> {
+    common::subscribe_events(socket, accept, Duration::from_secs(10))
 }
 
 #[test]

@@ -890,23 +890,15 @@ fn events_subscriber_sees_each_lab_transition_once_in_order() {
     if !gate() {
         return;
     }
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::BufRead;
     let lab = Lab::new("events", &["A", "B"], three_routers(), &["on_exit = stop"]);
     lab.start_staggered(CONVERGE);
     let (holders, _) = lab.wait_consistent(CONVERGE);
     assert_eq!(holders, [0, 0, 0], "staggered start: A primary everywhere");
     let b = &lab.nodes[1];
-    let mut stream = std::os::unix::net::UnixStream::connect(b.state_path.join("harouterd.sock")).unwrap();
-    stream.write_all(b"GET /v1/events HTTP/1.1\r\nHost: lab\r\n\r\n").unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let mut reader = BufReader::new(stream);
+    let mut reader =
+        common::subscribe_events(&b.state_path.join("harouterd.sock"), "application/json", Duration::from_millis(200));
     let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert_eq!(line, "HTTP/1.1 200 OK\r\n");
-    while line != "\r\n" {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-    }
     let before = b.transitions().len();
 
     // B takes every router over, then gives r1 back when its keepalived dies.

@@ -255,3 +255,27 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Subscribes to a daemon's `/v1/events` at `socket` and returns the
+/// stream positioned after the response head (asserting a 200).
+pub fn subscribe_events(
+    socket: &Path,
+    accept: &str,
+    read_timeout: std::time::Duration,
+) -> std::io::BufReader<std::os::unix::net::UnixStream> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the control socket");
+    stream
+        .write_all(format!("GET /v1/events HTTP/1.1\r\nHost: h\r\nAccept: {accept}\r\n\r\n").as_bytes())
+        .expect("send the events request");
+    stream.set_read_timeout(Some(read_timeout)).expect("read timeout");
+    let mut reader = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    assert_eq!(line, "HTTP/1.1 200 OK\r\n");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).expect("header line");
+    }
+    reader
+}
