@@ -24,22 +24,22 @@
 //! at most IN_FLIGHT connections at once; prints `done ok=N start=T0 last=TN`.
 //!
 //! All times are CLOCK_MONOTONIC nanoseconds, the clock of Python's
-//! `time.monotonic_ns()`. Needs root (setns). Only libc and nix, the
-//! crate's own dependencies.
+//! `time.monotonic_ns()`. Needs root (setns). Uses libc and the crate itself (its
+//! namespace entry); no other dependency.
 
-use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
-use nix::sched::{CloneFlags, setns};
+use harouterd::ident::Namespace;
+use harouterd::netns;
 
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
+const RTM_NEWADDR: u16 = libc::RTM_NEWADDR;
+const RTM_DELADDR: u16 = libc::RTM_DELADDR;
 const NLMSG_ERROR: u16 = 2;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
+const IFA_ADDRESS: u16 = libc::IFA_ADDRESS;
+const IFA_LOCAL: u16 = libc::IFA_LOCAL;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
@@ -64,11 +64,11 @@ fn fail(what: &str, e: impl std::fmt::Display) -> String {
 }
 
 /// A NETLINK_ROUTE socket created inside the namespace `ns_path`, and the
-/// index of `ifname` there. The thread is back home afterwards.
-fn open_target(home: &File, ns_path: &str, ifname: &str) -> Result<(OwnedFd, u32), String> {
-    let ns = File::open(ns_path).map_err(|e| fail(ns_path, e))?;
-    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| fail(&format!("setns {ns_path}"), e))?;
-    let inside = (|| {
+/// index of `ifname` there (the crate's own namespace entry: always back
+/// home afterwards).
+fn open_target(ns_path: &str, ifname: &str) -> Result<(OwnedFd, u32), String> {
+    let ns = Namespace::parse(ns_path).map_err(|e| fail(ns_path, e))?;
+    netns::in_namespace(Some(&ns), || {
         // SAFETY: plain socket(2); the descriptor is owned right away.
         let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
         if fd < 0 {
@@ -83,9 +83,8 @@ fn open_target(home: &File, ns_path: &str, ifname: &str) -> Result<(OwnedFd, u32
             return Err(fail(&format!("interface {ifname} in {ns_path}"), io::Error::last_os_error()));
         }
         Ok((sock, ifindex))
-    })();
-    setns(home.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| fail("setns back home", e))?;
-    inside
+    })
+    .map_err(|e| fail(ns_path, e))?
 }
 
 fn parse_spec(line: &str) -> Result<(String, String, [u8; 4], u8), String> {
@@ -150,7 +149,6 @@ fn change(t: &Target, kind: u16, seq: u32, buf: &mut [u8]) -> Result<(), i32> {
 }
 
 fn flip() -> Result<(), String> {
-    let home = File::open("/proc/thread-self/ns/net").map_err(|e| fail("/proc/thread-self/ns/net", e))?;
     let stdin = io::stdin();
     let mut lines = stdin.lock().lines();
     let mut targets = Vec::new();
@@ -161,7 +159,7 @@ fn flip() -> Result<(), String> {
             break;
         }
         let (ns, ifname, addr, prefix) = parse_spec(&line)?;
-        let (sock, ifindex) = open_target(&home, &ns, &ifname)?;
+        let (sock, ifindex) = open_target(&ns, &ifname)?;
         targets.push(Target { sock, ifindex, addr, prefix });
     }
     let mut out = io::stdout().lock();
