@@ -1215,3 +1215,36 @@ fn log_synced(id: &str, done: Vec<Synced>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TempDir;
+
+    fn state(dir: &TempDir, id: &str) -> Option<String> {
+        std::fs::read_to_string(dir.join(id).join("state")).ok()
+    }
+
+    #[test]
+    fn state_writes_are_latest_wins_in_order_and_bounded_per_pass() {
+        let dir = TempDir::new("statewrites");
+        for id in ["r1", "r2", "r3"] {
+            std::fs::create_dir(dir.join(id)).unwrap();
+        }
+        let layout = Layout::new(&dir);
+        let mut writes = StateWrites::default();
+        writes.queue("r1", State::Primary);
+        writes.queue("r2", State::Fault);
+        writes.queue("r1", State::Backup);
+        writes.queue("r3", State::Primary);
+        writes.forget("r3");
+        writes.flush(&layout, 1);
+        assert_eq!(state(&dir, "r1").as_deref(), Some("backup"), "the latest state, in first-queued order");
+        assert_eq!(state(&dir, "r2"), None, "one write per pass here");
+        assert!(!writes.is_empty());
+        writes.flush(&layout, usize::MAX);
+        assert_eq!(state(&dir, "r2").as_deref(), Some("fault"));
+        assert_eq!(state(&dir, "r3"), None, "a forgotten router is not written");
+        assert!(writes.is_empty());
+    }
+}
