@@ -21,8 +21,9 @@ use crate::state::State;
 pub enum Action {
     /// Write the state file and sync conntrackd.
     Raw(State),
-    /// Announce: script, forwarding, events, agent.
-    Effective(State),
+    /// Announce: script, forwarding, events, agent. `previous` is the
+    /// effective state this one replaces (`None` for the first).
+    Effective { state: State, previous: Option<State> },
 }
 
 #[derive(Clone, Debug)]
@@ -71,8 +72,8 @@ impl Transitions {
             State::Backup | State::Fault => {
                 self.primary_since = None;
                 if self.effective != Some(state) {
-                    self.effective = Some(state);
-                    actions.push(Action::Effective(state));
+                    let previous = self.effective.replace(state);
+                    actions.push(Action::Effective { state, previous });
                 }
             }
         }
@@ -89,8 +90,8 @@ impl Transitions {
         match self.deadline() {
             Some(due) if now >= due => {
                 self.primary_since = None;
-                self.effective = Some(State::Primary);
-                vec![Action::Effective(State::Primary)]
+                let previous = self.effective.replace(State::Primary);
+                vec![Action::Effective { state: State::Primary, previous }]
             }
             _ => Vec::new(),
         }
@@ -103,6 +104,10 @@ mod tests {
 
     const ADV: Duration = Duration::from_secs(2);
 
+    fn eff(state: State, previous: Option<State>) -> Action {
+        Action::Effective { state, previous }
+    }
+
     fn ms(t0: Instant, ms: u64) -> Instant {
         t0 + Duration::from_millis(ms)
     }
@@ -111,9 +116,12 @@ mod tests {
     fn backup_and_fault_take_effect_at_once() {
         let t0 = Instant::now();
         let mut t = Transitions::new(ADV);
-        assert_eq!(t.raw_change(State::Backup, t0), [Action::Raw(State::Backup), Action::Effective(State::Backup)]);
+        assert_eq!(t.raw_change(State::Backup, t0), [Action::Raw(State::Backup), eff(State::Backup, None)]);
         assert_eq!(t.raw_change(State::Backup, t0), []);
-        assert_eq!(t.raw_change(State::Fault, ms(t0, 1)), [Action::Raw(State::Fault), Action::Effective(State::Fault)]);
+        assert_eq!(
+            t.raw_change(State::Fault, ms(t0, 1)),
+            [Action::Raw(State::Fault), eff(State::Fault, Some(State::Backup))]
+        );
         assert_eq!(t.deadline(), None);
     }
 
@@ -126,7 +134,7 @@ mod tests {
         assert_eq!(t.deadline(), Some(ms(t0, 2100)));
         assert_eq!(t.tick(ms(t0, 2099)), []);
         assert_eq!(t.effective(), Some(State::Backup));
-        assert_eq!(t.tick(ms(t0, 2100)), [Action::Effective(State::Primary)]);
+        assert_eq!(t.tick(ms(t0, 2100)), [eff(State::Primary, Some(State::Backup))]);
         assert_eq!((t.raw(), t.effective(), t.deadline()), (Some(State::Primary), Some(State::Primary), None));
         assert_eq!(t.tick(ms(t0, 9000)), []);
     }
@@ -137,7 +145,7 @@ mod tests {
         let mut t = Transitions::new(ADV);
         assert_eq!(t.raw_change(State::Primary, t0), [Action::Raw(State::Primary)]);
         assert_eq!(t.effective(), None);
-        assert_eq!(t.tick(ms(t0, 2000)), [Action::Effective(State::Primary)]);
+        assert_eq!(t.tick(ms(t0, 2000)), [eff(State::Primary, None)]);
     }
 
     #[test]
@@ -161,7 +169,7 @@ mod tests {
         t.raw_change(State::Backup, ms(t0, 1000));
         t.raw_change(State::Primary, ms(t0, 1500));
         assert_eq!(t.tick(ms(t0, 2000)), [], "measured from the first primary");
-        assert_eq!(t.tick(ms(t0, 3500)), [Action::Effective(State::Primary)]);
+        assert_eq!(t.tick(ms(t0, 3500)), [eff(State::Primary, Some(State::Backup))]);
     }
 
     #[test]
@@ -172,12 +180,12 @@ mod tests {
         t.tick(ms(t0, 2000));
         assert_eq!(
             t.raw_change(State::Backup, ms(t0, 3000)),
-            [Action::Raw(State::Backup), Action::Effective(State::Backup)]
+            [Action::Raw(State::Backup), eff(State::Backup, Some(State::Primary))]
         );
         t.raw_change(State::Primary, ms(t0, 4000));
         assert_eq!(
             t.raw_change(State::Fault, ms(t0, 4500)),
-            [Action::Raw(State::Fault), Action::Effective(State::Fault)]
+            [Action::Raw(State::Fault), eff(State::Fault, Some(State::Backup))]
         );
         assert_eq!(t.tick(ms(t0, 9000)), []);
     }
@@ -200,6 +208,6 @@ mod tests {
         t.raw_change(State::Primary, t0);
         t.set_advert_int(Duration::from_secs(5));
         assert_eq!(t.tick(ms(t0, 2000)), []);
-        assert_eq!(t.tick(ms(t0, 5000)), [Action::Effective(State::Primary)]);
+        assert_eq!(t.tick(ms(t0, 5000)), [eff(State::Primary, None)]);
     }
 }

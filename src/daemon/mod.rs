@@ -846,8 +846,7 @@ impl Daemon {
                         log_synced(id, done);
                     }
                 }
-                Action::Effective(state) => {
-                    let previous = router.rt.last_effective.replace(state);
+                Action::Effective { state, previous } => {
                     router.rt.since = Some(SystemTime::now());
                     router.rt.effective_changes += 1;
                     log::info!("router {id}: transitioned to {state}");

@@ -22,8 +22,6 @@ pub struct RouterRuntime {
     pub keepalived_fault: bool,
     /// When the effective state last changed.
     pub since: Option<SystemTime>,
-    /// The effective state last announced (for an event's `previous`).
-    pub last_effective: Option<State>,
     pub effective_changes: u64,
     /// Problems worth showing until they are over, by source, so one
     /// source clearing its problem does not hide another's.
@@ -47,7 +45,6 @@ impl RouterRuntime {
             vip_present: None,
             keepalived_fault: false,
             since: None,
-            last_effective: None,
             effective_changes: 0,
             errors: Vec::new(),
         }
