@@ -845,21 +845,27 @@ impl Daemon {
                         let done = sync.request(state);
                         log_synced(id, done);
                     }
+                    // Neutron's protocol carries raw changes: the agent
+                    // applies its own advert_int rule, so an effective
+                    // state here would hold primary back twice.
+                    if let Some(n) = self.notifier.as_mut() {
+                        n.submit(&self.registry, id, state.as_str(), now);
+                    }
                 }
                 Action::Effective { state, previous } => {
                     router.rt.since = Some(SystemTime::now());
                     router.rt.effective_changes += 1;
                     log::info!("router {id}: transitioned to {state}");
                     let ns = router.rt.cfg.namespace.clone();
-                    self.announce(id, ns.as_ref(), state, previous, now);
+                    self.announce(id, ns.as_ref(), state, previous);
                 }
             }
         }
     }
 
-    /// An effective change: transition script, IPv6 forwarding, events, the
-    /// agent.
-    fn announce(&mut self, id: &str, ns: Option<&Namespace>, state: State, previous: Option<State>, now: Instant) {
+    /// An effective change: transition script, IPv6 forwarding, events (the
+    /// agent hears raw changes, in `apply_actions`).
+    fn announce(&mut self, id: &str, ns: Option<&Namespace>, state: State, previous: Option<State>) {
         self.counters.events += 1;
         let event =
             Event { seq: self.counters.events, router: id.to_owned(), state, previous, time: SystemTime::now() };
@@ -869,9 +875,6 @@ impl Daemon {
         }
         if self.config.daemon.ipv6_forwarding_on_primary {
             crate::hooks::set_ipv6_forwarding(ns, state == State::Primary, id);
-        }
-        if let Some(n) = self.notifier.as_mut() {
-            n.submit(&self.registry, id, state.as_str(), now);
         }
     }
 
