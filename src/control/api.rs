@@ -179,6 +179,7 @@ pub struct Counters {
     pub notify_delivered: u64,
     pub events: u64,
     pub control_refused: u64,
+    pub control_evicted: u64,
 }
 
 /// Prometheus text format (version 0.0.4).
@@ -229,6 +230,11 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
             "harouterd_control_refused_total",
             "Control connections refused at the connection cap.",
             counters.control_refused,
+        ),
+        (
+            "harouterd_control_evicted_total",
+            "Idle unprivileged control connections closed to make room for root or allowed_uids.",
+            counters.control_evicted,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

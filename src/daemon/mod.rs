@@ -224,8 +224,9 @@ impl Daemon {
         let allowed_uids = resolve_uids(&config.daemon.allowed_uids)?;
         let listener =
             ControlServer::bind(&config.daemon.socket, config.daemon.socket_mode, gid).map_err(|e| e.to_string())?;
-        let control = ControlServer::new(&config.daemon.socket, listener, &registry, CONTROL, CONTROL_CONNS)
+        let mut control = ControlServer::new(&config.daemon.socket, listener, &registry, CONTROL, CONTROL_CONNS)
             .map_err(|e| e.to_string())?;
+        control.set_allowed_uids(&allowed_uids);
         let layout = Layout::new(&config.daemon.ha_confs_path);
         let mut daemon = Daemon {
             config_path,
@@ -972,6 +973,7 @@ impl Daemon {
                 counters.netlink_resyncs =
                     self.namespaces.values().filter_map(|w| w.socket.as_ref()).map(|(s, _)| s.resyncs()).sum();
                 counters.control_refused = self.control.refused;
+                counters.control_evicted = self.control.evicted;
                 let body = api::metrics(&self.status_rows(), &counters);
                 Reply::Response(http::response(200, "text/plain; version=0.0.4", body.as_bytes()))
             }
