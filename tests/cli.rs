@@ -203,6 +203,11 @@ fn conntrackd_golden(name: &str) -> String {
     fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/conntrackd").join(name)).unwrap()
 }
 
+/// The `# ==> PATH <==` lines of `render` output.
+fn headers(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("# ==> ")).collect()
+}
+
 /// GOOD with conntrackd on and each router's own HA address.
 fn good_with_conntrackd() -> String {
     GOOD.replace("[daemon]\n", "[daemon]\nha_conntrackd_enabled = true\n")
@@ -216,9 +221,8 @@ fn render_all_lists_conntrackd_conf_when_enabled() {
     let out = run(&["render", "-c", config(&dir, "ct.conf", &good_with_conntrackd()).to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    let headers: Vec<&str> = text.lines().filter(|l| l.starts_with("# ==> ")).collect();
     assert_eq!(
-        headers,
+        headers(&text),
         [
             "# ==> /srv/h/ha_confs/r1/keepalived.conf <==",
             "# ==> /srv/h/ha_confs/r1/conntrackd.conf <==",

@@ -27,6 +27,7 @@ ensure_tree (Neutron creates the router's directory while building a path)
 is replaced by a no-op, so running this creates nothing outside this folder.
 """
 import pathlib
+import sys
 import warnings
 
 warnings.simplefilter('ignore')  # eventlet deprecation noise on import
@@ -39,23 +40,10 @@ from neutron.conf.agent.l3 import ha  # noqa: E402
 conntrackd.ensure_tree = lambda *args, **kwargs: None
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from neutron_oracle import parse  # noqa: E402  the keepalived oracle's INI reader
 SCENARIOS = HERE / 'scenarios'
 TRUE = ('true', 'yes', 'on', '1')
-
-
-def parse(path):
-    """harouterd INI: [daemon], [router ID]; repeated keys become lists."""
-    sections, current = {}, None
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line[0] in '#;':
-            continue
-        if line.startswith('['):
-            current = sections.setdefault(line[1:-1].strip(), {})
-            continue
-        key, _, value = line.partition('=')
-        current.setdefault(key.strip(), []).append(value.strip())
-    return sections
 
 
 def agent_conf(daemon):
