@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod conntrackd;
+pub mod conntrackd_conf;
 pub mod control;
 pub mod daemon;
 pub mod daemonize;
