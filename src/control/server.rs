@@ -275,12 +275,13 @@ impl ControlServer {
                 }
             };
             let privileged = uid == 0 || self.allowed_uids.contains(&uid);
-            let admitted = match admission(privileged, self.conns.len(), self.unprivileged) {
-                Admission::Accept => true,
-                Admission::Evict => self.evict_idle_unprivileged(registry),
-                Admission::Refuse => false,
-            };
-            if !admitted || self.next_token >= self.token_end {
+            let admitted = self.next_token < self.token_end
+                && match admission(privileged, self.conns.len(), self.unprivileged) {
+                    Admission::Accept => true,
+                    Admission::Evict => self.evict_idle_unprivileged(registry),
+                    Admission::Refuse => false,
+                };
+            if !admitted {
                 self.refused += 1;
                 continue;
             }
