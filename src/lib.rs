@@ -4,6 +4,7 @@
 //! (config parsing, rendering, identifiers) lives in modules free of I/O so
 //! it is tested directly.
 
+pub mod child_output;
 pub mod cli;
 pub mod cmd;
 pub mod config;

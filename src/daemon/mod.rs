@@ -28,6 +28,7 @@ use mio::{Interest, Registry, Token};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
 
+use crate::child_output::ChildOutputs;
 use crate::cli::RunArgs;
 use crate::cmd::Exit;
 use crate::config::Principal;
@@ -60,6 +61,8 @@ const CONTROL_CONNS: std::ops::Range<usize> = (1 << 32)..(1 << 39);
 const FIRST_DYNAMIC: usize = 16;
 /// The agent notifier's tokens, far above any dynamic one.
 const NOTIFIER_BASE: usize = 1 << 40;
+/// Children's output pipes: slots reused, far above any dynamic token.
+const CHILD_OUTPUT_BASE: usize = 1 << 30;
 /// Enough that a node-wide flip goes out in a few loop passes.
 const NOTIFIER_IN_FLIGHT: usize = 256;
 /// State files written per loop pass; the rest wait for the next pass (with
@@ -193,6 +196,8 @@ struct Daemon {
     /// State files still to write.
     state_writes: StateWrites,
     control: ControlServer,
+    /// What keepalived, conntrackd and transition scripts write.
+    outputs: ChildOutputs,
     /// Who may POST state changes besides root.
     allowed_uids: Vec<u32>,
     counters: Counters,
@@ -247,6 +252,7 @@ impl Daemon {
             failed: false,
             state_writes: StateWrites::default(),
             control,
+            outputs: ChildOutputs::new(CHILD_OUTPUT_BASE),
             allowed_uids,
             counters: Counters::default(),
             config: config.clone(),
@@ -271,6 +277,7 @@ impl Daemon {
             if let Some(exit) = self.finished() {
                 return exit;
             }
+            self.outputs.adopt(&self.registry, spawn::take_outputs(), Instant::now());
             let deadline = self.next_deadline();
             let events: Vec<(Token, mio::event::Event)> = match self.event_loop.wait(deadline) {
                 Ok(events) => events.iter().map(|e| (e.token(), e.clone())).collect(),
@@ -291,6 +298,7 @@ impl Daemon {
                             self.control.reply(&self.registry, token, reply, now);
                         }
                     }
+                    t if self.outputs.owns(t) => self.outputs.ready(&self.registry, t, now),
                     t if self.notifier.as_ref().is_some_and(|n| n.owns(t)) => {
                         if let Some(n) = self.notifier.as_mut() {
                             let outcomes = n.ready(&self.registry, &event, now);

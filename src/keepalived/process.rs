@@ -864,7 +864,8 @@ impl Supervisor {
     fn spawn_now(&mut self, now: Instant, out: &mut Vec<Outcome>) {
         let args = self.args();
         log::debug!("router {}: running {} {}", self.id, self.program, args.join(" "));
-        let options = SpawnOptions { new_session: true };
+        let label = format!("router {}: keepalived", self.id);
+        let options = SpawnOptions { new_session: true, label: &label };
         match spawn::spawn_with(&self.program, &args, self.namespace.as_ref(), options) {
             Ok(pid) => {
                 self.run = Run::Running { pid, since: now, adopted: false };
@@ -1221,13 +1222,18 @@ mod tests {
         fn start_with(dir: &Path, conf: &Path, script: &str) -> Fake {
             let fifo = dir.join(format!("fifo-{}", dir.read_dir().map(|d| d.count()).unwrap_or(0)));
             nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-            let child = std::process::Command::new("sh")
-                .args(["-c", script, "sh"])
-                .arg(&fifo)
-                .arg("-f")
-                .arg(conf)
-                .spawn()
-                .expect("spawn sh");
+            let mut command = std::process::Command::new("sh");
+            command.args(["-c", script, "sh"]).arg(&fifo).arg("-f").arg(conf);
+            // Started clean like the daemon's children, so a test runner
+            // started under `nohup` does not hand sh an ignored SIGHUP.
+            // SAFETY: reset_signals only makes async-signal-safe calls.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                    crate::spawn::reset_signals();
+                    Ok(())
+                });
+            }
+            let child = command.spawn().expect("spawn sh");
             // Until sh has exec'd, its cmdline is still ours.
             let deadline = Instant::now() + Duration::from_secs(5);
             while !process_is_ours(child.id(), conf) {
