@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use crate::child_output::ChildOutputs;
 use crate::cli::StateChangeArgs;
 use crate::cmd::Exit;
-use crate::conntrackd::{ConntrackdSync, Synced};
+use crate::conntrackd::{self, ConntrackdSync, Synced};
 use crate::event_loop::{EventLoop, Signals, Timers, earliest};
 use crate::ident::{Namespace, RouterId};
 use crate::net::Cidr;
@@ -103,6 +103,7 @@ pub fn run(args: StateChangeArgs) -> Exit {
         }
     };
 
+    let conntrackd_program = args.enable_conntrackd.then(conntrackd::locate);
     let cidr = Cidr::parse(&args.monitor_cidr);
     // The socket is opened before privileges are dropped: entering the
     // namespace needs CAP_SYS_ADMIN.
@@ -124,6 +125,23 @@ pub fn run(args: StateChangeArgs) -> Exit {
         return Exit::Runtime;
     }
 
+    let conntrackd = conntrackd_program.map(|program| {
+        match &program {
+            Ok(path) => log::debug!("router {router}: conntrackd is {}", path.display()),
+            Err(e) => log::error!("router {router}: {e}: every conntrackd sync will fail"),
+        }
+        let sync = ConntrackdSync::located(program, args.conf_dir.clone(), namespace.clone(), router.as_str());
+        // Dropped to a user: the kept capabilities are permitted only, and
+        // each conntrackd command raises what it needs, alone.
+        match nix::unistd::geteuid().is_root() {
+            true => sync,
+            false => sync.with_child_caps(
+                privdrop::mask_of(privdrop::SETNS_CAPS),
+                privdrop::mask_of(privdrop::CONNTRACKD_CHILD_CAPS),
+            ),
+        }
+    });
+
     let mut monitor = Monitor {
         router: router.to_string(),
         namespace: namespace.clone(),
@@ -133,9 +151,7 @@ pub fn run(args: StateChangeArgs) -> Exit {
         state: None,
         socket: None,
         scratch: Vec::with_capacity(RECV_BUFFER),
-        conntrackd: args
-            .enable_conntrackd
-            .then(|| ConntrackdSync::new("conntrackd", args.conf_dir.clone(), namespace.clone(), router.as_str())),
+        conntrackd,
         notifier: Notifier::new(args.state_path.join(AGENT_SOCKET_NAME), NOTIFIER_BASE, 1),
         timers: Timers::default(),
         reopen_delay: REOPEN_FIRST,
@@ -221,7 +237,9 @@ impl Monitor {
     /// The namespace was missing: try again, with backoff, so a namespace
     /// created late is still monitored.
     fn reopen(&mut self, registry: &mio::Registry, now: Instant) {
-        match RtSocket::open(self.namespace.as_ref(), None) {
+        // Dropped to a user: CAP_SYS_ADMIN is permitted (with conntrackd),
+        // never effective, but for this.
+        match privdrop::with_effective(privdrop::SETNS_CAPS, || RtSocket::open(self.namespace.as_ref(), None)) {
             Ok(socket) => {
                 log::info!("Monitoring router {} in {}", self.router, self.namespace_name());
                 self.attach(registry, socket);

@@ -294,7 +294,10 @@ fn conntrackd_sync_runs_in_order_for_each_transition() {
     assert_eq!(lab.states(2, Duration::from_secs(5)), ["backup", "primary"]);
     let log = lab.wait_log("Notified agent router r1, state primary", SECOND);
     let conf = lab.conf_dir.join("conntrackd.conf");
-    let exec = |opt: &str| format!("Executing \"conntrackd -C {} {opt}\" on router r1", conf.display());
+    // By the absolute path found in fixed root-owned directories.
+    let program = harouterd::conntrackd::locate().unwrap();
+    assert!(program.is_absolute());
+    let exec = |opt: &str| format!("Executing \"{} -C {} {opt}\" on router r1", program.display(), conf.display());
     let (t, n, c, f, r, b) = (exec("-t"), exec("-n"), exec("-c"), exec("-f"), exec("-R"), exec("-B"));
     let needles = [
         "Initial status of router r1 is backup",
