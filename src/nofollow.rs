@@ -28,7 +28,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -384,15 +384,11 @@ pub fn write_atomic_in(
     })
 }
 
-/// A `BorrowedFd` of a held directory, for [`write_atomic_in`].
-pub fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
-    fd.as_fd()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::TempDir;
+    use std::os::fd::AsFd;
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
     fn root() -> bool {
@@ -509,8 +505,8 @@ mod tests {
     fn atomic_write_in_a_held_directory() {
         let dir = TempDir::new("nofollow-write");
         let fd = open_dir(&dir).expect("open dir");
-        write_atomic_in(borrow(&fd), &dir, "state", b"primary", 0o644).expect("write");
-        write_atomic_in(borrow(&fd), &dir, "state", b"backup", 0o644).expect("replace");
+        write_atomic_in(fd.as_fd(), &dir, "state", b"primary", 0o644).expect("write");
+        write_atomic_in(fd.as_fd(), &dir, "state", b"backup", 0o644).expect("replace");
         assert_eq!(std::fs::read(dir.join("state")).expect("read"), b"backup");
         assert_eq!(std::fs::metadata(dir.join("state")).expect("stat").permissions().mode() & 0o777, 0o644);
         // The directory is renamed away: writes still land in it, not at
@@ -518,7 +514,7 @@ mod tests {
         let moved = TempDir::new("nofollow-moved");
         std::fs::rename(&dir, moved.join("d")).expect("rename dir");
         std::fs::create_dir(&*dir).expect("recreate");
-        write_atomic_in(borrow(&fd), &dir, "state", b"primary", 0o644).expect("write");
+        write_atomic_in(fd.as_fd(), &dir, "state", b"primary", 0o644).expect("write");
         assert_eq!(std::fs::read(moved.join("d/state")).expect("read"), b"primary");
         assert!(!dir.join("state").exists());
         let names: Vec<_> =
