@@ -46,9 +46,10 @@ use nix::unistd::{Gid, Group, Uid, User};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Capability {
     /// Bypass file permission checks: connecting to the root-owned control
-    /// socket of the conntrackd daemon (see [`CONNTRACKD_CAPS`]). Not kept
-    /// without conntrackd: the state file needs none, as Neutron creates the
-    /// conf dir as the agent user, the same user `--user` names.
+    /// socket of the conntrackd daemon (see [`CONNTRACKD_CHILD_CAPS`]); only
+    /// ever effective in that child. The monitor's state file needs none,
+    /// as Neutron creates the conf dir as the agent user, the same user
+    /// `--user` names.
     DacOverride,
     /// conntrack tables (conntrackd `-c`, `-f`, `-R`, `-B`, `-t`, `-n`).
     NetAdmin,
@@ -370,9 +371,10 @@ fn prctl_ambient(op: libc::c_int, cap: libc::c_ulong) -> Result<libc::c_int, Err
     Errno::result(rc)
 }
 
-/// Drops to `user`/`group`, keeping exactly `keep_caps` (see the module
-/// invariants). `keep_caps` matters only when the uid changes from root to
-/// another user; a group-only change, or a change to uid 0, leaves the
+/// Drops to `user`/`group`, keeping exactly `keep_caps` permitted, none
+/// effective, the bounding set cut to them and `no_new_privs` set (see the
+/// module invariants). `keep_caps` matters only when the uid changes from
+/// root to another user; a group-only change, or a change to uid 0, leaves the
 /// capabilities alone. A no-op when both are `None`, or when the process already
 /// runs with exactly those ids (real, effective and saved) — Neutron's case
 /// when the agent itself runs as root.
