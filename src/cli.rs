@@ -72,6 +72,9 @@ pub struct StateChangeArgs {
     pub group: Option<String>,
     pub enable_conntrackd: bool,
     pub debug: bool,
+    /// Stay attached (not a Neutron option: for a supervisor that tracks
+    /// the process it started, and for debugging).
+    pub foreground: bool,
 }
 
 pub const MAIN_HELP: &str = "\
@@ -146,6 +149,7 @@ Usage: harouterd state-change --router_id ID --conf_dir DIR
            --monitor_interface IFACE --monitor_cidr CIDR --state_path DIR
            [--namespace NS] [--pid_file FILE] [--log-file FILE]
            [--user U] [--group G] [--enable_conntrackd] [--debug]
+           [--foreground]
 
 Neutron's per-router keepalived-state-change monitor (also run as
 neutron-keepalived-state-change). Watches CIDR on IFACE inside NS through
@@ -153,6 +157,10 @@ rtnetlink: present means primary, absent backup. On each change it writes
 DIR/state, syncs conntrackd when enabled and POSTs the state to the agent on
 the Unix socket STATE_PATH/keepalived-state-change. Each option is also
 accepted with '-' for '_' and as --opt=value.
+
+It detaches (as Neutron's Python monitor did) and exits 0 once the detached
+monitor has written --pid_file and is running, or prints why not and exits
+1 (2 for a bad argument). --foreground (not a Neutron option) stays attached.
 ";
 
 /// A usage problem; exit code 2.
@@ -309,6 +317,7 @@ fn parse_state_change(parser: &mut lexopt::Parser) -> Result<Command, UsageError
             "noenable_conntrackd" => a.enable_conntrackd = false,
             "debug" => a.debug = true,
             "nodebug" => a.debug = false,
+            "foreground" => a.foreground = true,
             // oslo.config's own options, which Neutron may add: accepted,
             // nothing to read from them.
             "config_file" | "config_dir" => {
@@ -416,6 +425,7 @@ mod tests {
             group: Some("1000".into()),
             enable_conntrackd: true,
             debug: true,
+            foreground: false,
         }
     }
 
@@ -433,6 +443,10 @@ mod tests {
         let dashed: Vec<&str> = dashed.iter().map(String::as_str).collect();
         assert_eq!(parse(NEUTRON_MONITOR_NAME, args(&dashed)).unwrap(), Command::StateChange(neutron_expected()));
         assert_eq!(invoked_as(Some(&OsString::from("/usr/bin/neutron-keepalived-state-change"))), NEUTRON_MONITOR_NAME);
+        let mut attached = sub.clone();
+        attached.push("--foreground");
+        let Command::StateChange(a) = p(&attached).unwrap() else { panic!() };
+        assert!(a.foreground);
     }
 
     #[test]

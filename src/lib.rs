@@ -22,6 +22,7 @@ pub mod logfile;
 pub mod net;
 pub mod netlink;
 pub mod netns;
+pub mod nofollow;
 pub mod notify;
 pub mod pidfile;
 pub mod privdrop;

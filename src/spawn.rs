@@ -75,6 +75,11 @@ pub struct SpawnOptions<'a> {
     /// Who the child is, for the log lines its output becomes (`router r1:
     /// keepalived`); empty: the program's name.
     pub label: &'a str,
+    /// `(effective, ambient)` capability masks for the child of a process
+    /// that keeps capabilities permitted but not effective (the dropped
+    /// monitor): raised between fork and exec, before `setns`, by
+    /// [`crate::privdrop::prepare_exec`]. `None`: the child inherits ours.
+    pub caps: Option<(u64, u64)>,
 }
 
 thread_local! {
@@ -131,6 +136,11 @@ pub fn spawn_with(
             reset_signals();
             Ok(())
         });
+    }
+    if let Some((effective, ambient)) = options.caps {
+        // SAFETY: only capget/capset/prctl, async-signal-safe, between fork
+        // and exec; registered before setns, which needs them.
+        unsafe { command.pre_exec(move || crate::privdrop::prepare_exec(effective, ambient)) };
     }
     if let Some(fd) = &ns_fd {
         let raw = fd.as_raw_fd();

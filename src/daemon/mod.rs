@@ -1416,13 +1416,14 @@ fn resolve_uids(principals: &[Principal]) -> Result<Vec<u32>, String> {
         .collect()
 }
 
+/// As Neutron's monitor: the Synced line after every attempt, whatever the
+/// commands' exit status; an ERROR line naming each failed command first.
 fn log_synced(id: &str, done: Vec<Synced>) {
     for Synced { state, failures } in done {
-        if failures.is_empty() {
-            log::info!("Synced connection tracking state on {state} for router {id}");
-        } else {
+        if !failures.is_empty() {
             log::error!("Failed to sync connection tracking state on {state} for router {id}: {}", failures.join("; "));
         }
+        log::info!("Synced connection tracking state on {state} for router {id}");
     }
 }
 

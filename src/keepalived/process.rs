@@ -865,7 +865,7 @@ impl Supervisor {
         let args = self.args();
         log::debug!("router {}: running {} {}", self.id, self.program, args.join(" "));
         let label = format!("router {}: keepalived", self.id);
-        let options = SpawnOptions { new_session: true, label: &label };
+        let options = SpawnOptions { new_session: true, label: &label, ..SpawnOptions::default() };
         match spawn::spawn_with(&self.program, &args, self.namespace.as_ref(), options) {
             Ok(pid) => {
                 self.run = Run::Running { pid, since: now, adopted: false };
