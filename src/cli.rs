@@ -20,6 +20,8 @@ pub enum Command {
     Render {
         config: PathBuf,
         router: Option<String>,
+        /// A file name in the router's directory (`--file`).
+        file: Option<String>,
         show_secrets: bool,
     },
     StateChange(StateChangeArgs),
@@ -82,7 +84,8 @@ Commands:
   status  [--socket S | -c FILE] [--json]       ask a running daemon for its routers
   events  [--socket S | -c FILE] [--json]       follow a running daemon's transitions
   check   -c FILE                               validate a config file
-  render  -c FILE [--router ID] [--show-secrets] print the keepalived files
+  render  -c FILE [--router ID] [--file NAME] [--show-secrets]
+                                                print the files each router gets
   state-change --router_id ID ...               Neutron's per-router monitor
 
 Options:
@@ -128,10 +131,13 @@ interrupted (GET /v1/events). --json prints one JSON object per line.
 ";
 
 pub const RENDER_HELP: &str = "\
-Usage: harouterd render -c FILE [--router ID] [--show-secrets]
+Usage: harouterd render -c FILE [--router ID] [--file NAME] [--show-secrets]
 
-With --router ID: print exactly the keepalived.conf that router gets.
-Without: every router's files, each after a '# ==> PATH <==' line.
+With --router ID: print exactly one file that router gets, nothing added:
+its keepalived.conf, or with --file NAME the file of that name in its
+directory (conntrackd.conf, ha_check_script_VRID.sh).
+Without --router: every router's files (only those named NAME with --file),
+each after a '# ==> PATH <==' line.
 VRRP passwords are masked unless --show-secrets is given.
 ";
 
@@ -203,17 +209,26 @@ fn parse_check(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
 }
 
 fn parse_render(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
-    let (mut config, mut router, mut show_secrets) = (None, None, false);
+    let (mut config, mut router, mut file, mut show_secrets) = (None, None, None, false);
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(RENDER_HELP)),
             Short('c') | Long("config") => config = Some(PathBuf::from(parser.value()?)),
             Long("router") => router = Some(parser.value()?.string()?),
+            Long("file") => file = Some(file_name(parser.value()?.string()?)?),
             Long("show-secrets") => show_secrets = true,
             other => return Err(other.unexpected().into()),
         }
     }
-    Ok(Command::Render { config: required_config(config, "render")?, router, show_secrets })
+    Ok(Command::Render { config: required_config(config, "render")?, router, file, show_secrets })
+}
+
+/// `--file` names a file in a router's directory, not a path.
+fn file_name(name: String) -> Result<String, UsageError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(UsageError(format!("--file takes a file name such as conntrackd.conf, not '{name}'")));
+    }
+    Ok(name)
 }
 
 fn parse_client(
@@ -333,7 +348,16 @@ mod tests {
         assert_eq!(p(&["check", "-c", "/x"]).unwrap(), Command::Check { config: "/x".into() });
         assert_eq!(
             p(&["render", "--config=/x", "--router", "r1", "--show-secrets"]).unwrap(),
-            Command::Render { config: "/x".into(), router: Some("r1".into()), show_secrets: true }
+            Command::Render { config: "/x".into(), router: Some("r1".into()), file: None, show_secrets: true }
+        );
+        assert_eq!(
+            p(&["render", "-c", "/x", "--file=conntrackd.conf"]).unwrap(),
+            Command::Render {
+                config: "/x".into(),
+                router: None,
+                file: Some("conntrackd.conf".into()),
+                show_secrets: false
+            }
         );
         assert_eq!(p(&["--version"]).unwrap(), Command::Version);
         assert_eq!(p(&["render", "--help"]).unwrap(), Command::Help(RENDER_HELP));
@@ -347,6 +371,10 @@ mod tests {
         assert!(p(&["check"]).unwrap_err().0.contains("-c FILE"));
         assert!(p(&["check", "-c", "/x", "--bogus"]).unwrap_err().0.contains("--bogus"));
         assert!(p(&["render", "-c"]).unwrap_err().0.contains("-c"));
+        assert!(
+            p(&["render", "-c", "/x", "--file", "../keepalived.conf"]).unwrap_err().0.contains("'../keepalived.conf'")
+        );
+        assert!(p(&["render", "-c", "/x", "--file", ""]).unwrap_err().0.contains("--file takes a file name"));
     }
 
     const NEUTRON_ARGS: &[&str] = &[

@@ -115,8 +115,9 @@ impl ConntrackdSync {
                 Some(option) => {
                     let args = self.command_line(option);
                     log::debug!("Executing \"{} {}\" on router {}", self.program, args.join(" "), self.router);
+                    let label = format!("router {}: conntrackd {option}", self.router);
                     let job = self.job.as_mut().expect("checked above");
-                    match spawn::spawn(&self.program, &args, self.namespace.as_ref()) {
+                    match spawn::spawn(&self.program, &args, self.namespace.as_ref(), &label) {
                         Ok(pid) => job.running = Some((pid, option)),
                         Err(e) => job.failures.push(format!("conntrackd {option}: {e}")),
                     }

@@ -59,14 +59,26 @@ pub struct Layout {
 #[derive(Debug)]
 pub enum FileError {
     Dir(DirError),
+    /// The file `path` could not be written: its directory is refused.
+    DirOf {
+        path: PathBuf,
+        source: DirError,
+    },
     File(StateFileError),
-    Io { path: PathBuf, action: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FileError::Dir(e) => write!(f, "router directory {e}"),
+            FileError::DirOf { path, source } => {
+                write!(f, "cannot write {}: router directory {source}", path.display())
+            }
             FileError::File(e) => e.fmt(f),
             FileError::Io { path, action, source } => write!(f, "cannot {action} {}: {source}", path.display()),
         }
@@ -178,7 +190,11 @@ impl Layout {
     /// Writes the router file `name` (`state`, `keepalived.conf`, ...)
     /// atomically with exactly `mode`, relative to the router's directory.
     pub fn write_router_file(&self, id: &RouterId, name: &str, contents: &[u8], mode: u32) -> Result<(), FileError> {
-        self.router_dir_fd(id, false)?.write(OsStr::new(name), contents, mode)
+        let dir = self.router_dir_fd(id, false).map_err(|e| match e {
+            FileError::Dir(source) => FileError::DirOf { path: self.router_dir(id).join(name), source },
+            other => other,
+        })?;
+        dir.write(OsStr::new(name), contents, mode)
     }
 
     /// Removes the router's directory and everything in it, without ever
@@ -332,7 +348,7 @@ mod tests {
         let l = layout(&dir);
         let id = RouterId::parse("r1").unwrap();
         let e = l.write_router_file(&id, STATE_FILE, b"primary", 0o644).unwrap_err();
-        assert!(matches!(&e, FileError::Dir(d) if d.is_not_found()), "{e}");
+        assert!(matches!(&e, FileError::DirOf { source, .. } if source.is_not_found()), "{e}");
         let router = l.router_dir_fd(&id, true).unwrap();
         assert_eq!(router.path(), dir.join("r1"));
         l.write_router_file(&id, STATE_FILE, b"primary", 0o644).unwrap();
@@ -348,7 +364,11 @@ mod tests {
         let e = l.write_router_file(&id, STATE_FILE, b"backup", 0o644).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("router directory {}: a symlink, not a directory (not followed)", dir.join("r1").display())
+            format!(
+                "cannot write {}: router directory {}: a symlink, not a directory (not followed)",
+                dir.join("r1").join("state").display(),
+                dir.join("r1").display()
+            )
         );
         assert!(l.router_dir_fd(&id, true).is_err(), "not replaced by a new directory either");
         assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);

@@ -4,10 +4,12 @@
 //! (config parsing, rendering, identifiers) lives in modules free of I/O so
 //! it is tested directly.
 
+pub mod child_output;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod conntrackd;
+pub mod conntrackd_conf;
 pub mod control;
 pub mod daemon;
 pub mod daemonize;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 
+use crate::child_output::ChildOutputs;
 use crate::cli::StateChangeArgs;
 use crate::cmd::Exit;
 use crate::conntrackd::{ConntrackdSync, Synced};
@@ -33,6 +34,8 @@ use crate::{logfile, pidfile, privdrop, spawn, statefile};
 const SIGNALS: Token = Token(0);
 const NETLINK: Token = Token(1);
 const NOTIFIER_BASE: usize = 16;
+/// conntrackd's output pipes (slots reused).
+const CHILD_OUTPUT_BASE: usize = 32;
 
 /// The agent's socket under `--state_path` (Neutron's
 /// `get_keepalived_state_change_socket_path`).
@@ -155,7 +158,9 @@ pub fn run(args: StateChangeArgs) -> Exit {
         monitor.transition(State::Backup, event_loop.registry(), Instant::now());
     }
 
+    let mut outputs = ChildOutputs::new(CHILD_OUTPUT_BASE);
     loop {
+        outputs.adopt(event_loop.registry(), spawn::take_outputs(), Instant::now());
         let deadline = earliest([monitor.timers.next_deadline(), monitor.notifier.next_deadline()]);
         let events = match event_loop.wait(deadline) {
             Ok(events) => events.iter().map(|e| (e.token(), e.clone())).collect::<Vec<_>>(),
@@ -181,6 +186,7 @@ pub fn run(args: StateChangeArgs) -> Exit {
                     }
                 }
                 NETLINK => monitor.netlink_ready(registry, now),
+                t if outputs.owns(t) => outputs.ready(registry, t, now),
                 t if monitor.notifier.owns(t) => {
                     let outcomes = monitor.notifier.ready(registry, &event, now);
                     monitor.report(outcomes);

@@ -98,6 +98,12 @@ impl DirError {
         DirError::new(path, Reason::Io { step, source: io::Error::from(errno) })
     }
 
+    /// Whether the directory is refused for what it is (owner, mode, a
+    /// symlink...), rather than for an I/O error (a full disk).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self.reason, Reason::Io { .. })
+    }
+
     /// Whether the directory (or something on its path) does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(&self.reason, Reason::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)

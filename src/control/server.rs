@@ -8,6 +8,12 @@
 //!   (more are accepted and closed at once, so the backlog cannot fill), and
 //!   an events subscriber that stops reading is dropped once
 //!   [`SUBSCRIBER_BACKLOG`] bytes wait for it.
+//! - No unprivileged peer can lock out a privileged one (root or
+//!   `allowed_uids`, told apart by SO_PEERCRED): unprivileged peers together
+//!   never hold more than [`MAX_CONNECTIONS`] − [`PRIVILEGED_RESERVE`]
+//!   connections, and a privileged peer arriving at a full table evicts the
+//!   oldest unprivileged connection that has not sent a whole request yet
+//!   ([`admission`]).
 //! - One request per connection; every answer says `Connection: close`.
 //! - The peer's uid comes from SO_PEERCRED, taken at accept time.
 //!
@@ -38,6 +44,9 @@ use crate::trusted_dir::{self, DirError};
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// Open connections at most; further ones are closed right away.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections only privileged peers (root, `allowed_uids`) may use: idle
+/// connections of other local users can never take the last ones.
+pub const PRIVILEGED_RESERVE: usize = 32;
 /// Bytes allowed to wait for one events subscriber before it is dropped.
 pub const SUBSCRIBER_BACKLOG: usize = 256 * 1024;
 /// An answer not taken by the peer within this long is abandoned.
@@ -121,8 +130,38 @@ enum Phase {
 struct Conn {
     stream: UnixStream,
     uid: u32,
+    /// Root or one of the allowed uids.
+    privileged: bool,
     phase: Phase,
     deadline: Option<Instant>,
+}
+
+/// What to do with a new connection, given who it is and how full the
+/// table is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Accept,
+    /// Accept it after closing the oldest unprivileged connection that has
+    /// not sent a whole request (when there is none: refuse).
+    Evict,
+    /// Close it at once.
+    Refuse,
+}
+
+/// The connection-table policy. `open`: connections open now, `unprivileged`
+/// of them from unprivileged peers. An unprivileged peer gets a slot while
+/// the table has room and unprivileged peers hold fewer than
+/// `MAX_CONNECTIONS - PRIVILEGED_RESERVE`; a privileged one while the table
+/// has room, else by evicting an idle unprivileged connection. Privileged
+/// peers never evict each other: the cap on them is the operator's own.
+pub fn admission(privileged: bool, open: usize, unprivileged: usize) -> Admission {
+    if privileged {
+        if open < MAX_CONNECTIONS { Admission::Accept } else { Admission::Evict }
+    } else if open < MAX_CONNECTIONS && unprivileged < MAX_CONNECTIONS - PRIVILEGED_RESERVE {
+        Admission::Accept
+    } else {
+        Admission::Refuse
+    }
 }
 
 /// A request ready for the daemon, with who sent it.
@@ -140,8 +179,16 @@ pub struct ControlServer {
     token_base: usize,
     token_end: usize,
     next_token: usize,
-    /// Connections refused because [`MAX_CONNECTIONS`] were open.
+    /// Uids besides root whose connections are privileged.
+    allowed_uids: Vec<u32>,
+    /// Open connections of unprivileged peers.
+    unprivileged: usize,
+    /// Connections refused because the table (or the unprivileged share of
+    /// it) was full.
     pub refused: u64,
+    /// Idle unprivileged connections closed to make room for a privileged
+    /// peer.
+    pub evicted: u64,
     /// Subscribers dropped for not reading.
     pub dropped_subscribers: u64,
 }
@@ -223,9 +270,18 @@ impl ControlServer {
             token_base: tokens.start,
             token_end: tokens.end,
             next_token: tokens.start,
+            allowed_uids: Vec::new(),
+            unprivileged: 0,
             refused: 0,
+            evicted: 0,
             dropped_subscribers: 0,
         })
+    }
+
+    /// The uids besides root that count as privileged peers (the daemon's
+    /// `allowed_uids`).
+    pub fn set_allowed_uids(&mut self, uids: &[u32]) {
+        self.allowed_uids = uids.to_vec();
     }
 
     pub fn owns(&self, token: Token) -> bool {
@@ -260,8 +316,8 @@ impl ControlServer {
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant) {
-        let Some(listener) = &self.listener else { return };
         loop {
+            let Some(listener) = &self.listener else { return };
             let (mut stream, _) = match listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -271,10 +327,6 @@ impl ControlServer {
                     return;
                 }
             };
-            if self.conns.len() >= MAX_CONNECTIONS || self.next_token >= self.token_end {
-                self.refused += 1;
-                continue;
-            }
             let uid = match getsockopt(&stream, PeerCredentials) {
                 Ok(cred) => cred.uid(),
                 Err(e) => {
@@ -282,17 +334,54 @@ impl ControlServer {
                     continue;
                 }
             };
+            let privileged = uid == 0 || self.allowed_uids.contains(&uid);
+            let admitted = self.next_token < self.token_end
+                && match admission(privileged, self.conns.len(), self.unprivileged) {
+                    Admission::Accept => true,
+                    Admission::Evict => self.evict_idle_unprivileged(registry),
+                    Admission::Refuse => false,
+                };
+            if !admitted {
+                self.refused += 1;
+                continue;
+            }
             let token = Token(self.next_token);
             self.next_token += 1;
             if registry.register(&mut stream, token, Interest::READABLE).is_err() {
                 continue;
             }
-            let conn =
-                Conn { stream, uid, phase: Phase::Reading { buf: Vec::new() }, deadline: Some(now + REQUEST_DEADLINE) };
+            let conn = Conn {
+                stream,
+                uid,
+                privileged,
+                phase: Phase::Reading { buf: Vec::new() },
+                deadline: Some(now + REQUEST_DEADLINE),
+            };
             // Registering reports data already queued (epoll reports the
             // current level on ADD), so nothing is missed here.
             self.conns.insert(token, conn);
+            self.unprivileged += usize::from(!privileged);
         }
+    }
+
+    /// Closes the oldest unprivileged connection still waiting for its
+    /// request (tokens grow with accept order); `false` when there is none.
+    /// Peers that did send a request (an answer being written, an events
+    /// stream) are never evicted.
+    fn evict_idle_unprivileged(&mut self, registry: &Registry) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.privileged && matches!(c.phase, Phase::Reading { .. }))
+            .map(|(token, _)| *token)
+            .min();
+        let Some(token) = oldest else { return false };
+        if let Some(conn) = self.conns.get(&token) {
+            log::debug!("control socket: evicting an idle connection of uid {} for a privileged peer", conn.uid);
+        }
+        self.close(registry, token);
+        self.evicted += 1;
+        true
     }
 
     /// Answers the request that came on `token`.
@@ -363,6 +452,7 @@ impl ControlServer {
 
     fn close(&mut self, registry: &Registry, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
+            self.unprivileged -= usize::from(!conn.privileged);
             let _ = registry.deregister(&mut conn.stream);
         }
     }
@@ -524,5 +614,30 @@ mod bind_tests {
         assert!(matches!(e, ControlError::Directory { .. }), "{e}");
         assert!(e.to_string().contains(&format!("refusing directory {}: ", open.display())), "{e}");
         assert!(std::fs::read_dir(&open).unwrap().next().is_none());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNPRIVILEGED_CAP: usize = MAX_CONNECTIONS - PRIVILEGED_RESERVE;
+
+    #[test]
+    fn unprivileged_peers_cannot_take_the_reserved_slots() {
+        assert_eq!(admission(false, 0, 0), Admission::Accept);
+        assert_eq!(admission(false, UNPRIVILEGED_CAP - 1, UNPRIVILEGED_CAP - 1), Admission::Accept);
+        assert_eq!(admission(false, UNPRIVILEGED_CAP, UNPRIVILEGED_CAP), Admission::Refuse);
+        // Root holding connections does not give unprivileged peers more.
+        assert_eq!(admission(false, UNPRIVILEGED_CAP, 10), Admission::Accept);
+        assert_eq!(admission(false, MAX_CONNECTIONS, 10), Admission::Refuse);
+    }
+
+    #[test]
+    fn privileged_peers_use_any_slot_and_evict_when_full() {
+        assert_eq!(admission(true, UNPRIVILEGED_CAP, UNPRIVILEGED_CAP), Admission::Accept);
+        assert_eq!(admission(true, MAX_CONNECTIONS - 1, UNPRIVILEGED_CAP), Admission::Accept);
+        assert_eq!(admission(true, MAX_CONNECTIONS, UNPRIVILEGED_CAP), Admission::Evict);
+        assert_eq!(admission(true, MAX_CONNECTIONS, 0), Admission::Evict, "evict finds none: refused");
     }
 }

@@ -95,10 +95,6 @@ const MAX_PIDFILE: u64 = 64;
 /// another process necessarily started after the pidfile's writer died.
 pub const PIDFILE_SLACK: Duration = Duration::from_secs(1);
 
-/// Where a bare `keepalived_path` is looked for after `$PATH` (a daemon
-/// started from a non-login shell may lack the sbin directories).
-const PROGRAM_DIRS: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
-
 /// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that
 /// keepalived's own children (VRRP, checker), orphaned when their parent
 /// crashes, are reparented to the daemon rather than to init: their exits
@@ -1100,7 +1096,8 @@ impl Supervisor {
         // binary a later proof of ownership expects.
         let program = resolve_program(&self.program).map_or_else(|| self.program.clone(), |p| p.display().to_string());
         log::debug!("router {}: running {program} {}", self.id, args.join(" "));
-        let options = SpawnOptions { new_session: true };
+        let label = format!("router {}: keepalived", self.id);
+        let options = SpawnOptions { new_session: true, label: &label };
         match spawn::spawn_with(&program, &args, self.namespace.as_ref(), options) {
             Ok(pid) => {
                 self.run = Run::Running { pid, since: now, adopted: false };
@@ -1255,17 +1252,15 @@ fn same_process(pid: u32, start: Option<u64>, conf: &Path) -> bool {
 }
 
 /// `keepalived_path` as a file: itself when it holds a `/`, else the first
-/// executable of that name in `$PATH`, then in the usual sbin/bin
-/// directories. `None` when there is none.
+/// executable of that name in the fixed `PATH` children get
+/// ([`spawn::CHILD_PATH`], where a bare name would be looked up anyway; the
+/// daemon's inherited `PATH` plays no part). `None` when there is none.
 pub fn resolve_program(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
         return Some(PathBuf::from(program));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .filter(|dir| dir.is_absolute())
-        .chain(PROGRAM_DIRS.iter().map(PathBuf::from))
+    std::env::split_paths(spawn::CHILD_PATH)
         .map(|dir| dir.join(program))
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
@@ -1540,14 +1535,18 @@ mod tests {
         fn start_program(dir: &Path, program: &Path, conf: &Path, script: &str, extra: &[&Path]) -> Fake {
             let fifo = dir.join(format!("fifo-{}", dir.read_dir().map(|d| d.count()).unwrap_or(0)));
             nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-            let child = std::process::Command::new(program)
-                .args(["-c", script, "sh"])
-                .arg(&fifo)
-                .arg("-f")
-                .arg(conf)
-                .args(extra)
-                .spawn()
-                .expect("spawn sh");
+            let mut command = std::process::Command::new(program);
+            command.args(["-c", script, "sh"]).arg(&fifo).arg("-f").arg(conf).args(extra);
+            // Started clean like the daemon's children, so a test runner
+            // started under `nohup` does not hand sh an ignored SIGHUP.
+            // SAFETY: reset_signals only makes async-signal-safe calls.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                    crate::spawn::reset_signals();
+                    Ok(())
+                });
+            }
+            let child = command.spawn().expect("spawn sh");
             // Until sh has exec'd, its cmdline is still ours.
             let deadline = Instant::now() + Duration::from_secs(5);
             while !names_conf(child.id(), conf) {
