@@ -32,6 +32,7 @@ pub mod state_change;
 pub mod statefile;
 pub mod syslog;
 pub mod transition;
+pub mod trusted_dir;
 
 #[cfg(test)]
 mod test_support;

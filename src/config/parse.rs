@@ -245,12 +245,13 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
             continue;
         }
         let Some((key, value)) = trimmed.split_once('=') else {
-            diag.error(line, format!("expected 'key = value', got '{trimmed}'"));
+            diag.error(line, no_equals_message(trimmed));
             continue;
         };
         let (key, value) = (key.trim(), value.trim());
         let Some(section) = current.map(|i| &mut sections[i]) else {
             if !after_bad_header {
+                let key = shown_key(key);
                 diag.error(line, format!("'{key}' is outside any section: put it under [daemon] or [router ID]"));
             }
             continue;
@@ -260,7 +261,7 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
             Kind::Router(_) => (ROUTER_KEYS, "[router]"),
         };
         if !known.contains(&key) {
-            diag.error(line, unknown_key_message(key, section_name));
+            diag.error(line, unknown_key_message(&shown_key(key), section_name));
             continue;
         }
         if value.is_empty() {
@@ -277,6 +278,32 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
         }
     }
     sections
+}
+
+/// Characters a key is made of (and a little more, so a typo still shows).
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// A key as it may appear in an error. A line without `=`, or whose part
+/// before the first `=` is not one word, may be a `key value` line whose
+/// value is a VRRP password (`ha_vrrp_auth_password: PW`, `auth_password
+/// PW=`): only its leading word is ever shown, never the rest.
+fn shown_key(text: &str) -> String {
+    let word: String = text.chars().take_while(|&c| is_key_char(c)).collect();
+    if word.len() == text.len() { word } else { format!("{word}...") }
+}
+
+/// The error for a line without `=`: names its first word only.
+fn no_equals_message(line: &str) -> String {
+    let word: String = line.chars().take_while(|&c| is_key_char(c)).collect();
+    if word.is_empty() {
+        "expected 'key = value' (the line is not shown: it may hold a secret)".to_owned()
+    } else {
+        format!(
+            "expected 'key = value' in the line starting with '{word}' (the rest is not shown: it may hold a secret)"
+        )
+    }
 }
 
 fn unknown_key_message(key: &str, section: &str) -> String {

@@ -180,7 +180,28 @@ fn key_set_twice() {
 
 #[test]
 fn line_without_equals() {
-    assert_error(&format!("{HEAD}priority 5\n"), 7, &["expected 'key = value', got 'priority 5'"]);
+    assert_error(&format!("{HEAD}priority 5\n"), 7, &["expected 'key = value' in the line starting with 'priority'"]);
+}
+
+/// A `key value` or `key: value` line may carry a VRRP password: the
+/// error names the line and its first word, never the rest (issue 15.6).
+#[test]
+fn a_malformed_line_never_echoes_what_may_be_a_password() {
+    let cases = [
+        ("[daemon]\nha_vrrp_auth_password: Hunter2x\n", 2, "'ha_vrrp_auth_password'"),
+        ("[daemon]\nha_vrrp_auth_password Hunter2x\n", 2, "'ha_vrrp_auth_password'"),
+        (&format!("{HEAD}auth_password\tHunter2x\n") as &str, 7, "'auth_password'"),
+        (&format!("{HEAD}auth_password Hunter2x=\n"), 7, "unknown key 'auth_password...'"),
+        ("auth_password Hunter2x = 1\n[daemon]\n", 1, "'auth_password...' is outside any section"),
+        ("[daemon]\n:Hunter2x\n", 2, "expected 'key = value' (the line is not shown"),
+    ];
+    for (text, line, fragment) in cases {
+        let found = errors(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(&format!("{line}: ")), "{found:?}");
+        assert!(found[0].contains(fragment), "{found:?} lacks {fragment:?}");
+        assert!(!found[0].contains("Hunter2x"), "password echoed: {found:?}");
+    }
 }
 
 #[test]

@@ -23,15 +23,21 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstat, fstatat};
+use nix::unistd::{Gid, UnlinkatFlags, fchownat, unlinkat};
 
 use super::http::{self, Parsed, Request};
+use crate::trusted_dir::{self, DirError};
 
 /// A request must be complete this long after the connection was accepted
 /// (408 otherwise).
@@ -46,6 +52,25 @@ pub const SUBSCRIBER_BACKLOG: usize = 256 * 1024;
 /// An answer not taken by the peer within this long is abandoned.
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Removes the socket at `path` at exit: by name in its directory, checked
+/// again, and only if a socket is there.
+fn remove_socket(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
+    let dir = trusted_dir::check_dir(parent).map_err(|e| io::Error::other(e.to_string()))?;
+    match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_socket(&st) => match unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Ok(_) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_socket(st: &nix::sys::stat::FileStat) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFSOCK.bits()
+}
+
 #[derive(Debug)]
 pub enum ControlError {
     /// Another daemon answers on the socket.
@@ -55,6 +80,11 @@ pub enum ControlError {
     /// Something that is not a socket sits at the path: not ours to delete.
     NotASocket {
         path: PathBuf,
+    },
+    /// The socket's directory may not be used (someone else could change it).
+    Directory {
+        path: PathBuf,
+        source: DirError,
     },
     Io {
         path: PathBuf,
@@ -71,6 +101,9 @@ impl fmt::Display for ControlError {
             }
             ControlError::NotASocket { path } => {
                 write!(f, "control socket {}: the path exists and is not a socket; not removing it", path.display())
+            }
+            ControlError::Directory { path, source } => {
+                write!(f, "control socket {}: refusing directory {source}", path.display())
             }
             ControlError::Io { path, step, source } => write!(f, "control socket {}: {step}: {source}", path.display()),
         }
@@ -164,26 +197,53 @@ impl ControlServer {
     /// Creates the socket at `path` with `mode` and, when given, group
     /// `gid`. A socket file left by a crashed daemon is replaced; one that
     /// another daemon still answers on is refused.
+    ///
+    /// Nothing here follows a name someone else could change (issue 15.5):
+    /// the socket's directory must be root's alone, checked from `/` down
+    /// ([`trusted_dir`]) and held open; the old socket is inspected without
+    /// following a symlink and removed by name in that directory; the new
+    /// one is bound through `/proc/self/fd/DIR/NAME` (so into the directory
+    /// checked), born with the daemon's umask 077, then opened `O_PATH |
+    /// O_NOFOLLOW` by name, checked to be a socket, and given its mode and
+    /// group through that descriptor (`chmod` of `/proc/self/fd/N`,
+    /// `fchownat(AT_EMPTY_PATH)`): never by a name that could have become a
+    /// symlink. (An AF_UNIX socket cannot be `fchmod`ed before `bind`, and
+    /// changing the umask around `bind` would race other threads' files.)
     pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, ControlError> {
         let io_err = |step| move |source| ControlError::Io { path: path.to_path_buf(), step, source };
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io_err("checking the path")(io::Error::from(io::ErrorKind::InvalidInput)));
+        };
+        let dir = trusted_dir::ensure_dir(parent, Some(crate::layout::DIR_MODE))
+            .map_err(|source| ControlError::Directory { path: path.to_path_buf(), source })?;
+        let via = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if is_socket(&st) => {
+                if std::os::unix::net::UnixStream::connect(&via).is_ok() {
                     return Err(ControlError::InUse { path: path.to_path_buf() });
                 }
-                std::fs::remove_file(path).map_err(io_err("removing the stale socket"))?;
+                match unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(io_err("removing the stale socket")(e.into())),
+                }
             }
             Ok(_) => return Err(ControlError::NotASocket { path: path.to_path_buf() }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("inspecting the path")(e)),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(io_err("inspecting the path")(e.into())),
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err("creating its directory"))?;
+        let listener = UnixListener::bind(&via).map_err(io_err("bind"))?;
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let socket = openat(&dir, name, flags, Mode::empty()).map_err(|e| io_err("opening it")(e.into()))?;
+        let st = fstat(&socket).map_err(|e| io_err("checking it")(e.into()))?;
+        if !is_socket(&st) {
+            return Err(io_err("checking it")(io::Error::other("not the socket just bound")));
         }
-        let listener = UnixListener::bind(path).map_err(io_err("bind"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod"))?;
+        let by_fd = format!("/proc/self/fd/{}", socket.as_raw_fd());
+        fchmodat(AT_FDCWD, by_fd.as_str(), Mode::from_bits_truncate(mode & 0o777), FchmodatFlags::FollowSymlink)
+            .map_err(|e| io_err("chmod")(e.into()))?;
         if let Some(gid) = gid {
-            std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err("chown"))?;
+            fchownat(&socket, "", None, Some(Gid::from_raw(gid)), AtFlags::AT_EMPTY_PATH)
+                .map_err(|e| io_err("chown")(e.into()))?;
         }
         Ok(listener)
     }
@@ -402,9 +462,7 @@ impl ControlServer {
     pub fn stop_listening(&mut self, registry: &Registry) {
         if let Some(mut listener) = self.listener.take() {
             let _ = registry.deregister(&mut listener);
-            if let Err(e) = std::fs::remove_file(&self.path)
-                && e.kind() != io::ErrorKind::NotFound
-            {
+            if let Err(e) = remove_socket(&self.path) {
                 log::warn!("cannot remove {}: {e}", self.path.display());
             }
         }
@@ -497,6 +555,65 @@ impl Conn {
             }
             Phase::Reading { .. } => Step::Keep,
         }
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+    use crate::test_support::TempDir;
+
+    fn private(dir: &Path) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn binds_with_the_exact_mode_and_group_and_replaces_only_stale_sockets() {
+        let dir = TempDir::new("bind");
+        private(&dir);
+        let path = dir.join("s.sock");
+        let gid = nix::unistd::getegid().as_raw();
+        // 0666 survives no umask but 0: the mode is set, not left to the umask.
+        let listener = ControlServer::bind(&path, 0o666, Some(gid)).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o666, gid));
+        assert!(matches!(ControlServer::bind(&path, 0o660, None), Err(ControlError::InUse { .. })));
+        drop(listener);
+        // Stale (nobody answers): replaced, with the new mode.
+        let _listener = ControlServer::bind(&path, 0o600, None).unwrap();
+        assert_eq!(std::fs::symlink_metadata(&path).unwrap().mode() & 0o7777, 0o600);
+        remove_socket(&path).unwrap();
+        assert!(std::fs::symlink_metadata(&path).is_err());
+    }
+
+    #[test]
+    fn a_symlink_at_the_path_is_never_followed() {
+        let dir = TempDir::new("bind-link");
+        private(&dir);
+        let target = dir.join("root-only");
+        std::fs::write(&target, "x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.join("s.sock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(matches!(ControlServer::bind(&path, 0o666, None), Err(ControlError::NotASocket { .. })));
+        remove_socket(&path).unwrap();
+        assert!(std::fs::symlink_metadata(&path).is_ok(), "not a socket: left alone at exit too");
+        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o7777, 0o600);
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        let dir = TempDir::new("bind-dir");
+        private(&dir);
+        let open = dir.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = ControlServer::bind(&open.join("s.sock"), 0o660, None).unwrap_err();
+        assert!(matches!(e, ControlError::Directory { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("refusing directory {}: ", open.display())), "{e}");
+        assert!(std::fs::read_dir(&open).unwrap().next().is_none());
     }
 }
 

@@ -43,12 +43,12 @@ use crate::ident::Namespace;
 use crate::keepalived::notify_fifo::{KaState, NotifyFifo};
 use crate::keepalived::process::{Outcome as KaOutcome, Supervisor};
 use crate::keepalived::{self, conf::Secrets};
-use crate::layout::Layout;
+use crate::layout::{Layout, NOTIFY_FIFO, STATE_FILE};
 use crate::netlink::{Change, RECV_BUFFER, RtSocket};
 use crate::notify::Notifier;
 use crate::state::State;
 use crate::transition::Action;
-use crate::{daemonize, pidfile, spawn, statefile, syslog};
+use crate::{daemonize, pidfile, spawn, syslog};
 use router::{ErrorSource, RouterRuntime};
 
 const SIGNALS: Token = Token(0);
@@ -153,6 +153,7 @@ fn write_retry_delay(failures: u32) -> Duration {
 }
 
 pub fn run(args: RunArgs) -> Exit {
+    private_process();
     let parsed = match config::load(&args.config) {
         Ok(parsed) => parsed,
         Err(errors) => {
@@ -163,6 +164,19 @@ pub fn run(args: RunArgs) -> Exit {
     for warning in &parsed.warnings {
         eprintln!("{warning}");
     }
+    // Checked (and created) before detaching, so a refusal reaches the
+    // terminal: exit 2, as for any other configuration error.
+    let layout = match Layout::prepare(&parsed.config.daemon) {
+        Ok(layout) => layout,
+        Err(e) if e.is_refusal() => {
+            eprintln!("harouterd: refusing directory {e}");
+            return Exit::Usage;
+        }
+        Err(e) => {
+            eprintln!("harouterd: cannot prepare directory {e}");
+            return Exit::Runtime;
+        }
+    };
     // Taken before detaching, so "already running" reaches the terminal;
     // the lock lives in the open file, which the detached daemon inherits.
     let pidfile = match pidfile::Pidfile::acquire(&args.pidfile) {
@@ -178,6 +192,7 @@ pub fn run(args: RunArgs) -> Exit {
         eprintln!("harouterd: {e}");
         return Exit::Runtime;
     }
+    private_process();
     if let Err(e) = syslog::init_daemon_logging(args.foreground, args.log_level) {
         eprintln!("harouterd: cannot set up logging: {e}");
         return Exit::Runtime;
@@ -193,7 +208,8 @@ pub fn run(args: RunArgs) -> Exit {
     if let Err(e) = keepalived::process::become_subreaper() {
         log::warn!("cannot become a child subreaper ({e}): orphaned keepalived children may linger");
     }
-    let exit = match Daemon::new(args.config.clone(), parsed.config, args.log_level >= log::LevelFilter::Debug) {
+    let debug = args.log_level >= log::LevelFilter::Debug;
+    let exit = match Daemon::new(args.config.clone(), parsed.config, layout, debug) {
         Ok(mut daemon) => daemon.run(),
         Err(e) => {
             log::error!("{e}");
@@ -239,7 +255,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn new(config_path: PathBuf, config: Config, debug: bool) -> Result<Daemon, String> {
+    fn new(config_path: PathBuf, config: Config, layout: Layout, debug: bool) -> Result<Daemon, String> {
         let event_loop = EventLoop::new(1024).map_err(|e| format!("cannot create the event loop: {e}"))?;
         let registry = event_loop.registry().try_clone().map_err(|e| format!("cannot clone the poll registry: {e}"))?;
         let mut signals = Signals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD])
@@ -247,9 +263,6 @@ impl Daemon {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
-        for dir in [&config.daemon.state_path, &config.daemon.ha_confs_path] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
         let netns_dir = watch_netns_dir(&registry);
         let notifier = notifier_for(&config);
         let gid = match &config.daemon.socket_group {
@@ -267,7 +280,6 @@ impl Daemon {
         let mut control = ControlServer::new(&config.daemon.socket, listener, &registry, CONTROL, CONTROL_CONNS)
             .map_err(|e| e.to_string())?;
         control.set_allowed_uids(&allowed_uids);
-        let layout = Layout::new(&config.daemon.ha_confs_path);
         let mut daemon = Daemon {
             config_path,
             layout,
@@ -502,10 +514,14 @@ impl Daemon {
             files_retry: None,
         };
         // The state file lives there for every router, monitor-only ones too.
-        let dir = self.layout.router_dir(&router.rt.cfg.id);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            router.rt.set_error(ErrorSource::Files, format!("cannot create {}: {e}", dir.display()));
-        }
+        let dir = match self.layout.router_dir_fd(&router.rt.cfg.id, true) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                log::error!("router {id}: {e}");
+                router.rt.set_error(ErrorSource::Files, e.to_string());
+                None
+            }
+        };
         if self.config.daemon.conntrackd_enabled {
             router.conntrackd = Some(ConntrackdSync::new(
                 &self.config.daemon.conntrackd_path,
@@ -516,15 +532,16 @@ impl Daemon {
         }
         if router.rt.cfg.keepalived {
             let files_changed = self.sync_files(&mut router, now);
-            match NotifyFifo::create(&self.layout.notify_fifo(&router.rt.cfg.id)) {
-                Ok(mut fifo) => {
+            match dir.as_ref().map(|d| NotifyFifo::create_in(d, NOTIFY_FIFO)) {
+                Some(Ok(mut fifo)) => {
                     let token = self.token(Source::Fifo(id.clone()));
                     match self.registry.register(&mut fifo, token, Interest::READABLE) {
                         Ok(()) => router.fifo = Some((fifo, token)),
                         Err(e) => log::warn!("router {id}: cannot watch the notify FIFO: {e}"),
                     }
                 }
-                Err(e) => log::warn!("router {id}: {e}"),
+                Some(Err(e)) => log::warn!("router {id}: {e}"),
+                None => {}
             }
             let mut sup = Supervisor::new(&self.config.daemon, &router.rt.cfg, &self.layout, self.debug);
             let outcomes = sup.start(now);
@@ -547,16 +564,24 @@ impl Daemon {
     /// those already right; returns whether one changed.
     fn write_files(&self, router: &Router) -> Result<bool, FilesFailed> {
         let cfg = &router.rt.cfg;
-        let dir = self.layout.router_dir(&cfg.id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| FilesFailed { message: format!("cannot create {}: {e}", dir.display()), changed: false })?;
+        let dir = self
+            .layout
+            .router_dir_fd(&cfg.id, true)
+            .map_err(|e| FilesFailed { message: e.to_string(), changed: false })?;
         let mut changed = false;
         for file in keepalived::router_files(&self.config.daemon, cfg, &self.layout, Secrets::Show) {
-            let current = std::fs::read(&file.path).ok();
+            let name = match file.path.file_name() {
+                Some(name) if file.path.parent() == Some(dir.path()) => name,
+                _ => {
+                    let message = format!("{} is not in the router's directory", file.path.display());
+                    return Err(FilesFailed { message, changed });
+                }
+            };
+            let current = dir.read(name, file.contents.len() as u64 + 1).ok();
             if current.as_deref() == Some(file.contents.as_bytes()) {
                 continue;
             }
-            statefile::write_atomic(&file.path, file.contents.as_bytes(), file.mode)
+            dir.write(name, file.contents.as_bytes(), file.mode)
                 .map_err(|e| FilesFailed { message: e.to_string(), changed })?;
             changed = true;
         }
@@ -697,9 +722,9 @@ impl Daemon {
         if let Some((mut fifo, token)) = router.fifo.take() {
             let _ = self.registry.deregister(&mut fifo);
             self.sources.remove(&token);
-            if let Err(e) = fifo.remove() {
-                log::warn!("router {id}: {e}");
-            }
+            // Closed here; it goes with the router's directory below
+            // (removed by name relative to ha_confs, never through a symlink).
+            drop(fifo);
         }
         if let Some(token) = router.pidfd_token.take() {
             self.sources.remove(&token);
@@ -1355,7 +1380,7 @@ impl StateWrites {
                 continue;
             };
             let state = pending.state;
-            match statefile::write_atomic(&layout.state_file(&router), state.as_str().as_bytes(), 0o644) {
+            match layout.write_router_file(&router, STATE_FILE, state.as_str().as_bytes(), 0o644) {
                 Ok(()) => {
                     let after_failures = pending.failures;
                     self.pending.remove(&id);
@@ -1390,11 +1415,20 @@ fn watch_netns_dir(registry: &Registry) -> Option<Inotify> {
 
 fn remove_router_dir(layout: &Layout, id: &str) {
     let Ok(id) = crate::ident::RouterId::parse(id) else { return };
-    let dir = layout.router_dir(&id);
-    if let Err(e) = std::fs::remove_dir_all(&dir)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        log::warn!("cannot remove {}: {e}", dir.display());
+    if let Err(e) = layout.remove_router_dir(&id) {
+        log::warn!("router {id}: cannot remove its directory: {e}");
+    }
+}
+
+/// Issue 15: whatever the daemon creates is private unless it sets a mode
+/// (umask 077; directories and files get theirs explicitly), and a crash
+/// leaves no core file holding the VRRP password (not dumpable, which also
+/// keeps same-uid processes without CAP_SYS_PTRACE out of its memory).
+/// Called at start and again after detaching (which sets its own umask).
+fn private_process() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("harouterd: cannot make the process non-dumpable: {e}");
     }
 }
 
