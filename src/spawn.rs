@@ -13,6 +13,7 @@
 //!   (`nohup`, an init script, a container runtime) may have left signals
 //!   ignored; both survive `exec`, so a transition script's `sleep` would
 //!   survive SIGTERM and keepalived would ignore SIGHUP (a reload lost);
+//! - umask [`CHILD_UMASK`], not the daemon's 077;
 //! - a fixed, minimal environment ([`CHILD_PATH`] only): nothing of ours
 //!   (`LD_PRELOAD`, `IFS`, proxies) reaches a program run as root;
 //! - descriptors 0-2 only: stdin on /dev/null, stdout and stderr on a pipe
@@ -39,6 +40,9 @@ use crate::netns::{self, NetnsError};
 /// The whole environment of every child: a `PATH` for the programs
 /// keepalived and scripts run themselves, nothing else.
 pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Every child's umask, whatever the daemon's own.
+pub const CHILD_UMASK: libc::mode_t = 0o022;
 
 #[derive(Debug)]
 pub enum SpawnError {
@@ -129,11 +133,15 @@ pub fn spawn_with(
         .stdin(Stdio::null())
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(stderr));
-    // SAFETY: only sigprocmask(2) and sigaction(2), both async-signal-safe,
-    // between fork and exec, on stack data.
+    // SAFETY: only sigprocmask(2), sigaction(2) and umask(2), all
+    // async-signal-safe, between fork and exec, on stack data.
     unsafe {
         command.pre_exec(|| {
             reset_signals();
+            // The daemon runs with umask 077 (its own files are root's
+            // alone); keepalived's pidfiles and what scripts create get the
+            // usual 022, as under Neutron.
+            libc::umask(CHILD_UMASK);
             Ok(())
         });
     }

@@ -23,6 +23,7 @@ const RECORDER: &str = r#"#!/bin/sh
 fd1=$(readlink /proc/$$/fd/1)
 out="$DIR/$(basename "$0").$(echo "$*" | tr ' /' '__')"
 env | grep -v -E '^(PWD|SHLVL|_)=' | sort > "$out.env"
+umask > "$out.umask"
 echo "$fd1" > "$out.stdout"
 grep -E '^Sig(Blk|Ign)' /proc/self/status > "$out.tmp" && mv "$out.tmp" "$out.status"
 "#;
@@ -133,6 +134,8 @@ fn transition_scripts_and_conntrackd_start_clean_and_their_output_is_logged() {
         let sibling = |ext: &str| status_file.display().to_string().replace(".status", &format!(".{ext}"));
         let env = fs::read_to_string(sibling("env")).unwrap();
         assert_eq!(env.trim(), format!("PATH={}", harouterd::spawn::CHILD_PATH), "{what}: environment");
+        let umask = fs::read_to_string(sibling("umask")).unwrap();
+        assert_eq!(umask.trim(), "0022", "{what}: umask");
         let stdout = fs::read_to_string(sibling("stdout")).unwrap();
         assert!(stdout.starts_with("pipe:"), "{what}: stdout is {stdout}, not a pipe of its own");
     }
