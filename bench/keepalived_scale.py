@@ -734,6 +734,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
                 received.append((t, rid, state))
                 if state == "primary" and rid not in notified:
                     notified[rid] = t
+        cpu_failover = cpu_ms(node.pid) - cpu0
         agent.expect(10**9)
         time.sleep(args.settle)
         other_events += [(rid, s) for _, rid, s in events.take()]
@@ -767,7 +768,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
             "other_vip_events": other_vips[:20],
             "agent_other": [(rid, s) for _, rid, s in received if s != "primary"][:20] + [(rid, s) for _, rid, s in received_late][:20],
             "peer_exit": peer_code,
-            "cpu_ms": cpu_ms(node.pid) - cpu0,
+            "cpu_ms": cpu_failover,
             "pss_peak_kib": sampler.peak(t_fail, t_end),
         }
         # The failover: from the peer going until the last router is announced and notified.
