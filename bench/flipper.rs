@@ -5,6 +5,7 @@
 //! bench_flipper flip     < SPECS    one line per target: NETNS_FILE IFNAME ADDR/PREFIX
 //! bench_flipper watch    < SPECS    same lines; then runs until stdin closes
 //! bench_flipper blast SOCKET COUNT IN_FLIGHT
+//! bench_flipper probe SOCKET GAP_MS < ROUTER_IDS
 //! ```
 //!
 //! `flip` opens one NETLINK_ROUTE socket inside each target's namespace up
@@ -32,6 +33,14 @@
 //! `blast` is the agent receiver's calibration: COUNT notifications, POSTed
 //! exactly as harouterd sends them (`X-Neutron-Router-Id: blast-I`), over
 //! at most IN_FLIGHT connections at once; prints `done ok=N start=T0 last=TN`.
+//!
+//! `probe` is a control-socket client outside the harness's interpreter:
+//! it reads router IDs (one a line, until an empty line), then asks SOCKET
+//! `GET /v1/routers` and `GET /v1/routers/ID` (IDs in turn) alternately,
+//! GAP_MS apart, and prints `list|one T DURATION STATUS BYTES` per answer
+//! (T before connect, DURATION until the daemon closed the connection) or
+//! `unreachable T` when the socket is not there or refuses. It ends when
+//! stdin closes.
 //!
 //! All times are CLOCK_MONOTONIC nanoseconds, the clock of Python's
 //! `time.monotonic_ns()`. Needs root (setns). Uses libc and the crate itself (its
@@ -405,16 +414,77 @@ fn blast(path: &str, count: usize, in_flight: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// One `GET path` over the Unix socket at `socket`, read to the end:
+/// (status, bytes). `Err` when it cannot connect.
+fn get(socket: &str, path: &str, buf: &mut Vec<u8>) -> io::Result<(u16, usize)> {
+    let mut conn = UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: harouterd\r\nConnection: close\r\n\r\n").as_bytes())?;
+    buf.clear();
+    conn.read_to_end(buf)?;
+    let status = buf.split(|&b| b == b' ').nth(1).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).unwrap_or(0);
+    Ok((status, buf.len()))
+}
+
+fn probe(socket: &str, gap_ms: u64) -> Result<(), String> {
+    let mut ids = Vec::new();
+    let mut line = String::new();
+    let stdin = io::stdin();
+    loop {
+        line.clear();
+        if stdin.lock().read_line(&mut line).map_err(|e| fail("stdin", e))? == 0 || line.trim().is_empty() {
+            break;
+        }
+        ids.push(line.trim().to_owned());
+    }
+    if ids.is_empty() {
+        return Err("probe: no router IDs on stdin".to_owned());
+    }
+    let mut out = io::stdout().lock();
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut scratch = [0u8; 256];
+    let mut i = 0usize;
+    loop {
+        let mut pfd = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+        // SAFETY: polling one valid, owned pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, gap_ms as i32) };
+        if ready > 0 {
+            // SAFETY: reading into a valid, owned buffer.
+            if unsafe { libc::read(0, scratch.as_mut_ptr().cast(), scratch.len()) } <= 0 {
+                return Ok(());
+            }
+        }
+        let (kind, path) = if i.is_multiple_of(2) {
+            ("list", "/v1/routers".to_owned())
+        } else {
+            ("one", format!("/v1/routers/{}", ids[(i / 2) % ids.len()]))
+        };
+        let t0 = now_ns();
+        let text = match get(socket, &path, &mut buf) {
+            Ok((status, bytes)) => {
+                i += 1;
+                format!("{kind} {t0} {} {status} {bytes}\n", now_ns() - t0)
+            }
+            Err(_) => format!("unreachable {t0}\n"),
+        };
+        out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| fail("stdout", e))?;
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["flip"] => flip(),
         ["watch"] => watch(),
+        ["probe", path, gap_ms] => match gap_ms.parse() {
+            Ok(gap_ms) => probe(path, gap_ms),
+            Err(_) => Err("probe: GAP_MS is a number".to_owned()),
+        },
         ["blast", path, count, in_flight] => match (count.parse(), in_flight.parse()) {
             (Ok(count), Ok(in_flight)) => blast(path, count, in_flight),
             _ => Err("blast: COUNT and IN_FLIGHT are numbers".to_owned()),
         },
-        _ => Err("usage: bench_flipper flip|watch < SPECS | bench_flipper blast SOCKET COUNT IN_FLIGHT".to_owned()),
+        _ => Err("usage: bench_flipper flip|watch < SPECS | bench_flipper blast SOCKET COUNT IN_FLIGHT | bench_flipper probe SOCKET GAP_MS < IDS".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -320,53 +320,41 @@ class Lab:
 # Watchers
 
 
-class Prober(threading.Thread):
-    """The control socket, asked in a loop: GET /v1/routers and GET
-    /v1/routers/ID in turn, --probe-gap-ms apart. Each answer's time is
-    connect -> last byte; a socket not there yet (or refusing) is counted,
-    not timed. While `parse` is set, full lists are parsed to learn when
-    every router's state is known."""
+class Prober:
+    """The control socket, asked in a loop by `bench_flipper probe` (a
+    client outside this interpreter, so the harness's own threads cannot
+    delay it): GET /v1/routers and GET /v1/routers/ID in turn,
+    --probe-gap-ms apart. Each answer's time is connect -> the daemon
+    closing the connection; a socket not there yet (or refusing) is
+    counted, not timed."""
 
-    def __init__(self, node: Node, gap_s: float):
-        super().__init__(name="prober", daemon=True)
-        self.node, self.gap = node, gap_s
+    def __init__(self, flipper: str, node: Node, gap_ms: float):
+        self.proc = subprocess.Popen([flipper, "probe", node.socket, str(max(1, round(gap_ms)))],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc.stdin.write("".join(f"{rid}\n" for rid in node.ids) + "\n")
+        self.proc.stdin.flush()
         self.samples: list[tuple[int, int, str, int]] = []  # (start, duration ns, kind, status)
         self.unreachable: list[int] = []
-        self.parse = True
-        self.known_at: int | None = None
-        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._read, name="prober", daemon=True)
+        self.thread.start()
 
-    def run(self) -> None:
-        i = 0
-        ids = self.node.ids
-        while not self.stop_event.is_set():
-            full = i % 2 == 0
-            path = "/v1/routers" if full else f"/v1/routers/{ids[(i // 2) % len(ids)]}"
-            t0 = now_ns()
-            try:
-                code, body = http(self.node.socket, path)
-            except OSError:
-                self.unreachable.append(t0)
-                self.stop_event.wait(0.005)
-                continue
-            t1 = now_ns()
-            self.samples.append((t0, t1 - t0, "list" if full else "one", code))
-            if full and self.parse and code == 200 and self.known_at is None:
-                try:
-                    rows = json.loads(body)
-                except ValueError:
-                    rows = []
-                if len(rows) == len(ids) and all(r.get("state") for r in rows):
-                    self.known_at = t1
-            i += 1
-            self.stop_event.wait(self.gap)
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            parts = line.split()
+            if parts[:1] == ["unreachable"] and len(parts) == 2:
+                self.unreachable.append(int(parts[1]))
+            elif len(parts) == 5:
+                self.samples.append((int(parts[1]), int(parts[2]), parts[0], int(parts[3])))
+
+    def first_answer(self) -> int | None:
+        return next((t + d for t, d, _, c in list(self.samples) if c == 200), None)
 
     def window(self, start: int, end: int, outside: list[tuple[int, int]] | None = None) -> dict:
         """Answers to requests sent in [start, end), minus those sent in any
         of the `outside` windows."""
         mine = [
             (d, k, c)
-            for t, d, k, c in self.samples
+            for t, d, k, c in list(self.samples)
             if start <= t < end and not any(a <= t < b for a, b in outside or [])
         ]
         out = {"count": len(mine), "errors": sum(1 for _, _, c in mine if c != 200)}
@@ -377,8 +365,39 @@ class Prober(threading.Thread):
         return out
 
     def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=35)
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=65)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.thread.join(timeout=2)
+
+
+class Known(threading.Thread):
+    """GET /v1/routers every 50 ms from the daemon's start (each request
+    waits as long as the daemon takes to answer) until one answer shows
+    every router's state: when that answer was complete."""
+
+    def __init__(self, node: Node):
+        super().__init__(name="known", daemon=True)
+        self.node = node
+        self.at: int | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.node.lab.args.timeout
+        while time.monotonic() < deadline:
+            try:
+                code, body = http(self.node.socket, "/v1/routers", timeout=self.node.lab.args.timeout)
+                t = now_ns()
+                rows = json.loads(body) if code == 200 else []
+            except (OSError, ValueError):
+                rows = []
+            if len(rows) == len(self.node.ids) and all(r.get("state") for r in rows):
+                self.at = t
+                return
+            time.sleep(0.05)
 
 
 class Sampler(threading.Thread):
@@ -497,6 +516,31 @@ class VipWatch:
                 self.proc.wait()
 
 
+def sched(pid: int) -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting for one) of a single-threaded
+    process, from /proc/PID/schedstat (exact, unlike the 10 ms ticks of
+    /proc/PID/stat); (0, 0) when it is gone."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            run, wait, _ = f.read().split()
+        return int(run), int(wait)
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def sched_sum(pids: list[int]) -> tuple[int, int]:
+    runs, waits = zip(*(sched(p) for p in pids)) if pids else ((0,), (0,))
+    return sum(runs), sum(waits)
+
+
+def time_split(wall_ns: int, before: tuple[int, int], after: tuple[int, int]) -> dict:
+    """Where the daemon's wall time went in a phase: on a CPU, waiting for
+    one (run queue), and the rest: blocked in the kernel (a child's exec,
+    fdatasync, ...) or idle in poll."""
+    run, wait = after[0] - before[0], after[1] - before[1]
+    return {"wall_ms": wall_ns / 1e6, "cpu_ms": run / 1e6, "runqueue_ms": wait / 1e6, "off_cpu_ms": max(0, wall_ns - run - wait) / 1e6}
+
+
 def wait_running(node: Node, old: dict[str, tuple[int, int]] | None, timeout: float, watch: Inotify) -> dict[str, int]:
     """Until every router of `node` has keepalived running (main and VRRP
     child, see Node.running) with pids other than `old`'s: the time each was
@@ -576,12 +620,12 @@ def _run(args, lab: Lab, report: dict, names_a: list[str], names_b: list[str], a
     report["vip"] = vip
     vipwatch = VipWatch(flipper, names_a, IFACE_A, vip)
     try:
-        _phases(args, lab, report, node, peer, agent, vipwatch, n, adv)
+        _phases(args, lab, report, node, peer, agent, vipwatch, n, adv, flipper)
     finally:
         vipwatch.close()
 
 
-def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: VipWatch, n: int, adv: int) -> None:
+def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: VipWatch, n: int, adv: int, flipper: str) -> None:
     say = (lambda text: print(f"keepalived_scale.py: {text}", file=sys.stderr, flush=True)) if args.verbose else (lambda text: None)
 
     # 0. The peer alone: every router primary after the master-down timeout.
@@ -612,28 +656,26 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
     # 1. Start of the node under test.
     watch = Inotify(node.ha_confs)
     agent.expect(10**9)
-    prober = Prober(node, args.probe_gap_ms / 1000)
+    prober = Prober(flipper, node, args.probe_gap_ms)
+    known = Known(node)
     say(f"node: starting {n} routers")
     t_start = now_ns()
     node.start()
     sampler = Sampler(node.pid)
     sampler.start()
-    prober.start()
+    known.start()
     try:
         seen = wait_running(node, None, args.timeout, watch)
         if len(seen) < n:
             missing = sorted(set(node.ids) - set(seen))
             raise node.diagnose(f"{len(missing)} of {n} keepalived not running after {args.timeout:g} s, e.g. {missing[:5]}")
         t_all_running = max(seen.values())
-        deadline = time.monotonic() + args.timeout
-        while prober.known_at is None and time.monotonic() < deadline and node.alive():
-            time.sleep(0.01)
-        if prober.known_at is None:
+        known.join(timeout=args.timeout)
+        if known.at is None:
             raise node.diagnose("GET /v1/routers never showed every router's state")
-        prober.parse = False
-        t_known = prober.known_at
-        t_end = now_ns()
-        first_answer = next((t + d for t, d, _, c in prober.samples if c == 200), None)
+        t_known = known.at
+        t_end = max(t_all_running, t_known)
+        first_answer = prober.first_answer()
         report["start"] = {
             "all_running_s": ms(t_all_running - t_start) / 1000,
             "first_running_s": ms(min(seen.values()) - t_start) / 1000,
@@ -642,7 +684,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
             "first_status_answer_s": ms(first_answer - t_start) / 1000 if first_answer else None,
             "status": prober.window(t_start, t_end),
             "window": (t_start, t_end),
-            "cpu_ms": cpu_ms(node.pid),
+            "time": time_split(t_end - t_start, (0, 0), sched(node.pid)),
             "pss_peak_kib": sampler.peak(t_start, t_end),
         }
         say(f"node: all running after {report['start']['all_running_s']:.2f} s, known after {report['start']['all_known_s']:.2f} s")
@@ -652,12 +694,15 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
         report["start"]["memory_after"] = memory(node.pid, lab.binary)
         report["start"]["fds_after"] = fd_count(node.pid)
         report["keepalived_processes"] = len(node.keepalived_pids())
+        # keepalived's own start-up (exec, dynamic linking, config, forking
+        # its VRRP child): the floor under any start or respawn storm.
+        report["start"]["keepalived_sched"] = sched_sum(node.keepalived_pids())
 
         # 2. Every keepalived of the node killed at once.
         old = {rid: node.running(rid) or (0, 0) for rid in node.ids}
         pids = node.keepalived_pids()
         watch.drain()
-        cpu0 = cpu_ms(node.pid)
+        sched0 = sched(node.pid)
         say(f"node: SIGKILL to {len(pids)} keepalived processes")
         t_kill = now_ns()
         for pid in pids:
@@ -667,7 +712,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
                 pass
         t_killed = now_ns()
         seen = wait_running(node, old, args.timeout, watch)
-        t_end = now_ns()
+        sched1 = sched(node.pid)
         if len(seen) < n:
             missing = sorted(set(node.ids) - set(seen))
             raise node.diagnose(f"{len(missing)} of {n} keepalived not running again after {args.timeout:g} s, e.g. {missing[:5]}")
@@ -677,7 +722,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
             "s": ms(max(seen.values()) - t_kill) / 1000,
             "first_s": ms(min(seen.values()) - t_kill) / 1000,
             "per_router": summary([t - t_kill for t in seen.values()]),
-            "cpu_ms": cpu_ms(node.pid) - cpu0,
+            "time": time_split(max(seen.values()) - t_kill, sched0, sched1),
         }
         say(f"node: all running again after {report['respawn']['s']:.2f} s")
         time.sleep(args.settle)
@@ -686,6 +731,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
         report["respawn"]["status"] = prober.window(t_kill, t_done)
         report["respawn"]["window"] = (t_kill, t_done)
         report["respawn"]["pss_peak_kib"] = sampler.peak(t_kill, now_ns())
+        report["respawn"]["keepalived_sched"] = sched_sum(node.keepalived_pids())
         rows = node.status()
         restarts = [r.get("restarts", 0) for r in rows]
         report["respawn"]["restarts"] = {"min": min(restarts), "max": max(restarts)}
@@ -701,7 +747,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
             raise node.diagnose("GET /v1/events did not answer")
         agent.take()
         agent.expect(10**9)
-        cpu0 = cpu_ms(node.pid)
+        sched0 = sched(node.pid)
         say(f"peer: {args.failover}")
         t_fail = now_ns()
         if args.failover == "sigterm":
@@ -734,7 +780,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
                 received.append((t, rid, state))
                 if state == "primary" and rid not in notified:
                     notified[rid] = t
-        cpu_failover = cpu_ms(node.pid) - cpu0
+        sched1 = sched(node.pid)
         agent.expect(10**9)
         time.sleep(args.settle)
         other_events += [(rid, s) for _, rid, s in events.take()]
@@ -768,13 +814,13 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
             "other_vip_events": other_vips[:20],
             "agent_other": [(rid, s) for _, rid, s in received if s != "primary"][:20] + [(rid, s) for _, rid, s in received_late][:20],
             "peer_exit": peer_code,
-            "cpu_ms": cpu_failover,
             "pss_peak_kib": sampler.peak(t_fail, t_end),
         }
         # The failover: from the peer going until the last router is announced and notified.
         t_done = max(list(announced.values()) + list(notified.values()) + [t_fail])
         report["failover"]["status"] = prober.window(t_fail, t_done)
         report["failover"]["window"] = (t_fail, t_done)
+        report["failover"]["time"] = time_split(t_done - t_fail, sched0, sched1)
         say(f"failover: {len(vip_at)} VIPs, last {report['failover']['last_vip_ms']} ms after the peer went; "
             f"all announced {report['failover']['all_announced_after_last_vip_ms']} ms after the last VIP")  # fmt: skip
         report["memory_end"] = memory(node.pid, lab.binary)
@@ -828,12 +874,23 @@ def rows(report: dict) -> list[dict]:
         value = "/".join(str(counts[k]) for k in ("primary", "backup", "fault", None))
         row(f"states {label} (primary/backup/fault/unknown)", value, "", f"0/{n}/0/0", counts["backup"] == n)
 
+    def split_row(t: dict) -> None:
+        row("  the daemon's wall time: on CPU / waiting for a CPU / blocked or idle",
+            f"{t['cpu_ms']:.0f} / {t['runqueue_ms']:.0f} / {t['off_cpu_ms']:.0f} of {t['wall_ms']:.0f}", "ms")  # fmt: skip
+
+    def ka_row(pair) -> None:
+        if pair:
+            cpus = report["config"]["cpus"]
+            row(f"  keepalived's own CPU time, all its processes (/ {cpus} CPUs); their run-queue wait",
+                f"{pair[0] / 1e9:.2f} (/ {cpus} = {pair[0] / 1e9 / cpus:.2f}); {pair[1] / 1e9:.2f}", "s")  # fmt: skip
+
     st = report.get("start")
     if st:
         row(f"daemon start -> all {n} keepalived running, all states known", st["s"], "s", f"< {START_TARGET_S:g} s", st["s"] < START_TARGET_S)
         row("  all running (main + VRRP child: pidfiles, /proc cmdline); first", f"{st['all_running_s']:.2f}; {st['first_running_s']:.3f}", "s")
         row("  all states known (GET /v1/routers); first status answer", f"{st['all_known_s']:.2f}; {st['first_status_answer_s'] if st.get('first_status_answer_s') is None else round(st['first_status_answer_s'], 2)}", "s")
-        row("  daemon CPU time (utime+stime) so far", int(st["cpu_ms"]), "ms")
+        split_row(st["time"])
+        ka_row(st.get("keepalived_sched"))
         states("after start", st["states_after_settle"])
         status_rows("start", st["status"])
     rs = report.get("respawn")
@@ -841,7 +898,8 @@ def rows(report: dict) -> list[dict]:
         row(f"kill -9 of all {rs['processes_killed']} keepalived processes -> all {n} running again", rs["s"], "s", f"< {RESPAWN_TARGET_S:g} s", rs["s"] < RESPAWN_TARGET_S)
         pr = rs["per_router"]
         row("  first; per router p50 / p99", f"{rs['first_s']:.3f}; {pr['p50_ms'] / 1000:.2f} / {pr['p99_ms'] / 1000:.2f}", "s")
-        row("  daemon CPU time for the respawn storm", int(rs["cpu_ms"]), "ms")
+        split_row(rs["time"])
+        ka_row(rs.get("keepalived_sched"))
         row("restarts in status after the kill, min / max", f"{rs['restarts']['min']} / {rs['restarts']['max']}", "", "1 / 1", rs["restarts"]["min"] == 1 == rs["restarts"]["max"])
         states("after the respawn storm", rs["states_after_settle"])
         status_rows("the respawn storm", rs["status"])
@@ -865,7 +923,8 @@ def rows(report: dict) -> list[dict]:
             f"{v2:.1f}; {pa['p50_ms']:.1f} / {pa['max_ms']:.1f}" if v2 is not None and pa.get("count") else "-", "ms")  # fmt: skip
         if fo["first_vip_ms"] is not None:
             row("  peer gone -> first / last VIP (keepalived's own timing)", f"{fo['first_vip_ms']:.0f} / {fo['last_vip_ms']:.0f}", "ms")
-        row("  daemon CPU time for the failover", int(fo["cpu_ms"]), "ms")
+        if fo.get("time"):
+            split_row(fo["time"])
         row("failover: VIPs appeared / announced / agent notified", f"{fo['vips']} / {fo['announced']} / {fo['notified']}", "", f"{n} / {n} / {n}", fo["vips"] == fo["announced"] == fo["notified"] == n)
         row("failover: other events / VIP changes", f"{fo['other_events_count']} / {len(fo['other_vip_events'])}", "", "0 / 0", not fo["other_events_count"] and not fo["other_vip_events"])
         status_rows("the failover", fo["status"])
