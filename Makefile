@@ -60,7 +60,7 @@ NEUTRON_VENV ?= /work/venv-neutron
 NEUTRON_MONITOR ?= $(firstword $(wildcard $(NEUTRON_VENV)/bin/neutron-keepalived-state-change) $(shell command -v neutron-keepalived-state-change 2>/dev/null))
 export NEUTRON_MONITOR
 
-# Every SPEC section 5 target in one table (bench/run.py, about 12 min): the
+# Every SPEC section 5 target in one table (bench/run.py, about 10 min): the
 # static binary (and the glibc release build for the state-change memory
 # row); BENCH_ARGS="--quick --json /tmp/bench.json" for a shorter run,
 # BENCH_ARGS="--only latency,keepalived" for some parts.

@@ -113,7 +113,7 @@ def main():
     p.add_argument("--binary", default=STATIC, help="harouterd binary (default: the static musl build)")
     p.add_argument("--glibc-binary", default=GLIBC, help="the glibc build for the state-change memory row (default target/release/harouterd; skipped when missing)")
     p.add_argument("--json", metavar="FILE", help="write the table and the full reports as JSON")
-    p.add_argument("--quick", action="store_true", help="fewer samples and 100 keepalived routers instead of 1000: a few minutes instead of ~12")
+    p.add_argument("--quick", action="store_true", help="fewer samples and 100 keepalived routers instead of 1000: a few minutes instead of ~10")
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     args = p.parse_args()
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
