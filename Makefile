@@ -54,21 +54,42 @@ lint:
 PYTHON ?= python3
 BENCH_ARGS ?=
 
-# Every SPEC section 5 target in one table (bench/run.py), on the static
-# binary; BENCH_ARGS="--quick --json /tmp/bench.json" for a shorter run.
-.PHONY: bench
-bench: static
-	$(CARGO) build --locked --release --example bench_flipper
+# Neutron's own monitor (the dash script of neutron >= 29), run side by side
+# in bench/latency.py when found: $(NEUTRON_MONITOR), else on PATH.
+NEUTRON_VENV ?= /work/venv-neutron
+NEUTRON_MONITOR ?= $(firstword $(wildcard $(NEUTRON_VENV)/bin/neutron-keepalived-state-change) $(shell command -v neutron-keepalived-state-change 2>/dev/null))
+export NEUTRON_MONITOR
+
+# Every SPEC section 5 target in one table (bench/run.py, about 10 min): the
+# static binary (and the glibc release build for the state-change memory
+# row); BENCH_ARGS="--quick --json /tmp/bench.json" for a shorter run,
+# BENCH_ARGS="--only latency,keepalived" for some parts.
+.PHONY: bench bench-latency bench-keepalived flipper
+bench: static release flipper
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+flipper:
+	$(CARGO) build --locked --release --example bench_flipper
 
 bench-state-change: release
 	$(PYTHON) bench/state_change.py $(BENCH_ARGS)
 
+# VIP change -> agent notified, reference before the change reaches an
+# already-running `ip -batch` (state-change, the daemon, Neutron's monitor;
+# state dir on ext4 and tmpfs). About a minute.
+bench-latency: static
+	$(PYTHON) bench/latency.py $(BENCH_ARGS)
+
 # The daemon: keepalived respawn, idle wake-ups, 1000 routers (about 6 min;
 # BENCH_ARGS="--only scale" for the quick part).
-bench-daemon: release
-	$(CARGO) build --locked --release --example bench_flipper
+bench-daemon: release flipper
 	$(PYTHON) bench/daemon.py $(BENCH_ARGS)
+
+# 1000 routers with real keepalived on one node, a peer node for the
+# failover (2000 namespaces, 4000 keepalived processes; about 2 min;
+# BENCH_ARGS="--routers 50" while developing).
+bench-keepalived: static flipper
+	$(PYTHON) bench/keepalived_scale.py $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

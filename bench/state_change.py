@@ -44,11 +44,13 @@ AGENT_SOCKET = "keepalived-state-change"  # under --state_path (Neutron's name)
 REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 NOTIFY_TIMEOUT = 5.0  # seconds to wait for one notification before counting it missed
 
-# Targets (SPEC section 5).
-P50_TARGET_MS = 1.0
-P99_TARGET_MS = 5.0
-PSS_TARGET_KIB = 300
-RSS_TARGET_KIB = 2048
+# Targets (SPEC section 5). The latency target is judged by bench/latency.py
+# (reference: before the change reaches an already-running `ip -batch`);
+# here latency is measured from `ip` returning, for information. A single
+# monitor's PSS is reported; the target is the PSS per monitor with
+# --monitors of them running, as a node with that many routers pays it.
+SHARED_PSS_TARGET_KIB = 150
+SHARED_PSS_MONITORS = 10
 IDLE_CTXT_TARGET = 0
 
 now_ns = time.monotonic_ns  # CLOCK_MONOTONIC, same clock in every thread
@@ -592,15 +594,15 @@ def rows(report: dict) -> list[dict]:
     lat = report["latency"]
     flips = report["config"]["flips"]
     if lat["count"]:
-        row("latency p50 (ip returns -> POST head in)", lat["p50_ms"], "ms", f"< {P50_TARGET_MS} ms", lat["p50_ms"] < P50_TARGET_MS)
-        row("latency p99", lat["p99_ms"], "ms", f"< {P99_TARGET_MS} ms", lat["p99_ms"] < P99_TARGET_MS)
+        row("latency p50 (ip returns -> POST head in; see latency.py)", lat["p50_ms"], "ms")
+        row("latency p99", lat["p99_ms"], "ms")
         row("latency max", lat["max_ms"], "ms")
         row("latency min (negative: POST before ip exited)", lat["min_ms"], "ms")
     row("notifications received / flips", f"{lat['count']}/{flips}", "", f"{flips}/{flips}", lat["count"] == flips)
     row("unexpected notifications", len(report["unexpected_notifications"]), "", "0", not report["unexpected_notifications"])
     mem = report["memory"]
-    row("PSS after flips", mem["pss_kib"], "KiB", f"< {PSS_TARGET_KIB} KiB", mem["pss_kib"] < PSS_TARGET_KIB)
-    row("RSS after flips", mem["rss_kib"], "KiB", f"< {RSS_TARGET_KIB} KiB", mem["rss_kib"] < RSS_TARGET_KIB)
+    row("PSS after flips, alone", mem["pss_kib"], "KiB")
+    row("RSS after flips, alone", mem["rss_kib"], "KiB")
     row("VmHWM (peak RSS)", mem["vmhwm_kib"], "KiB")
     parts = mem["by_mapping"]
     row(
@@ -610,7 +612,15 @@ def rows(report: dict) -> list[dict]:
     )
     sh = report["memory_shared"]
     if sh:
-        row(f"PSS per monitor, {sh['monitors']} running: mean / max", f"{sh['pss_kib_mean']:.0f} / {sh['pss_kib_max']}", "KiB")
+        judged = sh["monitors"] == SHARED_PSS_MONITORS
+        row(
+            f"PSS per monitor, {sh['monitors']} running (mean; node total / {sh['monitors']})",
+            round(sh["pss_kib_mean"]),
+            "KiB",
+            f"< {SHARED_PSS_TARGET_KIB} KiB" if judged else None,
+            sh["pss_kib_mean"] < SHARED_PSS_TARGET_KIB if judged else None,
+        )
+        row("  max of one", sh["pss_kib_max"], "KiB")
     idle = report["idle"]
     row(f"context switches while idle {idle['seconds']:g} s", idle["ctxt_switches"], "", "0", idle["ctxt_switches"] == IDLE_CTXT_TARGET)
     row("threads", idle["threads"], "")
