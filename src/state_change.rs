@@ -25,7 +25,7 @@ use crate::conntrackd::{ConntrackdSync, Synced};
 use crate::event_loop::{EventLoop, Signals, Timers, earliest};
 use crate::ident::{Namespace, RouterId};
 use crate::net::Cidr;
-use crate::netlink::{Change, RECV_BUFFER, RtSocket};
+use crate::netlink::{Change, RECV_BUFFER, Read, RtSocket};
 use crate::notify::{Notifier, Outcome};
 use crate::state::State;
 use crate::{logfile, pidfile, privdrop, spawn, statefile};
@@ -234,7 +234,14 @@ impl Monitor {
     fn netlink_ready(&mut self, registry: &mio::Registry, now: Instant) {
         let Some(socket) = self.socket.as_mut() else { return };
         let mut changes = Vec::new();
-        let result = socket.read(&mut self.scratch, &mut |c| changes.push(c));
+        // Until this loop serves a budget-limited read in later passes,
+        // read to the end as before.
+        let result = loop {
+            match socket.read(&mut self.scratch, now, &mut |c| changes.push(c)) {
+                Ok(Read::More) => {}
+                other => break other,
+            }
+        };
         for change in changes {
             self.apply(change, registry, now);
         }

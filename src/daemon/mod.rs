@@ -43,7 +43,7 @@ use crate::keepalived::notify_fifo::{KaState, NotifyFifo};
 use crate::keepalived::process::{Outcome as KaOutcome, Supervisor};
 use crate::keepalived::{self, conf::Secrets};
 use crate::layout::Layout;
-use crate::netlink::{Change, RECV_BUFFER, RtSocket};
+use crate::netlink::{Change, RECV_BUFFER, Read, RtSocket};
 use crate::notify::Notifier;
 use crate::state::State;
 use crate::transition::Action;
@@ -763,7 +763,14 @@ impl Daemon {
         let Some(watch) = self.namespaces.get_mut(ns) else { return };
         let Some((socket, _)) = watch.socket.as_mut() else { return };
         let mut changes = Vec::new();
-        let result = socket.read(&mut self.scratch, &mut |c| changes.push(c));
+        // Until this loop serves a budget-limited read in later passes,
+        // read to the end as before.
+        let result = loop {
+            match socket.read(&mut self.scratch, now, &mut |c| changes.push(c)) {
+                Ok(Read::More) => {}
+                other => break other,
+            }
+        };
         let routers: Vec<String> = watch.routers.iter().cloned().collect();
         for change in changes {
             match change {
