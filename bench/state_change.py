@@ -411,7 +411,7 @@ def bench(args: argparse.Namespace, report: dict, cleanup: list) -> None:
     receiver_floor = calibrate_receiver(receiver, args.calibrate)
 
     def monitor_argv(router: str) -> list[str]:
-        """Neutron's command line for `router` (ha_router.py), no --debug."""
+        """Neutron's command line for `router` (ha_router.py), no --debug, plus --foreground."""
         return [
             binary, "state-change",
             "--router_id", router,
@@ -422,6 +422,9 @@ def bench(args: argparse.Namespace, report: dict, cleanup: list) -> None:
             "--monitor_cidr", VIP,
             "--pid_file", os.path.join(state_path, f"{router}.pid"),
             "--state_path", state_path,
+            # Attached, so the Popen pid is the monitor's (it detaches
+            # otherwise, as Neutron expects; same process image either way).
+            "--foreground",
         ]  # fmt: skip
 
     argv = monitor_argv(ROUTER)

@@ -20,6 +20,8 @@ pub enum Command {
     Render {
         config: PathBuf,
         router: Option<String>,
+        /// A file name in the router's directory (`--file`).
+        file: Option<String>,
         show_secrets: bool,
     },
     StateChange(StateChangeArgs),
@@ -70,6 +72,9 @@ pub struct StateChangeArgs {
     pub group: Option<String>,
     pub enable_conntrackd: bool,
     pub debug: bool,
+    /// Stay attached (not a Neutron option: for a supervisor that tracks
+    /// the process it started, and for debugging).
+    pub foreground: bool,
 }
 
 pub const MAIN_HELP: &str = "\
@@ -82,7 +87,8 @@ Commands:
   status  [--socket S | -c FILE] [--json]       ask a running daemon for its routers
   events  [--socket S | -c FILE] [--json]       follow a running daemon's transitions
   check   -c FILE                               validate a config file
-  render  -c FILE [--router ID] [--show-secrets] print the keepalived files
+  render  -c FILE [--router ID] [--file NAME] [--show-secrets]
+                                                print the files each router gets
   state-change --router_id ID ...               Neutron's per-router monitor
 
 Options:
@@ -128,10 +134,13 @@ interrupted (GET /v1/events). --json prints one JSON object per line.
 ";
 
 pub const RENDER_HELP: &str = "\
-Usage: harouterd render -c FILE [--router ID] [--show-secrets]
+Usage: harouterd render -c FILE [--router ID] [--file NAME] [--show-secrets]
 
-With --router ID: print exactly the keepalived.conf that router gets.
-Without: every router's files, each after a '# ==> PATH <==' line.
+With --router ID: print exactly one file that router gets, nothing added:
+its keepalived.conf, or with --file NAME the file of that name in its
+directory (conntrackd.conf, ha_check_script_VRID.sh).
+Without --router: every router's files (only those named NAME with --file),
+each after a '# ==> PATH <==' line.
 VRRP passwords are masked unless --show-secrets is given.
 ";
 
@@ -140,6 +149,7 @@ Usage: harouterd state-change --router_id ID --conf_dir DIR
            --monitor_interface IFACE --monitor_cidr CIDR --state_path DIR
            [--namespace NS] [--pid_file FILE] [--log-file FILE]
            [--user U] [--group G] [--enable_conntrackd] [--debug]
+           [--foreground]
 
 Neutron's per-router keepalived-state-change monitor (also run as
 neutron-keepalived-state-change). Watches CIDR on IFACE inside NS through
@@ -147,6 +157,10 @@ rtnetlink: present means primary, absent backup. On each change it writes
 DIR/state, syncs conntrackd when enabled and POSTs the state to the agent on
 the Unix socket STATE_PATH/keepalived-state-change. Each option is also
 accepted with '-' for '_' and as --opt=value.
+
+It detaches (as Neutron's Python monitor did) and exits 0 once the detached
+monitor has written --pid_file and is running, or prints why not and exits
+1 (2 for a bad argument). --foreground (not a Neutron option) stays attached.
 ";
 
 /// A usage problem; exit code 2.
@@ -203,17 +217,26 @@ fn parse_check(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
 }
 
 fn parse_render(parser: &mut lexopt::Parser) -> Result<Command, UsageError> {
-    let (mut config, mut router, mut show_secrets) = (None, None, false);
+    let (mut config, mut router, mut file, mut show_secrets) = (None, None, None, false);
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(RENDER_HELP)),
             Short('c') | Long("config") => config = Some(PathBuf::from(parser.value()?)),
             Long("router") => router = Some(parser.value()?.string()?),
+            Long("file") => file = Some(file_name(parser.value()?.string()?)?),
             Long("show-secrets") => show_secrets = true,
             other => return Err(other.unexpected().into()),
         }
     }
-    Ok(Command::Render { config: required_config(config, "render")?, router, show_secrets })
+    Ok(Command::Render { config: required_config(config, "render")?, router, file, show_secrets })
+}
+
+/// `--file` names a file in a router's directory, not a path.
+fn file_name(name: String) -> Result<String, UsageError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(UsageError(format!("--file takes a file name such as conntrackd.conf, not '{name}'")));
+    }
+    Ok(name)
 }
 
 fn parse_client(
@@ -294,6 +317,7 @@ fn parse_state_change(parser: &mut lexopt::Parser) -> Result<Command, UsageError
             "noenable_conntrackd" => a.enable_conntrackd = false,
             "debug" => a.debug = true,
             "nodebug" => a.debug = false,
+            "foreground" => a.foreground = true,
             // oslo.config's own options, which Neutron may add: accepted,
             // nothing to read from them.
             "config_file" | "config_dir" => {
@@ -333,7 +357,16 @@ mod tests {
         assert_eq!(p(&["check", "-c", "/x"]).unwrap(), Command::Check { config: "/x".into() });
         assert_eq!(
             p(&["render", "--config=/x", "--router", "r1", "--show-secrets"]).unwrap(),
-            Command::Render { config: "/x".into(), router: Some("r1".into()), show_secrets: true }
+            Command::Render { config: "/x".into(), router: Some("r1".into()), file: None, show_secrets: true }
+        );
+        assert_eq!(
+            p(&["render", "-c", "/x", "--file=conntrackd.conf"]).unwrap(),
+            Command::Render {
+                config: "/x".into(),
+                router: None,
+                file: Some("conntrackd.conf".into()),
+                show_secrets: false
+            }
         );
         assert_eq!(p(&["--version"]).unwrap(), Command::Version);
         assert_eq!(p(&["render", "--help"]).unwrap(), Command::Help(RENDER_HELP));
@@ -347,6 +380,10 @@ mod tests {
         assert!(p(&["check"]).unwrap_err().0.contains("-c FILE"));
         assert!(p(&["check", "-c", "/x", "--bogus"]).unwrap_err().0.contains("--bogus"));
         assert!(p(&["render", "-c"]).unwrap_err().0.contains("-c"));
+        assert!(
+            p(&["render", "-c", "/x", "--file", "../keepalived.conf"]).unwrap_err().0.contains("'../keepalived.conf'")
+        );
+        assert!(p(&["render", "-c", "/x", "--file", ""]).unwrap_err().0.contains("--file takes a file name"));
     }
 
     const NEUTRON_ARGS: &[&str] = &[
@@ -388,6 +425,7 @@ mod tests {
             group: Some("1000".into()),
             enable_conntrackd: true,
             debug: true,
+            foreground: false,
         }
     }
 
@@ -405,6 +443,10 @@ mod tests {
         let dashed: Vec<&str> = dashed.iter().map(String::as_str).collect();
         assert_eq!(parse(NEUTRON_MONITOR_NAME, args(&dashed)).unwrap(), Command::StateChange(neutron_expected()));
         assert_eq!(invoked_as(Some(&OsString::from("/usr/bin/neutron-keepalived-state-change"))), NEUTRON_MONITOR_NAME);
+        let mut attached = sub.clone();
+        attached.push("--foreground");
+        let Command::StateChange(a) = p(&attached).unwrap() else { panic!() };
+        assert!(a.foreground);
     }
 
     #[test]

@@ -5,13 +5,59 @@
 //! Failures are logged by the caller and never fatal. Only one sync runs per
 //! router at a time; a transition arriving meanwhile waits, and only the
 //! latest waiting one runs (an older one would be undone by it anyway).
+//!
+//! The drop-in monitor runs conntrackd with capabilities, as a user the
+//! agent picks, on a command line the agent writes (through rootwrap, which
+//! filters only the program name). So it never takes the program from its
+//! arguments or its `PATH`: [`locate`] looks in fixed root-owned
+//! directories only.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use crate::ident::Namespace;
-use crate::spawn::{self, Exit};
+use crate::spawn::{self, Exit, SpawnOptions};
 use crate::state::State;
+
+/// Where [`locate`] looks for conntrackd, in order: oslo.rootwrap's
+/// `exec_dirs` as Neutron ships them (`etc/neutron/rootwrap.conf`), which is
+/// how Neutron's own monitor found the program it ran as root.
+pub const SEARCH_DIRS: &[&str] = &["/sbin", "/usr/sbin", "/bin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"];
+
+/// The absolute path of the first `conntrackd` in [`SEARCH_DIRS`] that is a
+/// regular executable file owned by root and writable by nobody else (a
+/// program the agent user could replace would be run with capabilities).
+/// The error says what was found where.
+pub fn locate() -> Result<PathBuf, String> {
+    locate_in(SEARCH_DIRS, "conntrackd")
+}
+
+fn locate_in(dirs: &[&str], name: &str) -> Result<PathBuf, String> {
+    let mut refused = Vec::new();
+    for dir in dirs {
+        let path = Path::new(dir).join(name);
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let mode = meta.permissions().mode();
+        if !meta.is_file() || mode & 0o111 == 0 {
+            refused.push(format!("{} is not an executable file", path.display()));
+        } else if meta.uid() != 0 || mode & 0o022 != 0 {
+            refused.push(format!(
+                "{} may be changed by others than root (owner uid {}, mode {:04o})",
+                path.display(),
+                meta.uid(),
+                mode & 0o7777
+            ));
+        } else {
+            return Ok(path);
+        }
+    }
+    let mut message = format!("no usable {name} in {}", dirs.join(", "));
+    if !refused.is_empty() {
+        message.push_str(&format!(" ({})", refused.join("; ")));
+    }
+    Err(message)
+}
 
 /// The conntrackd options run for `state`, in order.
 pub fn options(state: State) -> &'static [&'static str] {
@@ -41,7 +87,10 @@ struct Job {
 }
 
 pub struct ConntrackdSync {
-    program: String,
+    /// The program, or why there is none (every command then fails with it).
+    program: Result<String, String>,
+    /// Capabilities for each command (see [`SpawnOptions::caps`]).
+    caps: Option<(u64, u64)>,
     config: PathBuf,
     namespace: Option<Namespace>,
     router: String,
@@ -52,13 +101,34 @@ pub struct ConntrackdSync {
 impl ConntrackdSync {
     pub fn new(program: &str, conf_dir: PathBuf, namespace: Option<Namespace>, router: &str) -> ConntrackdSync {
         ConntrackdSync {
-            program: program.to_owned(),
+            program: Ok(program.to_owned()),
+            caps: None,
             config: conf_dir.join("conntrackd.conf"),
             namespace,
             router: router.to_owned(),
             job: None,
             waiting: None,
         }
+    }
+
+    /// A sync running what [`locate`] found (or failing every command with
+    /// what it said).
+    pub fn located(
+        program: Result<PathBuf, String>,
+        conf_dir: PathBuf,
+        namespace: Option<Namespace>,
+        router: &str,
+    ) -> ConntrackdSync {
+        let mut sync = ConntrackdSync::new("conntrackd", conf_dir, namespace, router);
+        sync.program = program.map(|p| p.display().to_string());
+        sync
+    }
+
+    /// Runs each command with these `(effective, ambient)` capabilities
+    /// raised between fork and exec ([`crate::privdrop::prepare_exec`]).
+    pub fn with_child_caps(mut self, effective: u64, ambient: u64) -> ConntrackdSync {
+        self.caps = Some((effective, ambient));
+        self
     }
 
     /// Starts a sync for `state`, or queues it behind the running one.
@@ -114,9 +184,18 @@ impl ConntrackdSync {
             match job.remaining.pop_front() {
                 Some(option) => {
                     let args = self.command_line(option);
-                    log::debug!("Executing \"{} {}\" on router {}", self.program, args.join(" "), self.router);
+                    let label = format!("router {}: conntrackd {option}", self.router);
+                    let started = match &self.program {
+                        Ok(program) => {
+                            log::debug!("Executing \"{program} {}\" on router {}", args.join(" "), self.router);
+                            let options = SpawnOptions { label: &label, caps: self.caps, ..SpawnOptions::default() };
+                            spawn::spawn_with(program, &args, self.namespace.as_ref(), options)
+                                .map_err(|e| e.to_string())
+                        }
+                        Err(why) => Err(why.clone()),
+                    };
                     let job = self.job.as_mut().expect("checked above");
-                    match spawn::spawn(&self.program, &args, self.namespace.as_ref()) {
+                    match started {
                         Ok(pid) => job.running = Some((pid, option)),
                         Err(e) => job.failures.push(format!("conntrackd {option}: {e}")),
                     }
@@ -147,6 +226,45 @@ mod tests {
         assert_eq!(options(State::Primary), ["-c", "-f", "-R", "-B"]);
         assert_eq!(options(State::Backup), ["-t", "-n"]);
         assert!(options(State::Fault).is_empty());
+    }
+
+    #[test]
+    fn locate_takes_only_root_owned_executables_from_fixed_dirs() {
+        use crate::test_support::TempDir;
+        let root = nix::unistd::geteuid().is_root();
+        let dir = TempDir::new("locate");
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::create_dir(&a).expect("mkdir");
+        std::fs::create_dir(&b).expect("mkdir");
+        let dirs = [a.to_str().expect("utf-8"), b.to_str().expect("utf-8")];
+        let err = locate_in(&dirs, "conntrackd").expect_err("nothing there");
+        assert_eq!(err, format!("no usable conntrackd in {}, {}", dirs[0], dirs[1]));
+        // Not executable, then writable by others: both refused, both said.
+        std::fs::write(a.join("conntrackd"), "#!/bin/sh\n").expect("write");
+        std::fs::write(b.join("conntrackd"), "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(b.join("conntrackd"), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = locate_in(&dirs, "conntrackd").expect_err("refused");
+        assert!(err.contains("a/conntrackd is not an executable file"), "{err}");
+        assert!(err.contains("b/conntrackd may be changed by others than root"), "{err}");
+        std::fs::set_permissions(b.join("conntrackd"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        if root {
+            assert_eq!(locate_in(&dirs, "conntrackd"), Ok(b.join("conntrackd")));
+        } else {
+            assert!(locate_in(&dirs, "conntrackd").is_err(), "owned by a non-root user");
+        }
+    }
+
+    #[test]
+    fn unavailable_program_fails_every_command_with_the_reason() {
+        let mut sync =
+            ConntrackdSync::located(Err("no usable conntrackd in /x".into()), PathBuf::from("/tmp"), None, "r1");
+        let done = sync.request(State::Backup);
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            done[0].failures,
+            ["conntrackd -t: no usable conntrackd in /x", "conntrackd -n: no usable conntrackd in /x"]
+        );
+        assert!(sync.is_idle());
     }
 
     #[test]

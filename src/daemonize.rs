@@ -15,6 +15,16 @@
 //!    caller's terminal or pipe may go away; a write to it must neither
 //!    block nor kill us with SIGPIPE). Logging goes to syslog from then on.
 //!
+//! [`detach_reporting`] is the same detach for the Neutron drop-in monitor,
+//! whose caller *does* learn from the exit status: Neutron up to 28 runs the
+//! monitor with a blocking execute that returns when the command exits (and
+//! its stdout and stderr reach EOF), then reads `--pid_file`. So the
+//! original process does not exit at once: it waits on a close-on-exec pipe
+//! until the detached process reports that start-up finished (pid file
+//! written, socket open, privileges dropped) or failed, then exits 0, or
+//! prints the reason and exits with the reported status. A detached process
+//! that dies before reporting closes the pipe: exit 1.
+//!
 //! Invariants / preconditions:
 //! - **Call it before any thread, event loop, signalfd or socket exists.**
 //!   Only the calling thread survives `fork`; a lock another thread held
@@ -27,11 +37,14 @@
 //!   it (syslog) and exits 1. The init script then sees no pidfile.
 
 use std::fmt;
-use std::fs::OpenOptions;
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 
+use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{ForkResult, chdir, dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe2, setsid};
 
 /// The umask the daemon runs with: files it creates are not group- or
 /// world-writable unless it says so (keepalived.conf gets 0600 explicitly).
@@ -47,6 +60,8 @@ pub enum DaemonizeError {
     },
     Setsid(nix::Error),
     Chdir(nix::Error),
+    /// The start-up report pipe could not be made.
+    Pipe(nix::Error),
     /// `/dev/null` could not be opened or put on fd `fd`.
     DevNull {
         fd: i32,
@@ -60,6 +75,7 @@ impl fmt::Display for DaemonizeError {
             DaemonizeError::Fork { which, source } => write!(f, "cannot detach: fork #{which} failed: {source}"),
             DaemonizeError::Setsid(e) => write!(f, "cannot detach: setsid failed: {e}"),
             DaemonizeError::Chdir(e) => write!(f, "cannot detach: chdir to / failed: {e}"),
+            DaemonizeError::Pipe(e) => write!(f, "cannot detach: pipe failed: {e}"),
             DaemonizeError::DevNull { fd: -1, source } => write!(f, "cannot detach: cannot open /dev/null: {source}"),
             DaemonizeError::DevNull { fd, source } => {
                 write!(f, "cannot detach: cannot point fd {fd} at /dev/null: {source}")
@@ -72,7 +88,7 @@ impl std::error::Error for DaemonizeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             DaemonizeError::Fork { source, .. } => Some(source),
-            DaemonizeError::Setsid(e) | DaemonizeError::Chdir(e) => Some(e),
+            DaemonizeError::Setsid(e) | DaemonizeError::Chdir(e) | DaemonizeError::Pipe(e) => Some(e),
             DaemonizeError::DevNull { source, .. } => Some(source),
         }
     }
@@ -89,6 +105,90 @@ pub fn daemonize() -> Result<(), DaemonizeError> {
     chdir("/").map_err(DaemonizeError::Chdir)?;
     umask(Mode::from_bits_truncate(DAEMON_UMASK));
     null_stdio()
+}
+
+/// The detached process's end of the start-up report (see
+/// [`detach_reporting`]). Dropping it without reporting tells the waiting
+/// original process that start-up failed.
+#[derive(Debug)]
+pub struct Readiness {
+    pipe: File,
+}
+
+impl Readiness {
+    /// Start-up worked: the original process exits 0.
+    pub fn ready(self) {
+        self.send(0, "");
+    }
+
+    /// Start-up failed: the original process prints `message` on its stderr
+    /// and exits `code` (1 when `code` is 0).
+    pub fn failed(self, code: u8, message: &str) {
+        self.send(code.max(1), message);
+    }
+
+    fn send(mut self, code: u8, message: &str) {
+        // The original process may have been killed meanwhile (EPIPE; std
+        // ignores SIGPIPE): nothing more to do then.
+        let mut report = Vec::with_capacity(message.len() + 1);
+        report.push(code);
+        report.extend_from_slice(message.as_bytes());
+        let _ = self.pipe.write_all(&report);
+    }
+}
+
+/// Longest failure message passed on to the original process.
+const MAX_REPORT: u64 = 64 * 1024;
+
+/// Like [`daemonize`], but the original process waits for the detached one
+/// to report through the returned [`Readiness`] and exits with its verdict
+/// (module docs). Returns in the detached grandchild. Call it while the
+/// process has a single thread.
+pub fn detach_reporting() -> Result<Readiness, DaemonizeError> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC).map_err(DaemonizeError::Pipe)?;
+    // SAFETY: single-threaded caller (documented precondition). The parent
+    // only reads a pipe, reaps its child, writes stderr and `_exit`s.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => drop(read),
+        Ok(ForkResult::Parent { child }) => {
+            drop(write);
+            wait_for_report(read, child)
+        }
+        Err(source) => return Err(DaemonizeError::Fork { which: 1, source }),
+    }
+    setsid().map_err(DaemonizeError::Setsid)?;
+    fork_and_leave_parent(2)?;
+    chdir("/").map_err(DaemonizeError::Chdir)?;
+    umask(Mode::from_bits_truncate(DAEMON_UMASK));
+    null_stdio()?;
+    Ok(Readiness { pipe: File::from(write) })
+}
+
+/// The original process: reads the report until every copy of the write
+/// end is closed (the detached process reported or died; the session
+/// leader in between has `_exit`ed), reaps the session leader, exits.
+fn wait_for_report(read: OwnedFd, child: Pid) -> ! {
+    let mut report = Vec::new();
+    let read_ok = File::from(read).take(MAX_REPORT).read_to_end(&mut report).is_ok();
+    let _ = waitpid(child, None);
+    let code = match report.split_first() {
+        Some((0, _)) => 0,
+        Some((&code, message)) => {
+            let mut stderr = io::stderr().lock();
+            let _ = stderr.write_all(message);
+            if !message.ends_with(b"\n") {
+                let _ = stderr.write_all(b"\n");
+            }
+            i32::from(code)
+        }
+        None => {
+            let why = if read_ok { "ended" } else { "could not be heard from" };
+            let _ = writeln!(io::stderr(), "harouterd: the detached process {why} during start-up (see its log)");
+            1
+        }
+    };
+    // SAFETY: `_exit` ends the process without touching its state.
+    unsafe { libc::_exit(code) }
 }
 
 /// Forks; the parent leaves with `_exit(0)`, the child returns.

@@ -9,9 +9,10 @@
 //! Transition script:
 //! - Run as `SCRIPT ROUTER_ID STATE` (`primary`, `backup`, `fault`), with no
 //!   shell, in the daemon's own namespace (the script may need the host's
-//!   network to tell someone; it can `ip netns exec` itself), stdin and
-//!   stdout on /dev/null, stderr inherited (the terminal in the foreground,
-//!   /dev/null once daemonized).
+//!   network to tell someone; it can `ip netns exec` itself), started clean
+//!   like every child ([`crate::spawn`]: empty signal mask, default
+//!   dispositions, only `PATH` in its environment, stdin on /dev/null, its
+//!   stdout and stderr lines in the daemon's log).
 //! - Never waited on: the daemon reaps every child on SIGCHLD
 //!   ([`crate::spawn::reap`]) and hands each exit to
 //!   [`Hooks::child_exited`], which recognizes our scripts by pid and logs
@@ -103,7 +104,8 @@ pub fn start_transition_script(script: &Path, router: &str, state: State) -> Res
             source: io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8"),
         })
     })?;
-    spawn::spawn(program, &script_args(router, state), None).map_err(error)
+    let label = format!("router {router}: transition script");
+    spawn::spawn(program, &script_args(router, state), None, &label).map_err(error)
 }
 
 /// A transition script started and not reaped yet.

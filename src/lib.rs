@@ -4,10 +4,12 @@
 //! (config parsing, rendering, identifiers) lives in modules free of I/O so
 //! it is tested directly.
 
+pub mod child_output;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod conntrackd;
+pub mod conntrackd_conf;
 pub mod control;
 pub mod daemon;
 pub mod daemonize;
@@ -20,6 +22,7 @@ pub mod logfile;
 pub mod net;
 pub mod netlink;
 pub mod netns;
+pub mod nofollow;
 pub mod notify;
 pub mod pidfile;
 pub mod privdrop;
@@ -29,6 +32,7 @@ pub mod state_change;
 pub mod statefile;
 pub mod syslog;
 pub mod transition;
+pub mod trusted_dir;
 
 #[cfg(test)]
 mod test_support;

@@ -22,6 +22,14 @@
 //! - **The file is opened once**, before privileges are dropped (it is often
 //!   root-owned), and the descriptor is kept for the process lifetime; it is
 //!   never reopened, so rotation must use `copytruncate`.
+//! - **Root writes only where it was meant to.** `--log-file` usually sits
+//!   in a directory the agent user owns; it is opened with
+//!   [`crate::nofollow`], so a symbolic link planted there (for the file or
+//!   a directory on the way), a hard link to another file, a FIFO or a
+//!   device is refused instead of receiving root's lines.
+//! - The pid in each line is the process's at the time of the line: the
+//!   monitor opens its log before detaching and logs from the detached
+//!   process afterwards.
 //! - Times are UTC, computed here from [`SystemTime`] (no date crate).
 
 use std::fmt;
@@ -29,7 +37,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,8 +45,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Why the logger could not be set up.
 #[derive(Debug)]
 pub enum LogFileError {
-    /// `--log-file` could not be opened for appending.
-    Open { path: PathBuf, source: io::Error },
+    /// `--log-file` could not be opened for appending, or was refused.
+    Open(crate::nofollow::PathError),
     /// A logger was already installed in this process.
     AlreadyInitialized,
 }
@@ -46,7 +54,7 @@ pub enum LogFileError {
 impl fmt::Display for LogFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LogFileError::Open { path, source } => write!(f, "cannot open log file {}: {source}", path.display()),
+            LogFileError::Open(e) => write!(f, "cannot open log file {e}"),
             LogFileError::AlreadyInitialized => f.write_str("a logger is already installed in this process"),
         }
     }
@@ -55,7 +63,7 @@ impl fmt::Display for LogFileError {
 impl std::error::Error for LogFileError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LogFileError::Open { source, .. } => Some(source),
+            LogFileError::Open(e) => Some(e),
             LogFileError::AlreadyInitialized => None,
         }
     }
@@ -137,7 +145,6 @@ pub struct LogFile {
     sink: Sink,
     debug: bool,
     component: &'static str,
-    pid: u32,
     dropped: AtomicU64,
     /// The last line was cut short without its newline (a partial write to a
     /// full pipe): the next line starts with one, so it is not glued to the
@@ -147,29 +154,21 @@ pub struct LogFile {
 
 impl LogFile {
     /// Opens `path` for appending (`O_APPEND | O_CREAT`, mode 0644,
-    /// close-on-exec so keepalived/conntrackd do not inherit it), or picks
-    /// stderr when `path` is `None`. `O_NONBLOCK` also keeps the open itself
-    /// from hanging when the path is a FIFO nobody reads.
+    /// `O_NONBLOCK`, close-on-exec so keepalived/conntrackd do not inherit
+    /// it) through [`crate::nofollow::open_file`], or picks stderr when
+    /// `path` is `None`.
     pub fn open(path: Option<&Path>, debug: bool, component: &'static str) -> Result<LogFile, LogFileError> {
         let sink = match path {
-            Some(path) => OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o644)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(path)
-                .map(Sink::Own)
-                .map_err(|source| LogFileError::Open { path: path.to_path_buf(), source })?,
+            Some(path) => crate::nofollow::open_file(path, crate::nofollow::Access::Append { create_mode: 0o644 })
+                .map(|opened| Sink::Own(opened.file))
+                .map_err(LogFileError::Open)?,
             None => Sink::stderr(),
         };
-        Ok(LogFile {
-            sink,
-            debug,
-            component,
-            pid: std::process::id(),
-            dropped: AtomicU64::new(0),
-            torn: AtomicBool::new(false),
-        })
+        Ok(LogFile::with_sink(sink, debug, component))
+    }
+
+    fn with_sink(sink: Sink, debug: bool, component: &'static str) -> LogFile {
+        LogFile { sink, debug, component, dropped: AtomicU64::new(0), torn: AtomicBool::new(false) }
     }
 
     /// The most verbose level written: DEBUG with `--debug`, else INFO
@@ -208,7 +207,7 @@ impl log::Log for LogFile {
             return;
         }
         let message = record.args().to_string();
-        let mut line = format_line(SystemTime::now(), self.pid, record.level(), self.component, &message);
+        let mut line = format_line(SystemTime::now(), std::process::id(), record.level(), self.component, &message);
         if self.torn.load(Ordering::Relaxed) {
             line.insert(0, '\n');
         }
@@ -233,7 +232,11 @@ static INSTALLED: OnceLock<&'static LogFile> = OnceLock::new();
 /// logger. Call once, early, before privileges are dropped; `component` is
 /// the logger name shown in every line (`harouterd.state_change`).
 pub fn init(path: Option<&Path>, debug: bool, component: &'static str) -> Result<(), LogFileError> {
-    let logger = LogFile::open(path, debug, component)?;
+    install(LogFile::open(path, debug, component)?)
+}
+
+/// Installs an opened [`LogFile`] as the process logger (once).
+pub fn install(logger: LogFile) -> Result<(), LogFileError> {
     let max = logger.max_level();
     // Leaked on purpose: the logger lives as long as the process (log's
     // contract), and its descriptor must stay open that long anyway.
@@ -499,7 +502,8 @@ mod tests {
         if !Path::new("/dev/full").exists() {
             return;
         }
-        let logger = LogFile::open(Some(Path::new("/dev/full")), false, "c").expect("open /dev/full");
+        let full = OpenOptions::new().append(true).open("/dev/full").expect("open /dev/full");
+        let logger = LogFile::with_sink(Sink::Own(full), false, "c");
         logger.log(&record_at(log::Level::Error, "harouterd", format_args!("lost")));
         logger.log(&record_at(log::Level::Error, "harouterd", format_args!("lost too")));
         assert_eq!(logger.dropped(), 2);
@@ -515,8 +519,9 @@ mod tests {
             use std::os::fd::FromRawFd;
             (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
         };
-        let path = PathBuf::from(format!("/proc/self/fd/{}", writer.as_raw_fd()));
-        let logger = LogFile::open(Some(&path), false, "c").expect("open pipe");
+        // SAFETY: F_SETFL on a descriptor owned by `writer`.
+        unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let logger = LogFile::with_sink(Sink::Own(writer), false, "c");
         let big = "x".repeat(4000);
         for _ in 0..64 {
             // 64 × 4 KiB exceeds the default 64 KiB pipe: some lines must drop.
@@ -547,6 +552,26 @@ mod tests {
     fn open_failure_names_the_path() {
         let err = LogFile::open(Some(Path::new("/nonexistent-dir/x/monitor.log")), false, "c").expect_err("must fail");
         let text = err.to_string();
-        assert!(text.starts_with("cannot open log file /nonexistent-dir/x/monitor.log: "), "{text}");
+        assert!(
+            text.starts_with(
+                "cannot open log file /nonexistent-dir/x/monitor.log: cannot open directory /nonexistent-dir: "
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_planted_symlink_gets_no_lines() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("planted");
+        // Group-writable: a link in it could come from someone else.
+        std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").expect("seed");
+        let path = dir.join("monitor.log");
+        std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+        let err = LogFile::open(Some(&path), false, "c").expect_err("must refuse");
+        assert!(err.to_string().contains("refusing to follow the symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
     }
 }

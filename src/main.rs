@@ -22,8 +22,8 @@ fn main() -> ExitCode {
         cli::Command::Help(text) => cmd::print(text),
         cli::Command::Version => cmd::print(&format!("harouterd {}\n", env!("CARGO_PKG_VERSION"))),
         cli::Command::Check { config } => cmd::check::run(&config),
-        cli::Command::Render { config, router, show_secrets } => {
-            cmd::render::run(&config, router.as_deref(), show_secrets)
+        cli::Command::Render { config, router, file, show_secrets } => {
+            cmd::render::run(&config, router.as_deref(), file.as_deref(), show_secrets)
         }
         cli::Command::StateChange(args) => harouterd::state_change::run(args),
         cli::Command::Run(args) => harouterd::daemon::run(args),

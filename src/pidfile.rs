@@ -13,6 +13,13 @@
 //! pid files (`Pidfile.write` in `neutron/agent/linux/daemon.py`; the shell
 //! monitor does `echo -n $$`), so the agent's `ProcessManager` reads ours.
 //!
+//! The path is opened with [`crate::nofollow`]: the monitor's pid file sits
+//! in a directory Neutron's agent user owns, and root must not truncate and
+//! write a pid into whatever file that user points a symbolic link (or a
+//! hard link, or a FIFO) at. The directory descriptor is kept, so the
+//! checks after locking and the final unlink name the file in the directory
+//! that was checked.
+//!
 //! The descriptor is close-on-exec: keepalived and conntrackd, spawned by
 //! fork+exec, must not inherit the lock (a keepalived outliving a restarted
 //! daemon would otherwise keep the daemon from starting). Between fork and
@@ -22,12 +29,19 @@
 //! calls `LOCK_UN`, which would release the lock for the parent too if it ran
 //! in a forked child.
 
+use std::ffi::OsString;
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use crate::nofollow::{self, Access, PathError};
 
 /// What went wrong with a pidfile, always naming it.
 #[derive(Debug)]
@@ -38,6 +52,9 @@ pub enum PidfileError {
     Held { path: PathBuf, pid: Option<u32> },
     /// Any other failure; `step` says which operation.
     Io { path: PathBuf, step: &'static str, source: io::Error },
+    /// The path was refused (a link someone else could have planted, not a
+    /// regular file) or could not be opened.
+    Open(PathError),
 }
 
 impl PidfileError {
@@ -49,6 +66,7 @@ impl PidfileError {
     pub fn path(&self) -> &Path {
         match self {
             PidfileError::Held { path, .. } | PidfileError::Io { path, .. } => path,
+            PidfileError::Open(e) => &e.path,
         }
     }
 }
@@ -63,6 +81,7 @@ impl fmt::Display for PidfileError {
                 write!(f, "{} is held by another process: another instance is running", path.display())
             }
             PidfileError::Io { path, step, source } => write!(f, "pidfile {}: {step}: {source}", path.display()),
+            PidfileError::Open(e) => write!(f, "pidfile {e}"),
         }
     }
 }
@@ -72,6 +91,7 @@ impl std::error::Error for PidfileError {
         match self {
             PidfileError::Held { .. } => None,
             PidfileError::Io { source, .. } => Some(source),
+            PidfileError::Open(e) => Some(e),
         }
     }
 }
@@ -82,6 +102,9 @@ impl std::error::Error for PidfileError {
 pub struct Pidfile {
     path: PathBuf,
     file: File,
+    /// The directory the file was found in, and its name there.
+    dir: OwnedFd,
+    name: OsString,
 }
 
 /// How often [`Pidfile::acquire`] retries when the file it locked was
@@ -89,7 +112,9 @@ pub struct Pidfile {
 const ATTEMPTS: usize = 5;
 
 impl Pidfile {
-    /// Opens or creates `path` (mode 0644), locks it exclusively without
+    /// Opens or creates `path` (mode 0644) without following links others
+    /// than root could have planted and refusing anything but a regular file
+    /// with one link ([`nofollow::open_file`]), locks it exclusively without
     /// waiting, and replaces its contents with our pid (no newline). The
     /// pid is not fsynced: after a crash the lock is gone with the process,
     /// and nothing trusts a pid from an unlocked file.
@@ -102,22 +127,18 @@ impl Pidfile {
     /// over.
     pub fn acquire(path: &Path) -> Result<Pidfile, PidfileError> {
         for _ in 0..ATTEMPTS {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .mode(0o644)
-                .custom_flags(libc::O_NOCTTY)
-                .open(path)
-                .map_err(|e| PidfileError::io(path, "cannot open", e))?;
-            lock(&file).map_err(|e| match e.raw_os_error() {
-                Some(libc::EWOULDBLOCK) => PidfileError::Held { path: path.to_path_buf(), pid: read_pid(&file) },
+            let opened =
+                nofollow::open_file(path, Access::ReadWrite { create_mode: 0o644 }).map_err(PidfileError::Open)?;
+            let pidfile = Pidfile { path: path.to_path_buf(), file: opened.file, dir: opened.dir, name: opened.name };
+            lock(&pidfile.file).map_err(|e| match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => {
+                    PidfileError::Held { path: path.to_path_buf(), pid: read_pid(&pidfile.file) }
+                }
                 _ => PidfileError::io(path, "cannot lock", e),
             })?;
-            if !same_inode(&file, path)? {
+            if !pidfile.names_our_file()? {
                 continue;
             }
-            let pidfile = Pidfile { path: path.to_path_buf(), file };
             pidfile.write_our_pid()?;
             return Ok(pidfile);
         }
@@ -145,13 +166,24 @@ impl Pidfile {
     /// may have lost: the error then says so, and the stale file is harmless
     /// (it carries no lock).
     pub fn remove(self) -> Result<(), PidfileError> {
-        match same_inode(&self.file, &self.path) {
-            Ok(true) => match std::fs::remove_file(&self.path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(PidfileError::io(&self.path, "cannot remove", e)),
+        match self.names_our_file() {
+            Ok(true) => match unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                Err(e) if e != Errno::ENOENT => Err(PidfileError::io(&self.path, "cannot remove", e.into())),
                 _ => Ok(()),
             },
             Ok(false) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the name, in the directory it was opened in, still names
+    /// the inode we hold; `false` when it is gone (or is now a link).
+    fn names_our_file(&self) -> Result<bool, PidfileError> {
+        let ours = self.file.metadata().map_err(|e| PidfileError::io(&self.path, "cannot stat the open file", e))?;
+        match nix::sys::stat::fstatat(&self.dir, self.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(now) => Ok(now.st_dev == ours.dev() && now.st_ino == ours.ino()),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(PidfileError::io(&self.path, "cannot stat", e.into())),
         }
     }
 }
@@ -167,17 +199,6 @@ fn lock(file: &File) -> io::Result<()> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
-    }
-}
-
-/// Whether `path` currently names the inode open in `file`; `false` when
-/// `path` no longer exists.
-fn same_inode(file: &File, path: &Path) -> Result<bool, PidfileError> {
-    let ours = file.metadata().map_err(|e| PidfileError::io(path, "cannot stat the open file", e))?;
-    match std::fs::metadata(path) {
-        Ok(now) => Ok(now.dev() == ours.dev() && now.ino() == ours.ino()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(PidfileError::io(path, "cannot stat", e)),
     }
 }
 
@@ -297,8 +318,27 @@ mod tests {
     #[test]
     fn open_failure_names_the_path() {
         let err = Pidfile::acquire(Path::new("/nonexistent-dir/x.pid")).expect_err("must fail");
-        assert!(err.to_string().starts_with("pidfile /nonexistent-dir/x.pid: cannot open: "), "{err}");
+        assert!(
+            err.to_string().starts_with("pidfile /nonexistent-dir/x.pid: cannot open directory /nonexistent-dir: "),
+            "{err}"
+        );
         assert_eq!(err.path(), Path::new("/nonexistent-dir/x.pid"));
+    }
+
+    #[test]
+    fn a_planted_symlink_is_refused_and_its_target_untouched() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("planted");
+        // Group-writable: a link in it could come from someone else.
+        std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").expect("seed");
+        let path = dir.join("x.pid");
+        std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+        let err = Pidfile::acquire(&path).expect_err("must refuse");
+        assert!(matches!(err, PidfileError::Open(_)), "{err:?}");
+        assert!(err.to_string().contains("refusing to follow the symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
     }
 
     #[test]

@@ -9,12 +9,22 @@
 //!   supplementary groups are exactly the target gid (root's group 0 must not
 //!   linger as a supplementary group);
 //! - with a non-root target, `setuid(0)` fails: root cannot be regained;
-//! - with a non-root target, the permitted, effective and inheritable sets
-//!   are exactly `keep_caps` (empty: no capability at all), and each kept
-//!   capability is in the ambient set, so a program exec'd later (conntrackd,
-//!   after the fork+setns done with the kept CAP_SYS_ADMIN) starts with it
-//!   too. Ambient capabilities are how a non-root process passes
-//!   capabilities across `execve` to a binary without file capabilities.
+//! - with a non-root target, **the kept capabilities are permitted, never
+//!   effective**: the permitted set is exactly `keep_caps`, the effective,
+//!   inheritable and ambient sets are empty, so the monitor itself acts with
+//!   the agent user's rights alone (a `--conf_dir` link cannot make it write
+//!   into a root-only directory). The bounding set is cut down to
+//!   `keep_caps`, and `no_new_privs` is set: no later `execve` (a setuid
+//!   binary, file capabilities) can give anything back.
+//!
+//! A capability is used only where it is needed: [`with_effective`] raises
+//! one for the duration of a call (entering a namespace), and
+//! [`prepare_exec`], run in a forked child between `fork` and `exec`, raises
+//! what the child needs before `exec` (CAP_SYS_ADMIN for `setns`) and puts
+//! what the program itself needs in the child's ambient set: ambient
+//! capabilities are how a non-root process passes capabilities across
+//! `execve` to a binary without file capabilities, and after `execve` such a
+//! program holds exactly its ambient set (conntrackd: CAP_DAC_OVERRIDE).
 //!
 //! Capabilities are per thread in Linux; uid changes through libc apply to
 //! every thread. Call [`drop_to`] while the process is single-threaded (the
@@ -36,9 +46,10 @@ use nix::unistd::{Gid, Group, Uid, User};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Capability {
     /// Bypass file permission checks: connecting to the root-owned control
-    /// socket of the conntrackd daemon (see [`CONNTRACKD_CAPS`]). Not kept
-    /// without conntrackd: the state file needs none, as Neutron creates the
-    /// conf dir as the agent user, the same user `--user` names.
+    /// socket of the conntrackd daemon (see [`CONNTRACKD_CHILD_CAPS`]); only
+    /// ever effective in that child. The monitor's state file needs none,
+    /// as Neutron creates the conf dir as the agent user, the same user
+    /// `--user` names.
     DacOverride,
     /// conntrack tables (conntrackd `-c`, `-f`, `-R`, `-B`, `-t`, `-n`).
     NetAdmin,
@@ -79,17 +90,25 @@ impl fmt::Display for Capability {
     }
 }
 
-/// What conntrackd sync needs after the drop, found by running it: the
-/// monitor forks, `setns`es into the router namespace (CAP_SYS_ADMIN) and
-/// execs `conntrackd -C CONF OPT`, a client that connects to the control
-/// socket of the conntrackd daemon, which runs as root and leaves that socket
-/// root-owned and not writable by others (CAP_DAC_OVERRIDE, or the connect
-/// fails with "can't connect: ... appropriate permissions?"). CAP_NET_ADMIN
-/// is kept for conntrack table access by the client as well; today's client
-/// leaves the table work to the daemon, but a client without it would fail
-/// in a way that is hard to diagnose. With CAP_SYS_ADMIN kept, the other two
-/// widen what the process may do very little.
-pub const CONNTRACKD_CAPS: &[Capability] = &[Capability::SysAdmin, Capability::NetAdmin, Capability::DacOverride];
+/// What the monitor keeps permitted (and in its bounding set) when
+/// conntrackd sync is enabled, found by running it: for each sync command
+/// the monitor forks, `setns`es into the router namespace (CAP_SYS_ADMIN,
+/// raised in the child only, also used by [`with_effective`] to reopen a
+/// namespace) and execs `conntrackd -C CONF OPT`, which needs
+/// [`CONNTRACKD_CHILD_CAPS`].
+pub const CONNTRACKD_CAPS: &[Capability] = &[Capability::SysAdmin, Capability::DacOverride];
+
+/// What the exec'd `conntrackd -C CONF OPT` holds (ambient): it is a client
+/// that only connects to the control socket of the conntrackd daemon, which
+/// runs as root and leaves that socket root-owned mode 0600, so the connect
+/// needs CAP_DAC_OVERRIDE ("can't connect: ... appropriate permissions?"
+/// without it). The conntrack table work is the daemon's: all six commands
+/// (`-c -f -R -B -t -n`) were checked to succeed with this capability alone
+/// (conntrack-tools 1.4.7).
+pub const CONNTRACKD_CHILD_CAPS: &[Capability] = &[Capability::DacOverride];
+
+/// Entering a namespace between `fork` and `exec`, or for a socket.
+pub const SETNS_CAPS: &[Capability] = &[Capability::SysAdmin];
 
 /// The mask of a capability list, as `/proc/PID/status` shows it (`CapEff`).
 pub fn mask_of(caps: &[Capability]) -> u64 {
@@ -262,31 +281,100 @@ fn capget() -> Result<(u64, u64, u64), Errno> {
     ))
 }
 
-/// Sets the calling thread's effective, permitted and inheritable sets all
-/// to `mask`.
-fn capset(mask: u64) -> Result<(), Errno> {
+/// Sets the calling thread's effective, permitted and inheritable sets.
+/// A system call and nothing else: usable between `fork` and `exec`.
+fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
     let mut header = CapHeader { version: CAP_VERSION_3, pid: 0 };
-    let (lo, hi) = (mask as u32, (mask >> 32) as u32);
-    let data = [
-        CapData { effective: lo, permitted: lo, inheritable: lo },
-        CapData { effective: hi, permitted: hi, inheritable: hi },
-    ];
+    let word = |mask: u64, high: bool| if high { (mask >> 32) as u32 } else { mask as u32 };
+    let data = [false, true].map(|high| CapData {
+        effective: word(effective, high),
+        permitted: word(permitted, high),
+        inheritable: word(inheritable, high),
+    });
     // SAFETY: as in capget; the kernel only reads `data`.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
     Errno::result(rc).map(drop)
 }
 
+/// `prctl(option, arg2, 0, 0, 0)`.
+fn prctl2(option: libc::c_int, arg: libc::c_ulong) -> Result<libc::c_int, Errno> {
+    let zero: libc::c_ulong = 0;
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(option, arg, zero, zero, zero) };
+    Errno::result(rc)
+}
+
+/// The bounding set, read capability by capability up to the kernel's last.
+fn bounding_set() -> Result<u64, Errno> {
+    let mut mask = 0;
+    for cap in 0..64 {
+        match prctl2(libc::PR_CAPBSET_READ, cap) {
+            Ok(1) => mask |= 1 << cap,
+            Ok(_) => {}
+            Err(Errno::EINVAL) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(mask)
+}
+
+/// Drops every capability outside `keep` from the bounding set (needs
+/// CAP_SETPCAP: call it while still root).
+fn limit_bounding_set(keep: u64) -> Result<(), Errno> {
+    let present = bounding_set()?;
+    for cap in 0..64 {
+        if present & !keep & (1 << cap) != 0 {
+            prctl2(libc::PR_CAPBSET_DROP, cap)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` with `caps` raised in the effective set, as far as they are
+/// permitted (a process that kept nothing runs `f` as it is), and puts the
+/// effective set back afterwards. For the monitor, which keeps CAP_SYS_ADMIN
+/// permitted to enter its namespace again, never effective.
+pub fn with_effective<T>(caps: &[Capability], f: impl FnOnce() -> T) -> T {
+    let Ok((effective, permitted, inheritable)) = capget() else { return f() };
+    let raised = effective | (mask_of(caps) & permitted);
+    if raised == effective || capset(raised, permitted, inheritable).is_err() {
+        return f();
+    }
+    let result = f();
+    // Lowering within the permitted set cannot fail.
+    let _ = capset(effective, permitted, inheritable);
+    result
+}
+
+/// For a forked child, between `fork` and `exec`: raises `effective` (what
+/// the child does before `exec`, such as `setns`) and makes `ambient` the
+/// child's inheritable and ambient sets, so that the exec'd program, which
+/// has no file capabilities, starts with exactly `ambient` (effective and
+/// permitted) and nothing else. Both must be within the permitted set.
+/// Only system calls, no allocation: async-signal-safe.
+pub fn prepare_exec(effective: u64, ambient: u64) -> std::io::Result<()> {
+    let (_, permitted, _) = capget()?;
+    capset(effective & permitted, permitted, ambient & permitted)?;
+    for cap in 0..64 {
+        if ambient & (1 << cap) != 0 {
+            prctl_ambient(libc::PR_CAP_AMBIENT_RAISE, cap)?;
+        }
+    }
+    Ok(())
+}
+
 /// `prctl(PR_CAP_AMBIENT, op, cap, 0, 0)`.
-fn ambient(op: libc::c_int, cap: libc::c_ulong) -> Result<libc::c_int, Errno> {
+fn prctl_ambient(op: libc::c_int, cap: libc::c_ulong) -> Result<libc::c_int, Errno> {
     let zero: libc::c_ulong = 0;
     // SAFETY: prctl with integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, op as libc::c_ulong, cap, zero, zero) };
     Errno::result(rc)
 }
 
-/// Drops to `user`/`group`, keeping exactly `keep_caps` (see the module
-/// invariants). `keep_caps` matters only when the uid changes from root to
-/// another user; a group-only change, or a change to uid 0, leaves the
+/// Drops to `user`/`group`, keeping exactly `keep_caps` permitted, none
+/// effective, the bounding set cut to them and `no_new_privs` set (see the
+/// module invariants). `keep_caps` matters only when the uid changes from
+/// root to another user; a group-only change, or a change to uid 0, leaves the
 /// capabilities alone. A no-op when both are `None`, or when the process already
 /// runs with exactly those ids (real, effective and saved) — Neutron's case
 /// when the agent itself runs as root.
@@ -311,6 +399,10 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>, keep_caps: &[Capability]
     if !gid_done {
         nix::unistd::setresgid(gid, gid, gid).map_err(sys("setresgid"))?;
     }
+    if plan.uid.is_some_and(|uid| !uid_done && !uid.is_root()) {
+        // While CAP_SETPCAP is still ours.
+        limit_bounding_set(mask_of(keep_caps)).map_err(sys("prctl(PR_CAPBSET_DROP)"))?;
+    }
     let dropping_root = match plan.uid {
         Some(uid) if !uid_done && uid.is_root() => {
             nix::unistd::setresuid(uid, uid, uid).map_err(sys("setresuid"))?;
@@ -324,8 +416,12 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>, keep_caps: &[Capability]
             if keepcaps {
                 nix::sys::prctl::set_keepcaps(true).map_err(sys("prctl(PR_SET_KEEPCAPS, 1)"))?;
             }
-            let result =
-                nix::unistd::setresuid(uid, uid, uid).map_err(sys("setresuid")).and_then(|()| keep(keep_caps, &sys));
+            let result = nix::unistd::setresuid(uid, uid, uid)
+                .map_err(sys("setresuid"))
+                .and_then(|()| keep(keep_caps, &sys))
+                .and_then(|()| {
+                    prctl2(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop).map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))
+                });
             if keepcaps {
                 // Exec clears it too; clear it now so nothing relies on it.
                 let _ = nix::sys::prctl::set_keepcaps(false);
@@ -338,22 +434,16 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>, keep_caps: &[Capability]
     verify(&plan, gid, dropping_root.then_some(keep_caps))
 }
 
-/// After the uid change: the permitted, effective and inheritable sets
-/// become exactly `keep_caps` (also when empty: a setuid without keepcaps
-/// clears permitted and effective but not inheritable), and each kept
-/// capability is raised in the ambient set (which needs it permitted and
-/// inheritable, hence the capset first).
+/// After the uid change: the permitted set becomes exactly `keep_caps`, the
+/// effective and inheritable sets empty (a setuid without keepcaps clears
+/// permitted and effective but not inheritable), and the ambient set is
+/// cleared.
 fn keep<F>(keep_caps: &[Capability], sys: &impl Fn(&str) -> F) -> Result<(), PrivDropError>
 where
     F: FnOnce(Errno) -> PrivDropError,
 {
-    let mask = mask_of(keep_caps);
-    capset(mask).map_err(sys("capset"))?;
-    ambient(libc::PR_CAP_AMBIENT_CLEAR_ALL, 0).map_err(sys("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
-    for cap in keep_caps {
-        ambient(libc::PR_CAP_AMBIENT_RAISE, libc::c_ulong::from(cap.number()))
-            .map_err(sys(&format!("prctl(PR_CAP_AMBIENT_RAISE, {cap})")))?;
-    }
+    capset(0, mask_of(keep_caps), 0).map_err(sys("capset"))?;
+    prctl_ambient(libc::PR_CAP_AMBIENT_CLEAR_ALL, 0).map_err(sys("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
     Ok(())
 }
 
@@ -381,18 +471,26 @@ fn verify(plan: &Plan, gid: Gid, keep_caps: Option<&[Capability]>) -> Result<(),
     }
     let mask = mask_of(keep_caps);
     let (effective, permitted, inheritable) = capget().map_err(|e| fail(format!("capget: {e}")))?;
-    if effective != mask || permitted != mask || inheritable != mask {
+    if effective != 0 || permitted != mask || inheritable != 0 {
         return Err(fail(format!(
             "capabilities are effective {effective:#x}, permitted {permitted:#x}, inheritable {inheritable:#x}; \
-             expected {mask:#x}"
+             expected 0, {mask:#x}, 0"
         )));
     }
-    for cap in keep_caps {
-        let raised = ambient(libc::PR_CAP_AMBIENT_IS_SET, libc::c_ulong::from(cap.number()))
-            .map_err(|e| fail(format!("prctl(PR_CAP_AMBIENT_IS_SET, {cap}): {e}")))?;
-        if raised != 1 {
-            return Err(fail(format!("{cap} is not in the ambient set")));
+    for cap in 0..64 {
+        match prctl_ambient(libc::PR_CAP_AMBIENT_IS_SET, cap) {
+            Ok(0) => {}
+            Ok(_) => return Err(fail(format!("capability {cap} is in the ambient set"))),
+            Err(Errno::EINVAL) => break,
+            Err(e) => return Err(fail(format!("prctl(PR_CAP_AMBIENT_IS_SET, {cap}): {e}"))),
         }
+    }
+    let bounding = bounding_set().map_err(|e| fail(format!("prctl(PR_CAPBSET_READ): {e}")))?;
+    if bounding != mask {
+        return Err(fail(format!("the bounding set is {bounding:#x}, expected {mask:#x}")));
+    }
+    if prctl2(libc::PR_GET_NO_NEW_PRIVS, 0) != Ok(1) {
+        return Err(fail("no_new_privs is not set".to_string()));
     }
     Ok(())
 }
@@ -407,7 +505,9 @@ mod tests {
         assert_eq!(Capability::SysAdmin.number(), 21);
         assert_eq!(mask_of(&[Capability::SysAdmin, Capability::NetAdmin]), 0x20_1000);
         assert_eq!(mask_of(&[]), 0);
-        assert_eq!(mask_of(CONNTRACKD_CAPS), 0x20_1002);
+        assert_eq!(mask_of(CONNTRACKD_CAPS), 0x20_0002);
+        assert_eq!(mask_of(CONNTRACKD_CHILD_CAPS), 0x2);
+        assert_eq!(mask_of(CONNTRACKD_CHILD_CAPS) & !mask_of(CONNTRACKD_CAPS), 0, "the child's are kept");
         assert_eq!(Capability::NetAdmin.to_string(), "CAP_NET_ADMIN");
     }
 

@@ -13,9 +13,9 @@
 //! loop never blocks: conntrackd runs as reaped children, the agent is
 //! notified through the non-blocking [`Notifier`].
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -23,9 +23,11 @@ use mio::{Interest, Token};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
 
+use crate::child_output::ChildOutputs;
 use crate::cli::StateChangeArgs;
 use crate::cmd::Exit;
-use crate::conntrackd::{ConntrackdSync, Synced};
+use crate::conntrackd::{self, ConntrackdSync, Synced};
+use crate::daemonize::{self, Readiness};
 use crate::event_loop::{EventLoop, Signals, Timers, earliest};
 use crate::ident::{Namespace, RouterId};
 use crate::net::Cidr;
@@ -33,12 +35,15 @@ use crate::netlink::{Change, NetlinkError, RECV_BUFFER, Read, RtSocket};
 use crate::netns::NetnsError;
 use crate::notify::{Notifier, Outcome};
 use crate::state::State;
-use crate::{logfile, pidfile, privdrop, spawn, statefile};
+use crate::syslog::{self, Syslog};
+use crate::{logfile, nofollow, pidfile, privdrop, spawn};
 
 const SIGNALS: Token = Token(0);
 const NETLINK: Token = Token(1);
 const NETNS_DIR: Token = Token(2);
 const NOTIFIER_BASE: usize = 16;
+/// conntrackd's output pipes (slots reused).
+const CHILD_OUTPUT_BASE: usize = 32;
 
 /// The agent's socket under `--state_path` (Neutron's
 /// `get_keepalived_state_change_socket_path`).
@@ -62,7 +67,10 @@ enum Timer {
 struct Monitor {
     router: String,
     namespace: Option<Namespace>,
-    state_file: PathBuf,
+    /// `--conf_dir`, and the directory itself, opened without following
+    /// links others could plant: the state file is written relative to it.
+    conf_dir: PathBuf,
+    conf_dir_fd: Option<OwnedFd>,
     iface: String,
     /// `None` when `--monitor_cidr` is not a CIDR: nothing can match.
     cidr: Option<Cidr>,
@@ -82,41 +90,91 @@ struct Monitor {
     reopen_denied: bool,
 }
 
+/// Start-up failures go where the caller sees them: the log, and the
+/// caller's stderr with the exit status (directly before detaching, through
+/// the original process after: [`daemonize::Readiness`]).
+struct Startup {
+    readiness: Option<Readiness>,
+    /// The log is not the caller's stderr: say failures there too.
+    echo: bool,
+}
+
+impl Startup {
+    fn fail(&mut self, exit: Exit, message: &str) -> Exit {
+        log::error!("{message}");
+        let text = format!("harouterd state-change: {message}");
+        match self.readiness.take() {
+            Some(readiness) => readiness.failed(exit as u8, &text),
+            None if self.echo => eprintln!("{text}"),
+            None => {}
+        }
+        exit
+    }
+
+    fn ready(&mut self) {
+        if let Some(readiness) = self.readiness.take() {
+            readiness.ready();
+        }
+    }
+}
+
 /// Runs the monitor until SIGTERM/SIGINT.
+///
+/// Start-up (SPEC section 4, README "Neutron releases"): the log file, the
+/// conf dir and the pid file are opened as root, symlink-safe
+/// ([`crate::nofollow`]); then, unless `--foreground`, the process detaches
+/// ([`daemonize::detach_reporting`]) and the detached one writes its pid,
+/// opens its rtnetlink socket in the namespace and drops privileges before
+/// it lets the original process exit 0. So Neutron up to 28 (a blocking
+/// execute, then `--pid_file`) and Neutron 29+ (an async child whose pipes
+/// nobody reads, tracked by `--pid_file`) both find a running monitor
+/// named by the pid file, holding none of their pipes.
 pub fn run(args: StateChangeArgs) -> Exit {
-    if let Err(e) = logfile::init(args.log_file.as_deref(), args.debug, "harouterd.state_change") {
+    let component = "harouterd.state_change";
+    // Without --log-file a detached monitor logs to syslog, set up once
+    // detached (the pid in each line is the final one).
+    if (args.log_file.is_some() || args.foreground)
+        && let Err(e) = logfile::init(args.log_file.as_deref(), args.debug, component)
+    {
         eprintln!("harouterd state-change: {e}");
         return Exit::Runtime;
     }
+    let mut startup = Startup { readiness: None, echo: !(args.foreground && args.log_file.is_none()) };
     let router = match RouterId::parse(&args.router_id) {
         Ok(id) => id,
-        Err(e) => {
-            log::error!("{e}");
-            return Exit::Usage;
-        }
-    };
-    // Held, not removed, for our whole life: the pid file belongs to the
-    // agent's process manager, which reads it to find us.
-    let _pidfile = match args.pid_file.as_deref().map(pidfile::Pidfile::acquire).transpose() {
-        Ok(p) => p,
-        Err(e) => {
-            log::error!("{e}");
-            return Exit::Runtime;
-        }
-    };
-    let mut event_loop = match EventLoop::new(64) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("cannot create the event loop: {e}");
-            return Exit::Runtime;
-        }
+        Err(e) => return startup.fail(Exit::Usage, &e.to_string()),
     };
     let namespace = match args.namespace.as_deref().map(Namespace::parse).transpose() {
         Ok(ns) => ns,
-        Err(e) => {
-            log::error!("--namespace: {e}");
-            return Exit::Usage;
+        Err(e) => return startup.fail(Exit::Usage, &format!("--namespace: {e}")),
+    };
+    // Held, not removed, for our whole life: the pid file belongs to the
+    // agent's process manager, which reads it to find us.
+    let pid_file = match args.pid_file.as_deref().map(pidfile::Pidfile::acquire).transpose() {
+        Ok(p) => p,
+        Err(e) => return startup.fail(Exit::Runtime, &e.to_string()),
+    };
+    // Opened as root; the state file is always written relative to it.
+    let conf_dir = nofollow::open_dir(&args.conf_dir);
+    let conntrackd_program = args.enable_conntrackd.then(conntrackd::locate);
+    if !args.foreground {
+        match daemonize::detach_reporting() {
+            Ok(readiness) => startup.readiness = Some(readiness),
+            Err(e) => return startup.fail(Exit::Runtime, &e.to_string()),
         }
+        if args.log_file.is_none() {
+            let logger: &'static Syslog = Box::leak(Box::new(Syslog::new(Path::new(syslog::DEV_LOG), level(&args))));
+            if log::set_logger(logger).is_ok() {
+                log::set_max_level(level(&args));
+            }
+        }
+        if let Some(Err(e)) = pid_file.as_ref().map(pidfile::Pidfile::write_our_pid) {
+            return startup.fail(Exit::Runtime, &e.to_string());
+        }
+    }
+    let mut event_loop = match EventLoop::new(64) {
+        Ok(l) => l,
+        Err(e) => return startup.fail(Exit::Runtime, &format!("cannot create the event loop: {e}")),
     };
 
     let cidr = Cidr::parse(&args.monitor_cidr);
@@ -126,33 +184,46 @@ pub fn run(args: StateChangeArgs) -> Exit {
     let netns_dir = namespace.as_ref().and_then(|ns| watch_netns_dir(ns, event_loop.registry()));
     let keep = if args.enable_conntrackd { privdrop::CONNTRACKD_CAPS } else { &[] };
     if let Err(e) = privdrop::drop_to(args.user.as_deref(), args.group.as_deref(), keep) {
-        log::error!("{e}");
-        return Exit::Runtime;
+        return startup.fail(Exit::Runtime, &e.to_string());
     }
     let mut signals = match Signals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD, Signal::SIGHUP]) {
         Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot set up signal handling: {e}");
-            return Exit::Runtime;
-        }
+        Err(e) => return startup.fail(Exit::Runtime, &format!("cannot set up signal handling: {e}")),
     };
     if let Err(e) = event_loop.registry().register(&mut signals, SIGNALS, Interest::READABLE) {
-        log::error!("cannot watch signals: {e}");
-        return Exit::Runtime;
+        return startup.fail(Exit::Runtime, &format!("cannot watch signals: {e}"));
     }
+    if let Err(e) = &conf_dir {
+        log::error!("router {router}: {e}; trying again at each state change");
+    }
+    let conntrackd = conntrackd_program.map(|program| {
+        match &program {
+            Ok(path) => log::debug!("router {router}: conntrackd is {}", path.display()),
+            Err(e) => log::error!("router {router}: {e}: every conntrackd sync will fail"),
+        }
+        let sync = ConntrackdSync::located(program, args.conf_dir.clone(), namespace.clone(), router.as_str());
+        // Dropped to a user: the kept capabilities are permitted only, and
+        // each conntrackd command raises what it needs, alone.
+        match nix::unistd::geteuid().is_root() {
+            true => sync,
+            false => sync.with_child_caps(
+                privdrop::mask_of(privdrop::SETNS_CAPS),
+                privdrop::mask_of(privdrop::CONNTRACKD_CHILD_CAPS),
+            ),
+        }
+    });
 
     let mut monitor = Monitor {
         router: router.to_string(),
         namespace: namespace.clone(),
-        state_file: args.conf_dir.join("state"),
+        conf_dir: args.conf_dir.clone(),
+        conf_dir_fd: conf_dir.ok(),
         iface: args.monitor_interface.clone(),
         cidr: cidr.as_ref().ok().copied(),
         state: None,
         socket: None,
         scratch: Vec::with_capacity(RECV_BUFFER),
-        conntrackd: args
-            .enable_conntrackd
-            .then(|| ConntrackdSync::new("conntrackd", args.conf_dir.clone(), namespace.clone(), router.as_str())),
+        conntrackd,
         notifier: Notifier::new(args.state_path.join(AGENT_SOCKET_NAME), NOTIFIER_BASE, 1),
         timers: Timers::default(),
         reopen_delay: REOPEN_FIRST,
@@ -160,6 +231,9 @@ pub fn run(args: StateChangeArgs) -> Exit {
         more: false,
         reopen_denied: false,
     };
+    // Start-up worked: the original process may exit 0 now, and no child
+    // spawned from here on can hold its pipe.
+    startup.ready();
 
     let initial_failure = match (&cidr, socket) {
         (Err(e), _) => Some(format!("--monitor_cidr {e}")),
@@ -178,7 +252,9 @@ pub fn run(args: StateChangeArgs) -> Exit {
         monitor.transition(State::Backup, event_loop.registry(), Instant::now());
     }
 
+    let mut outputs = ChildOutputs::new(CHILD_OUTPUT_BASE);
     loop {
+        outputs.adopt(event_loop.registry(), spawn::take_outputs(), Instant::now());
         let deadline = earliest([
             monitor.timers.next_deadline(),
             monitor.notifier.next_deadline(),
@@ -209,6 +285,7 @@ pub fn run(args: StateChangeArgs) -> Exit {
                 }
                 NETLINK => monitor.netlink_ready(registry, now),
                 NETNS_DIR => monitor.netns_dir_changed(registry, now),
+                t if outputs.owns(t) => outputs.ready(registry, t, now),
                 t if monitor.notifier.owns(t) => {
                     let outcomes = monitor.notifier.ready(registry, &event, now);
                     monitor.report(outcomes);
@@ -230,6 +307,11 @@ pub fn run(args: StateChangeArgs) -> Exit {
     }
 }
 
+/// The most verbose level logged: DEBUG with `--debug`, else INFO.
+fn level(args: &StateChangeArgs) -> log::LevelFilter {
+    if args.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info }
+}
+
 impl Monitor {
     fn attach(&mut self, registry: &mio::Registry, mut socket: RtSocket) {
         match registry.register(&mut socket, NETLINK, Interest::READABLE) {
@@ -249,7 +331,9 @@ impl Monitor {
         if self.socket.is_some() {
             return;
         }
-        match RtSocket::open(self.namespace.as_ref(), None) {
+        // Dropped to a user: CAP_SYS_ADMIN is permitted (with conntrackd),
+        // never effective, but for this.
+        match privdrop::with_effective(privdrop::SETNS_CAPS, || RtSocket::open(self.namespace.as_ref(), None)) {
             Ok(socket) => {
                 log::info!("Monitoring router {} in {}", self.router, self.namespace_name());
                 self.attach(registry, socket);
@@ -368,7 +452,7 @@ impl Monitor {
             None => log::info!("Initial status of router {} is {new}", self.router),
         }
         self.state = Some(new);
-        match statefile::write_atomic(&self.state_file, new.as_str().as_bytes(), 0o644) {
+        match self.write_state(new) {
             Ok(()) => log::info!("Wrote router {} state {new}", self.router),
             Err(e) => log::error!("router {}: {e}", self.router),
         }
@@ -381,17 +465,31 @@ impl Monitor {
         }
     }
 
+    /// `CONF_DIR/state`, written in the directory opened at start (or, if
+    /// that failed, opened now, as the user we run as).
+    fn write_state(&mut self, state: State) -> Result<(), String> {
+        let dir = match self.conf_dir_fd.take() {
+            Some(dir) => dir,
+            None => nofollow::open_dir(&self.conf_dir).map_err(|e| e.to_string())?,
+        };
+        let written = nofollow::write_atomic_in(dir.as_fd(), &self.conf_dir, "state", state.as_str().as_bytes(), 0o644);
+        self.conf_dir_fd = Some(dir);
+        written.map_err(|e| e.to_string())
+    }
+
+    /// Neutron's monitor logs the Synced line after the commands whatever
+    /// their exit status (`check_exit_code=False`), and its functional tests
+    /// grep for it; failures get an ERROR line naming each command first.
     fn synced(&mut self, done: Vec<Synced>, registry: &mio::Registry, now: Instant) {
         for Synced { state, failures } in done {
-            if failures.is_empty() {
-                log::info!("Synced connection tracking state on {state} for router {}", self.router);
-            } else {
+            if !failures.is_empty() {
                 log::error!(
                     "Failed to sync connection tracking state on {state} for router {}: {}",
                     self.router,
                     failures.join("; ")
                 );
             }
+            log::info!("Synced connection tracking state on {state} for router {}", self.router);
             self.notifier.submit(registry, &self.router, state.as_str(), now);
         }
     }

@@ -22,11 +22,18 @@
 //! keeps the VRRP password private, 0520 makes the health-check script
 //! executable by keepalived only.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, openat, renameat};
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// The step of [`write_atomic`] that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +166,94 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), State
     std::fs::rename(&temp, path).map_err(|e| fail(Step::Rename, Some(&temp), e))?;
     guard.armed = false;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Relative to a directory descriptor
+
+/// Whether `name` is one plain file name: not empty, no `/`, not `.` or
+/// `..` (so an `*at` call on it stays inside the directory).
+fn is_plain_name(name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty() && !bytes.contains(&b'/') && bytes != b"." && bytes != b".."
+}
+
+/// Removes `dir/name` unless disarmed (see [`TempGuard`]).
+struct TempGuardAt<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a OsStr,
+    armed: bool,
+}
+
+impl Drop for TempGuardAt<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = unlinkat(self.dir, self.name, UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+fn create_temp_at(dir: BorrowedFd<'_>, temp: &OsStr, mode: u32) -> io::Result<File> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let open = || openat(dir, temp, flags, Mode::from_bits_truncate(mode & 0o7777)).map(File::from);
+    match open() {
+        Err(nix::errno::Errno::EEXIST) => {
+            unlinkat(dir, temp, UnlinkatFlags::NoRemoveDir)?;
+            open().map_err(io::Error::from)
+        }
+        other => other.map_err(io::Error::from),
+    }
+}
+
+/// [`write_atomic`] of the file `name` in the open directory `dir`
+/// (`dir_path` names it in errors): every step (create the temporary file
+/// `O_EXCL|O_NOFOLLOW`, rename it over `name`, remove it on failure) is
+/// relative to `dir`, so a directory swapped for a symlink after `dir` was
+/// opened and checked cannot redirect the write (issue 15.4).
+pub fn write_atomic_at(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &OsStr,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), StateFileError> {
+    let path = dir_path.join(name);
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".tmp.{}", std::process::id()));
+    let temp_path = dir_path.join(&temp);
+    let fail = |step, with_temp: bool, source| StateFileError {
+        path: path.clone(),
+        temp: with_temp.then(|| temp_path.clone()),
+        step,
+        source,
+    };
+    if !is_plain_name(name) {
+        return Err(fail(Step::CheckPath, false, io::Error::new(io::ErrorKind::InvalidInput, "not a file name")));
+    }
+    let mut file = create_temp_at(dir, &temp, mode).map_err(|e| fail(Step::CreateTemp, true, e))?;
+    let mut guard = TempGuardAt { dir, name: &temp, armed: true };
+    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777)).map_err(|e| fail(Step::SetMode, true, e))?;
+    file.write_all(contents).map_err(|e| fail(Step::Write, true, e))?;
+    file.sync_data().map_err(|e| fail(Step::SyncTemp, true, e))?;
+    drop(file);
+    renameat(dir, &*temp, dir, name).map_err(|e| fail(Step::Rename, true, e.into()))?;
+    guard.armed = false;
+    Ok(())
+}
+
+/// The first `limit` bytes of the file `name` in `dir`, opened without
+/// following a symlink (a symlink is an error, `ELOOP`).
+pub fn read_at(dir: BorrowedFd<'_>, name: &OsStr, limit: u64) -> io::Result<Vec<u8>> {
+    if !is_plain_name(name) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name"));
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = File::from(openat(dir.as_fd(), name, flags, Mode::empty())?);
+    let mut out = Vec::new();
+    file.take(limit).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// The longest state file [`read_state`] accepts; `primary`, `backup`,
@@ -328,6 +423,67 @@ mod tests {
         assert_eq!(entries(&dir), ["state"]);
         // SAFETY: unmounts what this test mounted, in its own namespace.
         unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+
+    fn open_dir(path: &Path) -> std::os::fd::OwnedFd {
+        nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).expect("open dir")
+    }
+
+    #[test]
+    fn write_at_replaces_with_exact_mode_and_no_leftovers() {
+        let dir = TempDir::new("at");
+        let fd = open_dir(&dir);
+        std::fs::write(dir.join("keepalived.conf"), "old").expect("seed");
+        write_atomic_at(fd.as_fd(), &dir, OsStr::new("keepalived.conf"), b"new", 0o600).expect("write");
+        write_atomic_at(fd.as_fd(), &dir, OsStr::new("ha_check_script_1.sh"), b"#!/bin/sh", 0o520).expect("write");
+        assert_eq!(std::fs::read(dir.join("keepalived.conf")).expect("read"), b"new");
+        assert_eq!((mode_of(&dir.join("keepalived.conf")), mode_of(&dir.join("ha_check_script_1.sh"))), (0o600, 0o520));
+        assert_eq!(entries(&dir), ["ha_check_script_1.sh", "keepalived.conf"]);
+        assert_eq!(read_at(fd.as_fd(), OsStr::new("keepalived.conf"), 2).expect("read"), b"ne");
+    }
+
+    /// The directory was opened, then swapped for a symlink to another one:
+    /// the write still lands in the directory that was opened.
+    #[test]
+    fn write_at_ignores_a_directory_swapped_after_opening() {
+        let dir = TempDir::new("at-swap");
+        let (router, victim) = (dir.join("r1"), dir.join("victim"));
+        std::fs::create_dir(&router).expect("mkdir");
+        std::fs::create_dir(&victim).expect("mkdir");
+        let fd = open_dir(&router);
+        std::fs::rename(&router, dir.join("r1.moved")).expect("move");
+        std::os::unix::fs::symlink(&victim, &router).expect("symlink");
+        write_atomic_at(fd.as_fd(), &router, OsStr::new("state"), b"primary", 0o644).expect("write");
+        assert!(entries(&victim).is_empty(), "written through the symlink");
+        assert_eq!(std::fs::read(dir.join("r1.moved").join("state")).expect("read"), b"primary");
+    }
+
+    #[test]
+    fn at_variants_refuse_symlinks_and_paths() {
+        let dir = TempDir::new("at-refuse");
+        let fd = open_dir(&dir);
+        std::fs::write(dir.join("victim"), "untouched").expect("seed");
+        std::os::unix::fs::symlink(dir.join("victim"), dir.join("link")).expect("symlink");
+        let e = read_at(fd.as_fd(), OsStr::new("link"), 64).expect_err("a symlink");
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        let planted = format!(".state.tmp.{}", std::process::id());
+        std::os::unix::fs::symlink(dir.join("victim"), dir.join(&planted)).expect("symlink");
+        write_atomic_at(fd.as_fd(), &dir, OsStr::new("state"), b"fault", 0o644).expect("write");
+        assert_eq!(std::fs::read_to_string(dir.join("victim")).expect("read"), "untouched");
+        for bad in ["", ".", "..", "a/b", "../state"] {
+            let e = write_atomic_at(fd.as_fd(), &dir, OsStr::new(bad), b"x", 0o644).expect_err(bad);
+            assert_eq!(e.step, Step::CheckPath, "{bad}");
+        }
+        std::fs::create_dir(dir.join("sub")).expect("mkdir");
+        std::fs::write(dir.join("sub").join("keep"), "x").expect("seed");
+        let e = write_atomic_at(fd.as_fd(), &dir, OsStr::new("sub"), b"x", 0o644).expect_err("a directory");
+        assert_eq!(e.step, Step::Rename);
+        assert!(e.to_string().starts_with(&format!("cannot write {}: renaming", dir.join("sub").display())), "{e}");
+        assert_eq!(
+            entries(&dir),
+            ["link", "state", "sub", "victim"],
+            "the planted temp name was replaced, not followed"
+        );
     }
 
     #[test]

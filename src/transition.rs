@@ -9,9 +9,15 @@
 //! change in between, so keepalived's brief all-primary moment while a new
 //! primary is elected is never announced.
 //!
-//! Invariant: the primary window restarts at the latest change to primary
-//! (Neutron's thread-per-change code measures from the first, so a
-//! primary→backup→primary flap could slip through there; not here).
+//! Invariants:
+//! - The primary window restarts at the latest change to primary
+//!   (Neutron's thread-per-change code measures from the first, so a
+//!   primary→backup→primary flap could slip through there; not here).
+//! - The first raw state (what the initial dump found) takes effect at
+//!   once, `primary` included: it is where the router already is, not a
+//!   change that could be a flap. A daemon restarted over a keepalived
+//!   holding the VIP reports `primary` at once instead of nothing for an
+//!   advert interval.
 
 use std::time::{Duration, Instant};
 
@@ -61,8 +67,13 @@ impl Transitions {
         if self.raw == Some(state) {
             return Vec::new();
         }
-        self.raw = Some(state);
+        let first = self.raw.replace(state).is_none();
         let mut actions = vec![Action::Raw(state)];
+        if first {
+            self.effective = Some(state);
+            actions.push(Action::Effective { state, previous: None });
+            return actions;
+        }
         match state {
             State::Primary => {
                 if self.effective != Some(State::Primary) {
@@ -140,12 +151,31 @@ mod tests {
     }
 
     #[test]
-    fn initial_primary_also_waits() {
+    fn the_initial_state_takes_effect_at_once_even_primary() {
         let t0 = Instant::now();
         let mut t = Transitions::new(ADV);
-        assert_eq!(t.raw_change(State::Primary, t0), [Action::Raw(State::Primary)]);
-        assert_eq!(t.effective(), None);
-        assert_eq!(t.tick(ms(t0, 2000)), [eff(State::Primary, None)]);
+        assert_eq!(t.effective(), None, "nothing known before the first dump");
+        assert_eq!(t.raw_change(State::Primary, t0), [Action::Raw(State::Primary), eff(State::Primary, None)]);
+        assert_eq!((t.effective(), t.deadline()), (Some(State::Primary), None));
+        assert_eq!(t.tick(ms(t0, 2000)), [], "announced once, not again after advert_int");
+        // From then on the usual rule: backup at once, primary waits.
+        assert_eq!(
+            t.raw_change(State::Backup, ms(t0, 2500)),
+            [Action::Raw(State::Backup), eff(State::Backup, Some(State::Primary))]
+        );
+        assert_eq!(t.raw_change(State::Primary, ms(t0, 3000)), [Action::Raw(State::Primary)]);
+        assert_eq!(t.tick(ms(t0, 4999)), []);
+        assert_eq!(t.tick(ms(t0, 5000)), [eff(State::Primary, Some(State::Backup))]);
+    }
+
+    #[test]
+    fn an_initial_fault_or_backup_is_effective_at_once_too() {
+        let t0 = Instant::now();
+        for state in [State::Backup, State::Fault] {
+            let mut t = Transitions::new(ADV);
+            assert_eq!(t.raw_change(state, t0), [Action::Raw(state), eff(state, None)]);
+            assert_eq!(t.deadline(), None);
+        }
     }
 
     #[test]
@@ -205,9 +235,10 @@ mod tests {
     fn advert_int_change_applies_to_the_pending_window() {
         let t0 = Instant::now();
         let mut t = Transitions::new(ADV);
+        t.raw_change(State::Backup, t0);
         t.raw_change(State::Primary, t0);
         t.set_advert_int(Duration::from_secs(5));
         assert_eq!(t.tick(ms(t0, 2000)), []);
-        assert_eq!(t.tick(ms(t0, 5000)), [eff(State::Primary, None)]);
+        assert_eq!(t.tick(ms(t0, 5000)), [eff(State::Primary, Some(State::Backup))]);
     }
 }

@@ -192,3 +192,148 @@ fn neutron_monitor_name_dispatches_to_state_change() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("state-change: --conf_dir is required"), "{}", stderr(&out));
 }
+
+// ---- conntrackd.conf (ha_conntrackd_enabled) ----
+
+fn conntrackd_scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/conntrackd/scenarios").join(name)
+}
+
+fn conntrackd_golden(name: &str) -> String {
+    fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/conntrackd").join(name)).unwrap()
+}
+
+/// The `# ==> PATH <==` lines of `render` output.
+fn headers(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("# ==> ")).collect()
+}
+
+/// GOOD with conntrackd on and each router's own HA address.
+fn good_with_conntrackd() -> String {
+    GOOD.replace("[daemon]\n", "[daemon]\nha_conntrackd_enabled = true\n")
+        .replace("vrid = 1\n", "vrid = 1\nha_address = 169.254.192.1\n")
+        .replace("vrid = 2\n", "vrid = 2\nha_address = 169.254.192.2\n")
+}
+
+#[test]
+fn render_all_lists_conntrackd_conf_when_enabled() {
+    let dir = TempDir::new("cli");
+    let out = run(&["render", "-c", config(&dir, "ct.conf", &good_with_conntrackd()).to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        headers(&text),
+        [
+            "# ==> /srv/h/ha_confs/r1/keepalived.conf <==",
+            "# ==> /srv/h/ha_confs/r1/conntrackd.conf <==",
+            "# ==> /srv/h/ha_confs/r2/keepalived.conf <==",
+            "# ==> /srv/h/ha_confs/r2/ha_check_script_2.sh <==",
+            "# ==> /srv/h/ha_confs/r2/conntrackd.conf <==",
+        ]
+    );
+    // Neutron's file starts with an empty line, right after the header.
+    assert!(text.contains("<==\n\nGeneral {\n    HashSize 32768\n"), "{text}");
+    assert!(text.contains("        Group 3782\n        Interface ha-2\n"), "{text}");
+}
+
+#[test]
+fn render_file_picks_one_file_of_a_router() {
+    let path = conntrackd_scenario("defaults.conf");
+    let path = path.to_str().unwrap();
+    let out = run(&["render", "-c", path, "--router", "r1", "--file", "conntrackd.conf"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), conntrackd_golden("defaults.r1.conntrackd.conf"));
+
+    // --router alone is still exactly keepalived.conf; --file can say so too.
+    let alone = run(&["render", "-c", path, "--router", "r1"]);
+    assert_eq!(alone.status.code(), Some(0), "{}", stderr(&alone));
+    assert!(stdout(&alone).starts_with("global_defs {\n"), "{}", stdout(&alone));
+    assert_eq!(stdout(&alone), stdout(&run(&["render", "-c", path, "--router", "r1", "--file", "keepalived.conf"])));
+
+    let dir = TempDir::new("cli");
+    let good = config(&dir, "good.conf", GOOD);
+    let out = run(&["render", "-c", good.to_str().unwrap(), "--router", "r2", "--file", "ha_check_script_2.sh"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("#!/bin/bash -eu\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn render_file_without_router_shows_that_file_of_every_router() {
+    let dir = TempDir::new("cli");
+    let path = config(&dir, "ct.conf", &good_with_conntrackd());
+    let out = run(&["render", "-c", path.to_str().unwrap(), "--file", "conntrackd.conf"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let headers: Vec<&str> = text.lines().filter(|l| l.starts_with("# ==> ")).collect();
+    assert_eq!(
+        headers,
+        ["# ==> /srv/h/ha_confs/r1/conntrackd.conf <==", "# ==> /srv/h/ha_confs/r2/conntrackd.conf <=="]
+    );
+    assert!(text.ends_with("        Checksum on\n    }\n}\n"), "{text}");
+}
+
+#[test]
+fn render_file_a_router_does_not_get() {
+    let dir = TempDir::new("cli");
+    let good = config(&dir, "good.conf", GOOD);
+    let good = good.to_str().unwrap();
+    for (args, message) in [
+        (
+            &["--router", "r1", "--file", "conntrackd.conf"][..],
+            "harouterd: router 'r1' gets no conntrackd.conf (ha_conntrackd_enabled is false)\n".to_owned(),
+        ),
+        (
+            &["--router", "r2", "--file", "notes.txt"],
+            "harouterd: router 'r2' gets no notes.txt (it gets keepalived.conf, ha_check_script_2.sh)\n".to_owned(),
+        ),
+        (&["--file", "conntrackd.conf"], format!("harouterd: {good}: no router gets a conntrackd.conf\n")),
+    ] {
+        let out = run(&[&["render", "-c", good][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr(&out), message, "{args:?}");
+    }
+    let monitor_only = conntrackd_scenario("defaults.conf");
+    let out =
+        run(&["render", "-c", monitor_only.to_str().unwrap(), "--router", "watched", "--file", "conntrackd.conf"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("router 'watched' gets no conntrackd.conf (it is monitor-only"), "{}", stderr(&out));
+    let out = run(&["render", "-c", good, "--router", "r1", "--file", "../r2/keepalived.conf"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--file takes a file name"), "{}", stderr(&out));
+    let help = stdout(&run(&["render", "--help"]));
+    assert!(help.contains("[--file NAME]") && help.contains("conntrackd.conf"), "{help}");
+}
+
+#[test]
+fn check_names_file_and_line_of_conntrackd_problems() {
+    let path = conntrackd_scenario("too_long_socket.conf");
+    let out = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{}:7: router '{id}': conntrackd control socket path /var/lib/neutron/ha_confs/xy/{id}/conntrackd.ctl \
+             is 108 bytes, over conntrackd's limit of 107; shorten ha_confs_path or the router ID\n",
+            path.display()
+        )
+    );
+
+    let dir = TempDir::new("cli");
+    let text = good_with_conntrackd()
+        .replace("ha_address = 169.254.192.2\n", "")
+        .replace("ha_conntrackd_enabled = true\n", "ha_conntrackd_enabled = true\nha_conntrackd_group = 70000\n");
+    let path = config(&dir, "ct.conf", &text);
+    let out = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let p = path.display();
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{p}:3: ha_conntrackd_group: 70000 is out of range 0..=65534\n\
+             {p}:13: router 'r2': ha_address is required with ha_conntrackd_enabled (this node's own address on \
+             the HA network, which conntrackd syncs over)\n"
+        )
+    );
+}

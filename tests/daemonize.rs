@@ -126,3 +126,105 @@ fn daemonize_detaches_into_a_new_session() {
     }
     assert_eq!(field(&text, "tty"), "false", "no controlling terminal:\n{text}");
 }
+
+const DETACH_CASE_ENV: &str = "HAROUTERD_DETACH_CASE";
+const DETACH_DIR_ENV: &str = "HAROUTERD_DETACH_DIR";
+
+/// Runs only when re-executed by the `detach_reporting_*` tests: detaches
+/// with `detach_reporting()` and then reports as the case says.
+#[test]
+fn detach_reporting_child() {
+    let Some(case) = std::env::var_os(DETACH_CASE_ENV) else { return };
+    let dir = PathBuf::from(std::env::var_os(DETACH_DIR_ENV).expect("dir"));
+    let readiness = match harouterd::daemonize::detach_reporting() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("detach failed: {e}");
+            // SAFETY: leaving at once, without running the harness.
+            unsafe { libc::_exit(9) };
+        }
+    };
+    // SAFETY: plain getters.
+    let (pid, sid) = unsafe { (libc::getpid(), libc::getsid(0)) };
+    let link = |p: &str| std::fs::read_link(p).map(|t| t.display().to_string()).unwrap_or_default();
+    let text = format!("pid={pid}\nsid={sid}\nfd1={}\nfd2={}\n", link("/proc/self/fd/1"), link("/proc/self/fd/2"));
+    let _ = std::fs::write(dir.join("report.tmp"), text)
+        .and_then(|()| std::fs::rename(dir.join("report.tmp"), dir.join("report")));
+    match case.to_str() {
+        Some("ready") => readiness.ready(),
+        Some("failed") => readiness.failed(2, "start-up failed: --namespace 'x y' is not a name"),
+        // Dies without a word.
+        _ => unsafe { libc::_exit(3) },
+    }
+    // Still running after the original process is gone, until released.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("release").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: leaving without returning into the (forked-away) harness.
+    unsafe { libc::_exit(0) };
+}
+
+/// Runs `case` the way Neutron up to 28 runs the monitor: stdin, stdout and
+/// stderr on pipes, read to EOF, and the exit status waited for.
+fn run_detach_case(case: &str, dir: &Path) -> (std::process::Output, Duration) {
+    let exe = std::env::current_exe().unwrap();
+    let started = Instant::now();
+    let output = Command::new(&exe)
+        .args(["--exact", "detach_reporting_child", "--nocapture", "--test-threads=1"])
+        .env(DETACH_CASE_ENV, case)
+        .env(DETACH_DIR_ENV, dir)
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .expect("re-run the test binary");
+    (output, started.elapsed())
+}
+
+fn alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+#[test]
+fn detach_reporting_returns_once_ready_and_the_detached_process_lives_on() {
+    let dir = std::env::temp_dir().join(format!("hrt-detach-ready-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (output, took) = run_detach_case("ready", &dir);
+    let report = std::fs::read_to_string(dir.join("report")).unwrap_or_default();
+    let pid = if report.is_empty() { 0 } else { num(&report, "pid") };
+    let was_alive = pid > 0 && alive(pid);
+    std::fs::write(dir.join("release"), "").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    // The caller's pipes reached EOF and the status is 0 although the
+    // detached process still runs: it holds none of them.
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("detached process"), "{output:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(was_alive, "the detached process must outlive the original one:\n{report}");
+    assert_eq!(field(&report, "fd1"), "/dev/null", "{report}");
+    assert_eq!(field(&report, "fd2"), "/dev/null", "{report}");
+    assert_ne!(num(&report, "sid"), pid, "not a session leader:\n{report}");
+}
+
+#[test]
+fn detach_reporting_passes_on_a_failure_and_its_reason() {
+    let dir = std::env::temp_dir().join(format!("hrt-detach-failed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (output, _) = run_detach_case("failed", &dir);
+    std::fs::write(dir.join("release"), "").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("start-up failed: --namespace 'x y' is not a name\n"), "{stderr}");
+}
+
+#[test]
+fn detach_reporting_fails_when_the_detached_process_dies_silently() {
+    let dir = std::env::temp_dir().join(format!("hrt-detach-silent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (output, _) = run_detach_case("silent", &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the detached process ended during start-up"), "{stderr}");
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -136,4 +136,72 @@ fn start_status_reload_stop() {
     assert!(!rig.dir.join("harouterd.sock").exists(), "socket left behind");
     let out = rig.init("status");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}
+
+/// Issue 15.7: after a crash (`kill -9`) the pidfile names a dead daemon,
+/// and its pid now belongs to a user's `tail -f .../harouterd.log` (planted
+/// here: a real process of uid 65534, its pid written into the pidfile).
+/// The daemon's flock on the pidfile is gone and the process is not the
+/// daemon's binary: `status` says not running, `stop` leaves it alone,
+/// `start` starts the daemon.
+#[test]
+fn after_a_crash_a_reused_pid_is_neither_stopped_nor_taken_for_the_daemon() {
+    if !common::require_root_and(&["ip", "sh", "flock", "setpriv", "tail"]) {
+        return;
+    }
+    let ns = Netns::new("initpid");
+    common::add_veth_pair(&ns, "ha-a", "ha-b");
+    let rig = Rig { ns, dir: TempDir::new("initpid") };
+    rig.write_config(&["r1"], "");
+    let out = rig.init("start");
+    assert!(out.status.success(), "{}", text(&out));
+    let crashed = rig.daemon_pid().expect("pid file written");
+    unsafe { libc::kill(crashed, libc::SIGKILL) };
+    wait_for("the daemon to be gone", || !Path::new(&format!("/proc/{crashed}")).exists());
+
+    let log = rig.dir.join("harouterd.log");
+    fs::write(&log, "").unwrap();
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut tail = Reaped(
+        Command::new(common::tool("setpriv"))
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(common::tool("tail"))
+            .arg("-f")
+            .arg(&log)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let reused = tail.0.id() as i32;
+    let tail_exe = fs::metadata(common::tool("tail")).map(|m| m.ino()).ok();
+    wait_for("tail to run", || fs::metadata(format!("/proc/{reused}/exe")).map(|m| m.ino()).ok() == tail_exe);
+    fs::write(rig.pidfile(), reused.to_string()).unwrap();
+
+    let out = rig.init("status");
+    assert_ne!(out.status.code(), Some(0), "a reused pid taken for the daemon: {}", text(&out));
+    let out = rig.init("stop");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("not running"), "{}", text(&out));
+    assert_eq!(tail.0.try_wait().unwrap(), None, "stop killed the user's tail: {}", text(&out));
+
+    let out = rig.init("start");
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = rig.daemon_pid().expect("pid file written");
+    assert_ne!(pid, reused, "{}", text(&out));
+    assert!(text(&out).contains(&format!("harouterd started (pid {pid})")), "{}", text(&out));
+    wait_for("r1 in status", || rig.routers().contains("r1 "));
+    let out = rig.init("stop");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(unsafe { libc::kill(pid, 0) } != 0, "daemon still alive after stop");
+    assert_eq!(tail.0.try_wait().unwrap(), None, "the user's tail was signalled");
+}
+
+/// A child killed and reaped on drop, also when a test fails.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use harouterd::privdrop::{CONNTRACKD_CAPS, Capability, drop_to, mask_of};
+use harouterd::privdrop::{CONNTRACKD_CAPS, Capability, drop_to, mask_of, prepare_exec};
 use harouterd::statefile::{Step, write_atomic};
 
 /// Names the case the child runs; absent in the parent.
@@ -62,14 +62,20 @@ fn ids() -> (u32, u32, u32, Vec<u32>) {
 }
 
 /// Runs `sh -c script` after entering the network namespace `ns` between
-/// fork and exec (as the monitor runs conntrackd), returning (success, stdout+stderr).
-fn exec_in_netns(ns: &File, script: &str) -> (bool, String) {
+/// fork and exec (as the monitor runs conntrackd), after
+/// `prepare_exec(effective, ambient)` when `caps` says so; returns (success,
+/// stdout+stderr).
+fn exec_in_netns(ns: &File, caps: Option<(u64, u64)>, script: &str) -> (bool, String) {
     let fd = ns.as_raw_fd();
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script);
-    // SAFETY: only setns, an async-signal-safe system call, between fork and exec.
+    // SAFETY: only system calls (capset, prctl, setns), async-signal-safe,
+    // between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some((effective, ambient)) = caps {
+                prepare_exec(effective, ambient)?;
+            }
             if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -111,25 +117,37 @@ fn child_keep() {
 
     assert_eq!(ids(), (NOBODY, NOBODY, NOBODY, vec![NOBODY]));
     let status = thread_status();
-    for field in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
-        assert_eq!(cap_field(&status, field), mask, "{field} in\n{status}");
+    // Kept means permitted, never effective, and nothing passes on by itself.
+    assert_eq!(cap_field(&status, "CapPrm"), mask, "{status}");
+    for field in ["CapEff", "CapInh", "CapAmb"] {
+        assert_eq!(cap_field(&status, field), 0, "{field} in\n{status}");
     }
+    assert_eq!(cap_field(&status, "CapBnd"), mask, "bounding set cut down:\n{status}");
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
     assert!(nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_err(), "regained root");
 
-    // A program exec'd later still has them (ambient), without any file
-    // capability: what conntrackd will see.
+    // A program exec'd plainly gets nothing.
     let out = Command::new("sh").arg("-c").arg("grep ^Cap /proc/self/status").output().expect("sh");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(cap_field(&text, "CapAmb"), mask, "{text}");
-    assert_eq!(cap_field(&text, "CapEff"), mask, "{text}");
-    assert_eq!(cap_field(&text, "CapPrm"), mask, "{text}");
+    for field in ["CapEff", "CapPrm", "CapAmb"] {
+        assert_eq!(cap_field(&text, field), 0, "{field} in\n{text}");
+    }
+    // Without raising it, CAP_SYS_ADMIN cannot be used for setns.
+    let (ok, out) = exec_in_netns(&ns, None, "true");
+    assert!(!ok && out.contains("Operation not permitted"), "setns worked with CapEff 0:\n{out}");
 
-    // fork + setns (CAP_SYS_ADMIN) + exec, then a CAP_NET_ADMIN change in
-    // the router namespace, as uid 65534.
-    let (ok, out) = exec_in_netns(&ns, "id -u && ip addr add 192.0.2.77/32 dev lo && grep ^CapEff /proc/self/status");
+    // prepare_exec in the child: CAP_SYS_ADMIN effective for setns before
+    // exec, CAP_NET_ADMIN ambient for the program, which holds that alone.
+    let child = (Capability::SysAdmin.bit(), Capability::NetAdmin.bit());
+    let (ok, out) =
+        exec_in_netns(&ns, Some(child), "id -u && ip addr add 192.0.2.77/32 dev lo && grep ^Cap /proc/self/status");
     assert!(ok, "setns + ip addr add failed:\n{out}");
     assert!(out.starts_with("65534\n"), "{out}");
-    assert_eq!(cap_field(&out, "CapEff"), mask, "{out}");
+    for field in ["CapEff", "CapPrm", "CapAmb"] {
+        assert_eq!(cap_field(&out, field), Capability::NetAdmin.bit(), "{field} in\n{out}");
+    }
+    // ... and the monitor itself still holds nothing effective.
+    assert_eq!(cap_field(&thread_status(), "CapEff"), 0);
 }
 
 /// Makes this thread's inheritable set equal to its permitted set (what a
@@ -177,8 +195,10 @@ fn child_none() {
     assert_eq!(cap_field(&text, "CapEff"), 0, "{text}");
     assert_eq!(cap_field(&text, "CapAmb"), 0, "{text}");
 
-    // Without CAP_SYS_ADMIN the namespace cannot be entered.
-    let (ok, out) = exec_in_netns(&ns, "true");
+    assert_eq!(cap_field(&status, "CapBnd"), 0, "{status}");
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    // Without CAP_SYS_ADMIN the namespace cannot be entered, even trying.
+    let (ok, out) = exec_in_netns(&ns, Some((Capability::SysAdmin.bit(), 0)), "true");
     assert!(!ok && out.contains("Operation not permitted"), "setns unexpectedly worked:\n{out}");
 
     // The state file: a root-owned conf dir is not writable any more (the
@@ -195,12 +215,17 @@ fn child_conntrackd() {
     drop_to(Some("65534"), Some("65534"), CONNTRACKD_CAPS).expect("drop_to");
     assert_eq!(ids(), (NOBODY, NOBODY, NOBODY, vec![NOBODY]));
     let status = thread_status();
-    assert_eq!(cap_field(&status, "CapEff"), 0x20_1002, "{status}");
-    assert_eq!(cap_field(&status, "CapAmb"), 0x20_1002, "{status}");
-    // CAP_DAC_OVERRIDE (kept for conntrackd's root-owned control socket)
-    // also lets the state file be written into a root-owned conf dir.
+    assert_eq!(cap_field(&status, "CapPrm"), 0x20_0002, "{status}");
+    assert_eq!(cap_field(&status, "CapBnd"), 0x20_0002, "{status}");
+    for field in ["CapEff", "CapInh", "CapAmb"] {
+        assert_eq!(cap_field(&status, field), 0, "{field} in\n{status}");
+    }
+    // CAP_DAC_OVERRIDE is kept for conntrackd, not for the monitor: the
+    // state file cannot be written into a root-only directory (a conf_dir
+    // link pointing there gets nothing).
     let root_dir = Path::new(&std::env::var_os(ROOT_DIR_ENV).expect("root dir")).to_path_buf();
-    write_atomic(&root_dir.join("state"), b"backup", 0o644).expect("root-owned dir with CAP_DAC_OVERRIDE");
+    let err = write_atomic(&root_dir.join("state"), b"backup", 0o644).expect_err("root-owned dir");
+    assert_eq!(err.source.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
 }
 
 fn child_names() {
@@ -242,7 +267,7 @@ impl Fixture {
 }
 
 #[test]
-fn keeps_sys_admin_and_net_admin_across_uid_change_and_exec() {
+fn kept_caps_are_permitted_only_and_raised_in_the_child_alone() {
     if !common::require_root_and(&["ip", "sh", "grep"]) {
         return;
     }
@@ -265,13 +290,13 @@ fn keeping_nothing_leaves_no_capability() {
 }
 
 #[test]
-fn conntrackd_caps_include_dac_override() {
+fn conntrackd_caps_are_permitted_not_effective() {
     if !common::require_root_and(&["ip"]) {
         return;
     }
     let fx = Fixture::new("pdct");
     fx.run("conntrackd");
-    assert_eq!(std::fs::read(fx.dir.join("root-owned").join("state")).expect("state written"), b"backup");
+    assert!(!fx.dir.join("root-owned").join("state").exists());
 }
 
 #[test]

@@ -9,7 +9,7 @@
 mod parse;
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use crate::ident::{Namespace, RouterId};
@@ -127,6 +127,8 @@ pub struct DaemonConfig {
     pub keepalived_path: String,
     pub conntrackd_path: String,
     pub conntrackd_enabled: bool,
+    /// What goes into each router's conntrackd.conf.
+    pub conntrackd: ConntrackdOptions,
     pub child_action: ChildAction,
     pub email_from: String,
     pub keepalived_router_id: String,
@@ -134,6 +136,40 @@ pub struct DaemonConfig {
     pub transition_script: Option<PathBuf>,
     pub notify_agent_socket: Option<PathBuf>,
     pub ipv6_forwarding_on_primary: bool,
+}
+
+/// The `ha_conntrackd_*` keys: Neutron's names and defaults
+/// (neutron/conf/agent/l3/ha.py), so an l3_agent.ini's values carry over.
+/// Numbers are bounded by what conntrackd reads them into (a C `int`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConntrackdOptions {
+    pub hashsize: u32,
+    pub hashlimit: u32,
+    pub unix_backlog: u32,
+    pub socket_buffer_size: u32,
+    pub socket_buffer_size_max_grown: u32,
+    /// Always a multicast address (224.0.0.0/4).
+    pub ipv4_mcast_addr: Ipv4Addr,
+    /// The base of the UDP port: each router syncs on `group + vrid`.
+    pub group: u32,
+    pub snd_socket_buffer: u32,
+    pub rcv_socket_buffer: u32,
+}
+
+impl Default for ConntrackdOptions {
+    fn default() -> ConntrackdOptions {
+        ConntrackdOptions {
+            hashsize: 32768,
+            hashlimit: 131072,
+            unix_backlog: 20,
+            socket_buffer_size: 262142,
+            socket_buffer_size_max_grown: 655355,
+            ipv4_mcast_addr: Ipv4Addr::new(225, 0, 0, 50),
+            group: 3780,
+            snd_socket_buffer: 24985600,
+            rcv_socket_buffer: 24985600,
+        }
+    }
 }
 
 /// `vip = CIDR dev IFACE [scope S]`
@@ -212,6 +248,11 @@ pub struct RouterConfig {
     pub health_check_interval: u32,
     /// `false`: monitor only, something else runs keepalived.
     pub keepalived: bool,
+    /// This node's own address on the HA network (Neutron takes it from the
+    /// router's HA port): conntrackd syncs from it and ignores its traffic.
+    /// Always inside `ha_cidr`; required when the router gets a
+    /// conntrackd.conf.
+    pub ha_address: Option<Ipv4Addr>,
     /// Derived from `ha_cidr` and `vrid` at parse time (so an impossible one
     /// is a config error); the same inputs always give the same address.
     pub primary_vip: Cidr,

@@ -11,14 +11,17 @@
 //! keepalived itself would cut it there, which [`keepalived_word`] refuses.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use super::{
-    Auth, AuthType, ChildAction, Config, ConfigError, ConfigErrors, DaemonConfig, OnExit, Parsed, Principal, Route,
-    RouteDest, RouterConfig, Secret, Vip,
+    Auth, AuthType, ChildAction, Config, ConfigError, ConfigErrors, ConntrackdOptions, DaemonConfig, OnExit, Parsed,
+    Principal, Route, RouteDest, RouterConfig, Secret, Vip,
 };
+use crate::conntrackd_conf;
 use crate::ident::{self, Namespace, RouterId};
 use crate::keepalived::primary_vip;
+use crate::layout::Layout;
 use crate::net::{self, Cidr};
 
 const DAEMON_KEYS: &[&str] = &[
@@ -35,6 +38,15 @@ const DAEMON_KEYS: &[&str] = &[
     "ha_vrrp_auth_password",
     "ha_vrrp_health_check_interval",
     "ha_conntrackd_enabled",
+    "ha_conntrackd_hashsize",
+    "ha_conntrackd_hashlimit",
+    "ha_conntrackd_unix_backlog",
+    "ha_conntrackd_socketbuffersize",
+    "ha_conntrackd_socketbuffersize_max_grown",
+    "ha_conntrackd_ipv4_mcast_addr",
+    "ha_conntrackd_group",
+    "ha_conntrackd_sndsocketbuffer",
+    "ha_conntrackd_rcvsocketbuffer",
     "check_child_processes_action",
     "keepalived_email_from",
     "keepalived_router_id",
@@ -61,6 +73,7 @@ const ROUTER_KEYS: &[&str] = &[
     "unicast_peer",
     "health_check_interval",
     "keepalived",
+    "ha_address",
 ];
 
 /// Keys that may repeat: each occurrence adds one element.
@@ -232,12 +245,13 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
             continue;
         }
         let Some((key, value)) = trimmed.split_once('=') else {
-            diag.error(line, format!("expected 'key = value', got '{trimmed}'"));
+            diag.error(line, no_equals_message(trimmed));
             continue;
         };
         let (key, value) = (key.trim(), value.trim());
         let Some(section) = current.map(|i| &mut sections[i]) else {
             if !after_bad_header {
+                let key = shown_key(key);
                 diag.error(line, format!("'{key}' is outside any section: put it under [daemon] or [router ID]"));
             }
             continue;
@@ -247,7 +261,7 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
             Kind::Router(_) => (ROUTER_KEYS, "[router]"),
         };
         if !known.contains(&key) {
-            diag.error(line, unknown_key_message(key, section_name));
+            diag.error(line, unknown_key_message(&shown_key(key), section_name));
             continue;
         }
         if value.is_empty() {
@@ -264,6 +278,32 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
         }
     }
     sections
+}
+
+/// Characters a key is made of (and a little more, so a typo still shows).
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// A key as it may appear in an error. A line without `=`, or whose part
+/// before the first `=` is not one word, may be a `key value` line whose
+/// value is a VRRP password (`ha_vrrp_auth_password: PW`, `auth_password
+/// PW=`): only its leading word is ever shown, never the rest.
+fn shown_key(text: &str) -> String {
+    let word: String = text.chars().take_while(|&c| is_key_char(c)).collect();
+    if word.len() == text.len() { word } else { format!("{word}...") }
+}
+
+/// The error for a line without `=`: names its first word only.
+fn no_equals_message(line: &str) -> String {
+    let word: String = line.chars().take_while(|&c| is_key_char(c)).collect();
+    if word.is_empty() {
+        "expected 'key = value' (the line is not shown: it may hold a secret)".to_owned()
+    } else {
+        format!(
+            "expected 'key = value' in the line starting with '{word}' (the rest is not shown: it may hold a secret)"
+        )
+    }
 }
 
 fn unknown_key_message(key: &str, section: &str) -> String {
@@ -303,6 +343,7 @@ fn daemon_section(f: &Fields, diag: &mut Diag) -> Defaults {
         keepalived_path: diag.get(f, "keepalived_path", program).unwrap_or_else(|| "keepalived".to_owned()),
         conntrackd_path: diag.get(f, "conntrackd_path", program).unwrap_or_else(|| "conntrackd".to_owned()),
         conntrackd_enabled: diag.get(f, "ha_conntrackd_enabled", boolean).unwrap_or(false),
+        conntrackd: conntrackd_options(f, diag),
         child_action: diag
             .get(f, "check_child_processes_action", |v| match v {
                 "respawn" => Ok(ChildAction::Respawn),
@@ -371,6 +412,15 @@ fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &
     let keepalived = diag.get(f, "keepalived", boolean).unwrap_or(true);
     let mcast_src_ip = diag.get(f, "mcast_src_ip", net::parse_addr);
     let unicast_src_ip = diag.get(f, "unicast_src_ip", net::parse_addr);
+    let ha_address = diag.get(f, "ha_address", ipv4_host);
+    if let (Some(addr), Some(cidr), Some(entry)) = (ha_address, ha_cidr, f.single.get("ha_address"))
+        && let Err(e) = host_in(addr, &cidr)
+    {
+        diag.error(entry.line, format!("ha_address: {e}"));
+    }
+    if defaults.daemon.conntrackd_enabled && keepalived {
+        conntrackd_checks(id, section, &defaults.daemon, ha_interface.as_deref(), vrid, diag);
+    }
 
     let mut track_interfaces: Vec<String> = Vec::new();
     let mut seen_track: HashMap<String, usize> = HashMap::new();
@@ -452,8 +502,73 @@ fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &
         unicast_peers,
         health_check_interval,
         keepalived,
+        ha_address,
         primary_vip: primary?,
     })
+}
+
+/// The `ha_conntrackd_*` keys; absent ones get Neutron's defaults.
+fn conntrackd_options(f: &Fields, diag: &mut Diag) -> ConntrackdOptions {
+    let d = ConntrackdOptions::default();
+    let mut int = |key: &str, default: u32| diag.get(f, key, range(1, C_INT_MAX)).unwrap_or(default);
+    ConntrackdOptions {
+        hashsize: int("ha_conntrackd_hashsize", d.hashsize),
+        hashlimit: int("ha_conntrackd_hashlimit", d.hashlimit),
+        unix_backlog: int("ha_conntrackd_unix_backlog", d.unix_backlog),
+        socket_buffer_size: int("ha_conntrackd_socketbuffersize", d.socket_buffer_size),
+        socket_buffer_size_max_grown: int("ha_conntrackd_socketbuffersize_max_grown", d.socket_buffer_size_max_grown),
+        snd_socket_buffer: int("ha_conntrackd_sndsocketbuffer", d.snd_socket_buffer),
+        rcv_socket_buffer: int("ha_conntrackd_rcvsocketbuffer", d.rcv_socket_buffer),
+        ipv4_mcast_addr: diag.get(f, "ha_conntrackd_ipv4_mcast_addr", multicast).unwrap_or(d.ipv4_mcast_addr),
+        // With VRID 1 at least, a larger base could never be a port.
+        group: diag.get(f, "ha_conntrackd_group", range(0, conntrackd_conf::MAX_GROUP - 1)).unwrap_or(d.group),
+    }
+}
+
+/// What a router that gets a conntrackd.conf (ha_conntrackd_enabled, and
+/// keepalived not false) must have for conntrackd to read it: its own HA
+/// address, an interface name conntrackd's lexer reads as one, a sync port
+/// that fits in 16 bits, and paths within conntrackd's buffers.
+fn conntrackd_checks(
+    id: &RouterId,
+    section: &Section,
+    daemon: &DaemonConfig,
+    ha_interface: Option<&str>,
+    vrid: Option<u8>,
+    diag: &mut Diag,
+) {
+    let f = &section.fields;
+    if !f.single.contains_key("ha_address") {
+        diag.error(
+            section.line,
+            format!(
+                "router '{id}': ha_address is required with ha_conntrackd_enabled (this node's own address on the \
+                 HA network, which conntrackd syncs over)"
+            ),
+        );
+    }
+    if let (Some(name), Some(entry)) = (ha_interface, f.single.get("ha_interface"))
+        && let Err(e) = conntrackd_conf::check_interface(name)
+    {
+        diag.error(entry.line, format!("ha_interface: {e} (ha_conntrackd_enabled)"));
+    }
+    if let (Some(vrid), Some(entry)) = (vrid, f.single.get("vrid")) {
+        let group = conntrackd_conf::group(&daemon.conntrackd, vrid);
+        if group > conntrackd_conf::MAX_GROUP {
+            diag.error(
+                entry.line,
+                format!(
+                    "router '{id}': ha_conntrackd_group {} + vrid {vrid} = {group}, over {} (conntrackd's sync \
+                     Group is a UDP port)",
+                    daemon.conntrackd.group,
+                    conntrackd_conf::MAX_GROUP
+                ),
+            );
+        }
+    }
+    if let Err(e) = conntrackd_conf::Paths::new(&Layout::new(&daemon.ha_confs_path), id).check() {
+        diag.error(section.line, format!("router '{id}': {e}"));
+    }
 }
 
 /// Two routers on the same HA interface of the same namespace must not share
@@ -488,6 +603,9 @@ fn warn_long_password(pw: &Secret, line: usize, diag: &mut Diag) {
 }
 
 // ---- value parsers: each returns the reason a value is refused ----
+
+/// The largest number conntrackd reads into its `int` settings.
+const C_INT_MAX: u32 = i32::MAX as u32;
 
 fn range(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, String> {
     move |v| {
@@ -612,6 +730,42 @@ fn network(v: &str) -> Result<Cidr, String> {
         return Err(format!("'{v}' has host bits set (a network address is expected)"));
     }
     Ok(cidr)
+}
+
+/// An IPv4 multicast group (conntrackd's sync runs over IPv4 multicast, as
+/// Neutron configures it).
+fn multicast(v: &str) -> Result<Ipv4Addr, String> {
+    match net::parse_addr(v)? {
+        IpAddr::V4(a) if a.is_multicast() => Ok(a),
+        IpAddr::V4(_) => Err(format!("'{v}' is not a multicast address (224.0.0.0/4)")),
+        IpAddr::V6(_) => Err(format!("'{v}' is not an IPv4 address (conntrackd syncs over IPv4 multicast)")),
+    }
+}
+
+/// A node's own IPv4 address: Neutron's HA network is IPv4, and conntrackd
+/// takes `IPv4_interface`.
+fn ipv4_host(v: &str) -> Result<Ipv4Addr, String> {
+    match net::parse_addr(v)? {
+        IpAddr::V4(a) if a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast() => {
+            Err(format!("'{v}' is not a unicast host address"))
+        }
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(_) => Err(format!("'{v}' is not an IPv4 address (the HA network is IPv4)")),
+    }
+}
+
+/// `addr` is a host of `cidr`: inside it, and neither its network nor its
+/// broadcast address.
+fn host_in(addr: Ipv4Addr, cidr: &Cidr) -> Result<(), String> {
+    let ip = IpAddr::V4(addr);
+    if !cidr.contains(&ip) {
+        return Err(format!("{addr} is not inside ha_cidr {cidr}, the HA network it is this node's address on"));
+    }
+    let bits = u128::from(u32::from(addr));
+    if cidr.prefix < 31 && (bits == cidr.network_bits() || bits == cidr.broadcast_bits()) {
+        return Err(format!("{addr} is not a host address of ha_cidr {cidr}"));
+    }
+    Ok(())
 }
 
 fn scope(v: &str) -> Result<String, String> {

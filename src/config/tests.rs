@@ -180,7 +180,28 @@ fn key_set_twice() {
 
 #[test]
 fn line_without_equals() {
-    assert_error(&format!("{HEAD}priority 5\n"), 7, &["expected 'key = value', got 'priority 5'"]);
+    assert_error(&format!("{HEAD}priority 5\n"), 7, &["expected 'key = value' in the line starting with 'priority'"]);
+}
+
+/// A `key value` or `key: value` line may carry a VRRP password: the
+/// error names the line and its first word, never the rest (issue 15.6).
+#[test]
+fn a_malformed_line_never_echoes_what_may_be_a_password() {
+    let cases = [
+        ("[daemon]\nha_vrrp_auth_password: Hunter2x\n", 2, "'ha_vrrp_auth_password'"),
+        ("[daemon]\nha_vrrp_auth_password Hunter2x\n", 2, "'ha_vrrp_auth_password'"),
+        (&format!("{HEAD}auth_password\tHunter2x\n") as &str, 7, "'auth_password'"),
+        (&format!("{HEAD}auth_password Hunter2x=\n"), 7, "unknown key 'auth_password...'"),
+        ("auth_password Hunter2x = 1\n[daemon]\n", 1, "'auth_password...' is outside any section"),
+        ("[daemon]\n:Hunter2x\n", 2, "expected 'key = value' (the line is not shown"),
+    ];
+    for (text, line, fragment) in cases {
+        let found = errors(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(&format!("{line}: ")), "{found:?}");
+        assert!(found[0].contains(fragment), "{found:?} lacks {fragment:?}");
+        assert!(!found[0].contains("Hunter2x"), "password echoed: {found:?}");
+    }
 }
 
 #[test]
@@ -382,4 +403,171 @@ fn route_destinations() {
     assert_eq!(r.routes[0].dest, RouteDest::Host("10.0.0.9".parse().unwrap()));
     assert!(!r.routes[0].dest.is_default());
     assert!(r.routes[1].dest.is_default());
+}
+
+// ---- conntrackd.conf inputs (ha_conntrackd_* keys, ha_address) ----
+
+/// A router that gets a conntrackd.conf; lines 1-7, anything appended is
+/// line 8 (inside [router r1]).
+const CT: &str = "[daemon]\nha_conntrackd_enabled = true\n\n[router r1]\nha_interface = ha-1\nvrid = 1\n\
+                  ha_address = 169.254.192.1\n";
+
+const CONNTRACKD_INT_KEYS: [&str; 7] = [
+    "ha_conntrackd_hashsize",
+    "ha_conntrackd_hashlimit",
+    "ha_conntrackd_unix_backlog",
+    "ha_conntrackd_socketbuffersize",
+    "ha_conntrackd_socketbuffersize_max_grown",
+    "ha_conntrackd_sndsocketbuffer",
+    "ha_conntrackd_rcvsocketbuffer",
+];
+
+#[test]
+fn conntrackd_keys_default_to_neutrons_and_parse() {
+    let c = parse_text(CT).unwrap().config;
+    let o = &c.daemon.conntrackd;
+    assert_eq!(
+        (o.hashsize, o.hashlimit, o.unix_backlog, o.socket_buffer_size, o.socket_buffer_size_max_grown),
+        (32768, 131072, 20, 262142, 655355)
+    );
+    assert_eq!((o.ipv4_mcast_addr.to_string(), o.group), ("225.0.0.50".to_owned(), 3780));
+    assert_eq!((o.snd_socket_buffer, o.rcv_socket_buffer), (24985600, 24985600));
+    assert_eq!(c.routers[0].ha_address, Some("169.254.192.1".parse().unwrap()));
+
+    let every = CT.replace(
+        "\n\n[router",
+        "\nha_conntrackd_hashsize = 1\nha_conntrackd_hashlimit = 2147483647\nha_conntrackd_unix_backlog = 3\n\
+         ha_conntrackd_socketbuffersize = 4\nha_conntrackd_socketbuffersize_max_grown = 5\n\
+         ha_conntrackd_ipv4_mcast_addr = 239.1.2.3\nha_conntrackd_group = 0\nha_conntrackd_sndsocketbuffer = 6\n\
+         ha_conntrackd_rcvsocketbuffer = 7\n\n[router",
+    );
+    let o = parse_text(&every).unwrap_or_else(|e| panic!("{e}")).config.daemon.conntrackd;
+    assert_eq!(
+        o,
+        ConntrackdOptions {
+            hashsize: 1,
+            hashlimit: 2147483647,
+            unix_backlog: 3,
+            socket_buffer_size: 4,
+            socket_buffer_size_max_grown: 5,
+            ipv4_mcast_addr: "239.1.2.3".parse().unwrap(),
+            group: 0,
+            snd_socket_buffer: 6,
+            rcv_socket_buffer: 7,
+        }
+    );
+}
+
+#[test]
+fn conntrackd_numbers_out_of_range() {
+    for key in CONNTRACKD_INT_KEYS {
+        // Neutron's minimum is 1; conntrackd reads each into a C int.
+        assert_error(&format!("[daemon]\n{key} = 0\n"), 2, &[key, "0 is out of range 1..=2147483647"]);
+        assert_error(
+            &format!("[daemon]\n{key} = 2147483648\n"),
+            2,
+            &[key, "2147483648 is out of range 1..=2147483647"],
+        );
+        assert_error(&format!("[daemon]\n{key} = 1k\n"), 2, &[key, "'1k' is not a whole number"]);
+    }
+    assert_error(
+        "[daemon]\nha_conntrackd_group = 65535\n",
+        2,
+        &["ha_conntrackd_group: 65535 is out of range 0..=65534"],
+    );
+    assert_error("[daemon]\nha_conntrackd_group = -1\n", 2, &["ha_conntrackd_group: '-1' is not a whole number"]);
+}
+
+#[test]
+fn conntrackd_group_plus_vrid_must_be_a_port() {
+    let at_limit = CT.replace("enabled = true\n", "enabled = true\nha_conntrackd_group = 65534\n");
+    parse_text(&at_limit).unwrap_or_else(|e| panic!("{e}"));
+    assert_error(
+        &at_limit.replace("vrid = 1\n", "vrid = 2\n"),
+        7,
+        &["router 'r1': ha_conntrackd_group 65534 + vrid 2 = 65536, over 65535", "UDP port"],
+    );
+    // Without conntrackd the sum is no one's business.
+    parse_text(&at_limit.replace("vrid = 1\n", "vrid = 2\n").replace("= true", "= false")).unwrap();
+}
+
+#[test]
+fn bad_multicast_address() {
+    let key = "ha_conntrackd_ipv4_mcast_addr";
+    assert_error(&format!("[daemon]\n{key} = 10.0.0.1\n"), 2, &[key, "'10.0.0.1' is not a multicast address"]);
+    assert_error(&format!("[daemon]\n{key} = 240.0.0.1\n"), 2, &["'240.0.0.1' is not a multicast address"]);
+    assert_error(&format!("[daemon]\n{key} = ff02::1\n"), 2, &[key, "'ff02::1' is not an IPv4 address"]);
+    assert_error(&format!("[daemon]\n{key} = 225.0.0\n"), 2, &[key, "'225.0.0' is not an IP address"]);
+    assert_error(&format!("[daemon]\n{key} = 225.0.0.050\n"), 2, &[key, "'225.0.0.050' is not an IP address"]);
+}
+
+#[test]
+fn bad_ha_address() {
+    let with = |value: &str| CT.replace("169.254.192.1", value);
+    assert_error(&with("fe80::1"), 7, &["ha_address: 'fe80::1' is not an IPv4 address"]);
+    assert_error(&with("169.254.192"), 7, &["ha_address: '169.254.192' is not an IP address"]);
+    for not_host in ["127.0.0.1", "0.0.0.0", "225.0.0.50", "255.255.255.255"] {
+        assert_error(&with(not_host), 7, &["ha_address: ", not_host, "is not a unicast host address"]);
+    }
+    assert_error(
+        &with("10.0.0.1"),
+        7,
+        &["ha_address: 10.0.0.1 is not inside ha_cidr 169.254.192.0/18", "the HA network"],
+    );
+    assert_error(&with("169.254.192.0"), 7, &["169.254.192.0 is not a host address of ha_cidr 169.254.192.0/18"]);
+    assert_error(&with("169.254.255.255"), 7, &["169.254.255.255 is not a host address"]);
+    // Inside the router's own ha_cidr, wherever that is.
+    let own = format!("{}ha_cidr = 10.9.0.0/16\n", with("10.9.255.254"));
+    assert_eq!(router(&own).ha_address, Some("10.9.255.254".parse().unwrap()));
+    assert_error(&format!("{CT}ha_cidr = 10.9.0.0/16\n"), 7, &["169.254.192.1 is not inside ha_cidr 10.9.0.0/16"]);
+}
+
+#[test]
+fn ha_address_is_required_where_a_conntrackd_conf_is_written() {
+    let without = CT.replace("ha_address = 169.254.192.1\n", "");
+    assert_error(
+        &without,
+        4,
+        &["router 'r1': ha_address is required with ha_conntrackd_enabled", "own address on the HA network"],
+    );
+    // Not for a monitor-only router (it gets no files), nor without conntrackd.
+    assert_eq!(router(&format!("{without}keepalived = false\n")).ha_address, None);
+    assert_eq!(router(&without.replace("= true", "= false")).ha_address, None);
+    // Given without conntrackd: checked, kept, unused.
+    assert!(router(&CT.replace("= true", "= false")).ha_address.is_some());
+}
+
+#[test]
+fn ha_interface_conntrackd_cannot_read() {
+    for name in ["1ha", "ha+x", "Sync", "face"] {
+        let text = CT.replace("ha_interface = ha-1", &format!("ha_interface = {name}"));
+        assert_error(&text, 5, &["ha_interface: ", name, "cannot be written into conntrackd.conf"]);
+        // Fine for keepalived alone.
+        router(&text.replace("= true", "= false"));
+    }
+}
+
+#[test]
+fn conntrackd_paths_over_conntrackd_limits() {
+    let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let text = |ha_confs_path: &str| {
+        format!(
+            "[daemon]\nha_conntrackd_enabled = true\nha_confs_path = {ha_confs_path}\n\n[router {id}]\n\
+             ha_interface = ha-1\nvrid = 1\nha_address = 169.254.192.1\n"
+        )
+    };
+    // 27 + 1 + 64 + "/conntrackd.ctl" = 107 bytes: the longest that fits.
+    parse_text(&text("/var/lib/neutron/ha_confs/x")).unwrap_or_else(|e| panic!("{e}"));
+    assert_error(
+        &text("/var/lib/neutron/ha_confs/xy"),
+        5,
+        &[
+            &format!("router '{id}': conntrackd control socket path /var/lib/neutron/ha_confs/xy/{id}/conntrackd.ctl"),
+            "is 108 bytes, over conntrackd's limit of 107",
+        ],
+    );
+    let long = format!("/{}", "d".repeat(174)); // 175 + "/" + 64 + "/conntrackd.conf" = 256
+    assert_error(&text(&long), 5, &["conntrackd.conf path /ddd", "is 256 bytes, over conntrackd's limit of 255"]);
+    // Only routers that get the file are held to it.
+    parse_text(&text(&long).replace("= true", "= false")).unwrap();
 }

@@ -68,6 +68,10 @@ pub struct RouterStatus {
     pub restarts: u32,
     pub transitions: u64,
     pub last_error: Option<String>,
+    /// Failed attempts to write the router's files.
+    pub write_failures: u64,
+    /// The router's files waiting for a retry after a failed write.
+    pub writes_pending: u32,
 }
 
 pub fn router_json(r: &RouterStatus) -> String {
@@ -180,6 +184,7 @@ pub struct Counters {
     pub notify_delivered: u64,
     pub events: u64,
     pub control_refused: u64,
+    pub control_evicted: u64,
 }
 
 /// Prometheus text format (version 0.0.4).
@@ -214,6 +219,21 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
         }
     };
     per_router(&mut out, "harouterd_transitions_total", "Effective state changes.", &|r| r.transitions);
+    per_router(
+        &mut out,
+        "harouterd_write_failures_total",
+        "Failed attempts to write the router's state file, keepalived.conf or health-check script.",
+        &|r| r.write_failures,
+    );
+    let pending = "harouterd_writes_pending";
+    let _ = writeln!(
+        out,
+        "# HELP {pending} The router's files that could not be written and wait for a retry (0: all written).\n\
+         # TYPE {pending} gauge"
+    );
+    for r in routers {
+        let _ = writeln!(out, "{pending}{{router=\"{}\"}} {}", label(&r.id), r.writes_pending);
+    }
     per_router(&mut out, "harouterd_keepalived_restarts_total", "keepalived respawns after a death.", &|r| {
         u64::from(r.restarts)
     });
@@ -235,6 +255,11 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
             "harouterd_control_refused_total",
             "Control connections refused at the connection cap.",
             counters.control_refused,
+        ),
+        (
+            "harouterd_control_evicted_total",
+            "Idle unprivileged control connections closed to make room for root or allowed_uids.",
+            counters.control_evicted,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
@@ -283,6 +308,8 @@ mod tests {
             restarts: 2,
             transitions: 3,
             last_error: Some("a \"quoted\"\nerror".into()),
+            write_failures: 5,
+            writes_pending: 1,
         }
     }
 
@@ -352,6 +379,12 @@ mod tests {
         assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"primary\"} 1\n"), "{m}");
         assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"backup\"} 0\n"), "{m}");
         assert!(m.contains("harouterd_keepalived_restarts_total{router=\"r1\"} 2\n"), "{m}");
+        assert!(m.contains("# TYPE harouterd_write_failures_total counter\n"), "{m}");
+        assert!(m.contains("harouterd_write_failures_total{router=\"r1\"} 5\n"), "{m}");
+        assert!(
+            m.contains("# TYPE harouterd_writes_pending gauge\nharouterd_writes_pending{router=\"r1\"} 1\n"),
+            "{m}"
+        );
         assert!(
             m.contains("# TYPE harouterd_netlink_resyncs_total counter\nharouterd_netlink_resyncs_total 4\n"),
             "{m}"

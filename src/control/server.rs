@@ -8,6 +8,12 @@
 //!   (more are accepted and closed at once, so the backlog cannot fill), and
 //!   an events subscriber that stops reading is dropped once
 //!   [`SUBSCRIBER_BACKLOG`] bytes wait for it.
+//! - No unprivileged peer can lock out a privileged one (root or
+//!   `allowed_uids`, told apart by SO_PEERCRED): unprivileged peers together
+//!   never hold more than [`MAX_CONNECTIONS`] − [`PRIVILEGED_RESERVE`]
+//!   connections, and a privileged peer arriving at a full table evicts the
+//!   oldest unprivileged connection that has not sent a whole request yet
+//!   ([`admission`]).
 //! - One request per connection; every answer says `Connection: close`.
 //! - The peer's uid comes from SO_PEERCRED, taken at accept time.
 //!
@@ -17,25 +23,53 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstat, fstatat};
+use nix::unistd::{Gid, UnlinkatFlags, fchownat, unlinkat};
 
 use super::http::{self, Parsed, Request};
+use crate::trusted_dir::{self, DirError};
 
 /// A request must be complete this long after the connection was accepted
 /// (408 otherwise).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// Open connections at most; further ones are closed right away.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections only privileged peers (root, `allowed_uids`) may use: idle
+/// connections of other local users can never take the last ones.
+pub const PRIVILEGED_RESERVE: usize = 32;
 /// Bytes allowed to wait for one events subscriber before it is dropped.
 pub const SUBSCRIBER_BACKLOG: usize = 256 * 1024;
 /// An answer not taken by the peer within this long is abandoned.
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Removes the socket at `path` at exit: by name in its directory, checked
+/// again, and only if a socket is there.
+fn remove_socket(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
+    let dir = trusted_dir::check_dir(parent).map_err(|e| io::Error::other(e.to_string()))?;
+    match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_socket(&st) => match unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Ok(_) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_socket(st: &nix::sys::stat::FileStat) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFSOCK.bits()
+}
 
 #[derive(Debug)]
 pub enum ControlError {
@@ -46,6 +80,11 @@ pub enum ControlError {
     /// Something that is not a socket sits at the path: not ours to delete.
     NotASocket {
         path: PathBuf,
+    },
+    /// The socket's directory may not be used (someone else could change it).
+    Directory {
+        path: PathBuf,
+        source: DirError,
     },
     Io {
         path: PathBuf,
@@ -62,6 +101,9 @@ impl fmt::Display for ControlError {
             }
             ControlError::NotASocket { path } => {
                 write!(f, "control socket {}: the path exists and is not a socket; not removing it", path.display())
+            }
+            ControlError::Directory { path, source } => {
+                write!(f, "control socket {}: refusing directory {source}", path.display())
             }
             ControlError::Io { path, step, source } => write!(f, "control socket {}: {step}: {source}", path.display()),
         }
@@ -88,8 +130,38 @@ enum Phase {
 struct Conn {
     stream: UnixStream,
     uid: u32,
+    /// Root or one of the allowed uids.
+    privileged: bool,
     phase: Phase,
     deadline: Option<Instant>,
+}
+
+/// What to do with a new connection, given who it is and how full the
+/// table is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Accept,
+    /// Accept it after closing the oldest unprivileged connection that has
+    /// not sent a whole request (when there is none: refuse).
+    Evict,
+    /// Close it at once.
+    Refuse,
+}
+
+/// The connection-table policy. `open`: connections open now, `unprivileged`
+/// of them from unprivileged peers. An unprivileged peer gets a slot while
+/// the table has room and unprivileged peers hold fewer than
+/// `MAX_CONNECTIONS - PRIVILEGED_RESERVE`; a privileged one while the table
+/// has room, else by evicting an idle unprivileged connection. Privileged
+/// peers never evict each other: the cap on them is the operator's own.
+pub fn admission(privileged: bool, open: usize, unprivileged: usize) -> Admission {
+    if privileged {
+        if open < MAX_CONNECTIONS { Admission::Accept } else { Admission::Evict }
+    } else if open < MAX_CONNECTIONS && unprivileged < MAX_CONNECTIONS - PRIVILEGED_RESERVE {
+        Admission::Accept
+    } else {
+        Admission::Refuse
+    }
 }
 
 /// A request ready for the daemon, with who sent it.
@@ -107,8 +179,16 @@ pub struct ControlServer {
     token_base: usize,
     token_end: usize,
     next_token: usize,
-    /// Connections refused because [`MAX_CONNECTIONS`] were open.
+    /// Uids besides root whose connections are privileged.
+    allowed_uids: Vec<u32>,
+    /// Open connections of unprivileged peers.
+    unprivileged: usize,
+    /// Connections refused because the table (or the unprivileged share of
+    /// it) was full.
     pub refused: u64,
+    /// Idle unprivileged connections closed to make room for a privileged
+    /// peer.
+    pub evicted: u64,
     /// Subscribers dropped for not reading.
     pub dropped_subscribers: u64,
 }
@@ -117,26 +197,53 @@ impl ControlServer {
     /// Creates the socket at `path` with `mode` and, when given, group
     /// `gid`. A socket file left by a crashed daemon is replaced; one that
     /// another daemon still answers on is refused.
+    ///
+    /// Nothing here follows a name someone else could change (issue 15.5):
+    /// the socket's directory must be root's alone, checked from `/` down
+    /// ([`trusted_dir`]) and held open; the old socket is inspected without
+    /// following a symlink and removed by name in that directory; the new
+    /// one is bound through `/proc/self/fd/DIR/NAME` (so into the directory
+    /// checked), born with the daemon's umask 077, then opened `O_PATH |
+    /// O_NOFOLLOW` by name, checked to be a socket, and given its mode and
+    /// group through that descriptor (`chmod` of `/proc/self/fd/N`,
+    /// `fchownat(AT_EMPTY_PATH)`): never by a name that could have become a
+    /// symlink. (An AF_UNIX socket cannot be `fchmod`ed before `bind`, and
+    /// changing the umask around `bind` would race other threads' files.)
     pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, ControlError> {
         let io_err = |step| move |source| ControlError::Io { path: path.to_path_buf(), step, source };
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io_err("checking the path")(io::Error::from(io::ErrorKind::InvalidInput)));
+        };
+        let dir = trusted_dir::ensure_dir(parent, Some(crate::layout::DIR_MODE))
+            .map_err(|source| ControlError::Directory { path: path.to_path_buf(), source })?;
+        let via = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if is_socket(&st) => {
+                if std::os::unix::net::UnixStream::connect(&via).is_ok() {
                     return Err(ControlError::InUse { path: path.to_path_buf() });
                 }
-                std::fs::remove_file(path).map_err(io_err("removing the stale socket"))?;
+                match unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(io_err("removing the stale socket")(e.into())),
+                }
             }
             Ok(_) => return Err(ControlError::NotASocket { path: path.to_path_buf() }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("inspecting the path")(e)),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(io_err("inspecting the path")(e.into())),
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err("creating its directory"))?;
+        let listener = UnixListener::bind(&via).map_err(io_err("bind"))?;
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let socket = openat(&dir, name, flags, Mode::empty()).map_err(|e| io_err("opening it")(e.into()))?;
+        let st = fstat(&socket).map_err(|e| io_err("checking it")(e.into()))?;
+        if !is_socket(&st) {
+            return Err(io_err("checking it")(io::Error::other("not the socket just bound")));
         }
-        let listener = UnixListener::bind(path).map_err(io_err("bind"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod"))?;
+        let by_fd = format!("/proc/self/fd/{}", socket.as_raw_fd());
+        fchmodat(AT_FDCWD, by_fd.as_str(), Mode::from_bits_truncate(mode & 0o777), FchmodatFlags::FollowSymlink)
+            .map_err(|e| io_err("chmod")(e.into()))?;
         if let Some(gid) = gid {
-            std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err("chown"))?;
+            fchownat(&socket, "", None, Some(Gid::from_raw(gid)), AtFlags::AT_EMPTY_PATH)
+                .map_err(|e| io_err("chown")(e.into()))?;
         }
         Ok(listener)
     }
@@ -163,9 +270,18 @@ impl ControlServer {
             token_base: tokens.start,
             token_end: tokens.end,
             next_token: tokens.start,
+            allowed_uids: Vec::new(),
+            unprivileged: 0,
             refused: 0,
+            evicted: 0,
             dropped_subscribers: 0,
         })
+    }
+
+    /// The uids besides root that count as privileged peers (the daemon's
+    /// `allowed_uids`).
+    pub fn set_allowed_uids(&mut self, uids: &[u32]) {
+        self.allowed_uids = uids.to_vec();
     }
 
     pub fn owns(&self, token: Token) -> bool {
@@ -200,8 +316,8 @@ impl ControlServer {
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant) {
-        let Some(listener) = &self.listener else { return };
         loop {
+            let Some(listener) = &self.listener else { return };
             let (mut stream, _) = match listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -211,10 +327,6 @@ impl ControlServer {
                     return;
                 }
             };
-            if self.conns.len() >= MAX_CONNECTIONS || self.next_token >= self.token_end {
-                self.refused += 1;
-                continue;
-            }
             let uid = match getsockopt(&stream, PeerCredentials) {
                 Ok(cred) => cred.uid(),
                 Err(e) => {
@@ -222,17 +334,54 @@ impl ControlServer {
                     continue;
                 }
             };
+            let privileged = uid == 0 || self.allowed_uids.contains(&uid);
+            let admitted = self.next_token < self.token_end
+                && match admission(privileged, self.conns.len(), self.unprivileged) {
+                    Admission::Accept => true,
+                    Admission::Evict => self.evict_idle_unprivileged(registry),
+                    Admission::Refuse => false,
+                };
+            if !admitted {
+                self.refused += 1;
+                continue;
+            }
             let token = Token(self.next_token);
             self.next_token += 1;
             if registry.register(&mut stream, token, Interest::READABLE).is_err() {
                 continue;
             }
-            let conn =
-                Conn { stream, uid, phase: Phase::Reading { buf: Vec::new() }, deadline: Some(now + REQUEST_DEADLINE) };
+            let conn = Conn {
+                stream,
+                uid,
+                privileged,
+                phase: Phase::Reading { buf: Vec::new() },
+                deadline: Some(now + REQUEST_DEADLINE),
+            };
             // Registering reports data already queued (epoll reports the
             // current level on ADD), so nothing is missed here.
             self.conns.insert(token, conn);
+            self.unprivileged += usize::from(!privileged);
         }
+    }
+
+    /// Closes the oldest unprivileged connection still waiting for its
+    /// request (tokens grow with accept order); `false` when there is none.
+    /// Peers that did send a request (an answer being written, an events
+    /// stream) are never evicted.
+    fn evict_idle_unprivileged(&mut self, registry: &Registry) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.privileged && matches!(c.phase, Phase::Reading { .. }))
+            .map(|(token, _)| *token)
+            .min();
+        let Some(token) = oldest else { return false };
+        if let Some(conn) = self.conns.get(&token) {
+            log::debug!("control socket: evicting an idle connection of uid {} for a privileged peer", conn.uid);
+        }
+        self.close(registry, token);
+        self.evicted += 1;
+        true
     }
 
     /// Answers the request that came on `token`.
@@ -303,6 +452,7 @@ impl ControlServer {
 
     fn close(&mut self, registry: &Registry, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
+            self.unprivileged -= usize::from(!conn.privileged);
             let _ = registry.deregister(&mut conn.stream);
         }
     }
@@ -312,9 +462,7 @@ impl ControlServer {
     pub fn stop_listening(&mut self, registry: &Registry) {
         if let Some(mut listener) = self.listener.take() {
             let _ = registry.deregister(&mut listener);
-            if let Err(e) = std::fs::remove_file(&self.path)
-                && e.kind() != io::ErrorKind::NotFound
-            {
+            if let Err(e) = remove_socket(&self.path) {
                 log::warn!("cannot remove {}: {e}", self.path.display());
             }
         }
@@ -407,5 +555,89 @@ impl Conn {
             }
             Phase::Reading { .. } => Step::Keep,
         }
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+    use crate::test_support::TempDir;
+
+    fn private(dir: &Path) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn binds_with_the_exact_mode_and_group_and_replaces_only_stale_sockets() {
+        let dir = TempDir::new("bind");
+        private(&dir);
+        let path = dir.join("s.sock");
+        let gid = nix::unistd::getegid().as_raw();
+        // 0666 survives no umask but 0: the mode is set, not left to the umask.
+        let listener = ControlServer::bind(&path, 0o666, Some(gid)).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o666, gid));
+        assert!(matches!(ControlServer::bind(&path, 0o660, None), Err(ControlError::InUse { .. })));
+        drop(listener);
+        // Stale (nobody answers): replaced, with the new mode.
+        let _listener = ControlServer::bind(&path, 0o600, None).unwrap();
+        assert_eq!(std::fs::symlink_metadata(&path).unwrap().mode() & 0o7777, 0o600);
+        remove_socket(&path).unwrap();
+        assert!(std::fs::symlink_metadata(&path).is_err());
+    }
+
+    #[test]
+    fn a_symlink_at_the_path_is_never_followed() {
+        let dir = TempDir::new("bind-link");
+        private(&dir);
+        let target = dir.join("root-only");
+        std::fs::write(&target, "x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.join("s.sock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(matches!(ControlServer::bind(&path, 0o666, None), Err(ControlError::NotASocket { .. })));
+        remove_socket(&path).unwrap();
+        assert!(std::fs::symlink_metadata(&path).is_ok(), "not a socket: left alone at exit too");
+        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o7777, 0o600);
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        let dir = TempDir::new("bind-dir");
+        private(&dir);
+        let open = dir.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = ControlServer::bind(&open.join("s.sock"), 0o660, None).unwrap_err();
+        assert!(matches!(e, ControlError::Directory { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("refusing directory {}: ", open.display())), "{e}");
+        assert!(std::fs::read_dir(&open).unwrap().next().is_none());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNPRIVILEGED_CAP: usize = MAX_CONNECTIONS - PRIVILEGED_RESERVE;
+
+    #[test]
+    fn unprivileged_peers_cannot_take_the_reserved_slots() {
+        assert_eq!(admission(false, 0, 0), Admission::Accept);
+        assert_eq!(admission(false, UNPRIVILEGED_CAP - 1, UNPRIVILEGED_CAP - 1), Admission::Accept);
+        assert_eq!(admission(false, UNPRIVILEGED_CAP, UNPRIVILEGED_CAP), Admission::Refuse);
+        // Root holding connections does not give unprivileged peers more.
+        assert_eq!(admission(false, UNPRIVILEGED_CAP, 10), Admission::Accept);
+        assert_eq!(admission(false, MAX_CONNECTIONS, 10), Admission::Refuse);
+    }
+
+    #[test]
+    fn privileged_peers_use_any_slot_and_evict_when_full() {
+        assert_eq!(admission(true, UNPRIVILEGED_CAP, UNPRIVILEGED_CAP), Admission::Accept);
+        assert_eq!(admission(true, MAX_CONNECTIONS - 1, UNPRIVILEGED_CAP), Admission::Accept);
+        assert_eq!(admission(true, MAX_CONNECTIONS, UNPRIVILEGED_CAP), Admission::Evict);
+        assert_eq!(admission(true, MAX_CONNECTIONS, 0), Admission::Evict, "evict finds none: refused");
     }
 }

@@ -29,6 +29,7 @@ use mio::{Interest, Registry, Token};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
 
+use crate::child_output::ChildOutputs;
 use crate::cli::RunArgs;
 use crate::cmd::Exit;
 use crate::config::Principal;
@@ -37,19 +38,19 @@ use crate::conntrackd::{ConntrackdSync, Synced};
 use crate::control::api::{self, Counters, Event, Route, RouterStatus};
 use crate::control::http;
 use crate::control::server::{ControlServer, Incoming, Reply};
-use crate::event_loop::{EventLoop, Signals, Timers, earliest};
+use crate::event_loop::{EventLoop, Signals, TimerId, Timers, earliest};
 use crate::hooks::Hooks;
 use crate::ident::Namespace;
 use crate::keepalived::notify_fifo::{KaState, NotifyFifo};
 use crate::keepalived::process::{Outcome as KaOutcome, Reload, Supervisor};
 use crate::keepalived::{self, conf::Secrets};
-use crate::layout::Layout;
+use crate::layout::{Layout, NOTIFY_FIFO, STATE_FILE};
 use crate::netlink::{Change, RECV_BUFFER, Read, RtSocket};
 use crate::netns::NsIdentity;
 use crate::notify::Notifier;
 use crate::state::State;
 use crate::transition::Action;
-use crate::{daemonize, pidfile, spawn, statefile, syslog};
+use crate::{daemonize, pidfile, spawn, syslog};
 use router::{ErrorSource, RouterRuntime};
 
 const SIGNALS: Token = Token(0);
@@ -62,12 +63,20 @@ const CONTROL_CONNS: std::ops::Range<usize> = (1 << 32)..(1 << 39);
 const FIRST_DYNAMIC: usize = 16;
 /// The agent notifier's tokens, far above any dynamic one.
 const NOTIFIER_BASE: usize = 1 << 40;
+/// Children's output pipes: slots reused, far above any dynamic token.
+const CHILD_OUTPUT_BASE: usize = 1 << 30;
 /// Enough that a node-wide flip goes out in a few loop passes.
 const NOTIFIER_IN_FLIGHT: usize = 256;
 /// State files written per loop pass; the rest wait for the next pass (with
 /// a zero poll timeout), so readiness (agent answers, control requests,
 /// netlink) is served in between.
 const STATE_WRITES_PER_PASS: usize = 32;
+/// A file that could not be written (full or read-only disk) is tried again
+/// after this, doubling per failure in a row up to [`WRITE_RETRY_MAX`]: soon
+/// enough that the file says the truth shortly after space returns, rarely
+/// enough that a thousand routers on a full disk cost nothing.
+const WRITE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// How long SIGTERM waits for pending agent notifications.
 const FLUSH: Duration = Duration::from_secs(2);
@@ -95,6 +104,8 @@ enum Timer {
     ReopenNamespace(NsKey),
     /// A namespace's socket has a delayed re-dump due: read it.
     Netlink(NsKey),
+    /// Try the router's keepalived files again.
+    RetryFiles(String),
 }
 
 /// The rtnetlink watch on one namespace, shared by its routers.
@@ -127,6 +138,10 @@ struct Router {
     /// keepalived is being stopped to be started again at once (its
     /// namespace or HA interface was re-created under it).
     revive: bool,
+    /// Its keepalived files could not all be written: the config they
+    /// carry is not applied (keepalived not reloaded) until a retry or a
+    /// later reload writes them.
+    files_retry: Option<FilesRetry>,
 }
 
 /// How [`Daemon::revive_keepalived`] gets keepalived going again.
@@ -168,7 +183,31 @@ impl HaLink {
     }
 }
 
+struct FilesRetry {
+    /// Failed attempts in a row.
+    failures: u32,
+    timer: TimerId,
+    /// A file did change in one of the failed attempts: keepalived must
+    /// re-read them once all are written, even if the last attempt finds
+    /// that one unchanged.
+    changed: bool,
+}
+
+/// Why a router's keepalived files could not all be written.
+struct FilesFailed {
+    message: String,
+    /// Whether a file was replaced before the failure.
+    changed: bool,
+}
+
+/// The delay before retry number `failures` (1 = after the first failure).
+fn write_retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    WRITE_RETRY_FIRST.saturating_mul(1 << doublings).min(WRITE_RETRY_MAX)
+}
+
 pub fn run(args: RunArgs) -> Exit {
+    private_process();
     let parsed = match config::load(&args.config) {
         Ok(parsed) => parsed,
         Err(errors) => {
@@ -179,6 +218,19 @@ pub fn run(args: RunArgs) -> Exit {
     for warning in &parsed.warnings {
         eprintln!("{warning}");
     }
+    // Checked (and created) before detaching, so a refusal reaches the
+    // terminal: exit 2, as for any other configuration error.
+    let layout = match Layout::prepare(&parsed.config.daemon) {
+        Ok(layout) => layout,
+        Err(e) if e.is_refusal() => {
+            eprintln!("harouterd: refusing directory {e}");
+            return Exit::Usage;
+        }
+        Err(e) => {
+            eprintln!("harouterd: cannot prepare directory {e}");
+            return Exit::Runtime;
+        }
+    };
     // Taken before detaching, so "already running" reaches the terminal;
     // the lock lives in the open file, which the detached daemon inherits.
     let pidfile = match pidfile::Pidfile::acquire(&args.pidfile) {
@@ -194,6 +246,7 @@ pub fn run(args: RunArgs) -> Exit {
         eprintln!("harouterd: {e}");
         return Exit::Runtime;
     }
+    private_process();
     if let Err(e) = syslog::init_daemon_logging(args.foreground, args.log_level) {
         eprintln!("harouterd: cannot set up logging: {e}");
         return Exit::Runtime;
@@ -209,7 +262,8 @@ pub fn run(args: RunArgs) -> Exit {
     if let Err(e) = keepalived::process::become_subreaper() {
         log::warn!("cannot become a child subreaper ({e}): orphaned keepalived children may linger");
     }
-    let exit = match Daemon::new(args.config.clone(), parsed.config, args.log_level >= log::LevelFilter::Debug) {
+    let debug = args.log_level >= log::LevelFilter::Debug;
+    let exit = match Daemon::new(args.config.clone(), parsed.config, layout, debug) {
         Ok(mut daemon) => daemon.run(),
         Err(e) => {
             log::error!("{e}");
@@ -247,6 +301,8 @@ struct Daemon {
     /// State files still to write.
     state_writes: StateWrites,
     control: ControlServer,
+    /// What keepalived, conntrackd and transition scripts write.
+    outputs: ChildOutputs,
     /// Who may POST state changes besides root.
     allowed_uids: Vec<u32>,
     counters: Counters,
@@ -259,7 +315,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn new(config_path: PathBuf, config: Config, debug: bool) -> Result<Daemon, String> {
+    fn new(config_path: PathBuf, config: Config, layout: Layout, debug: bool) -> Result<Daemon, String> {
         let event_loop = EventLoop::new(1024).map_err(|e| format!("cannot create the event loop: {e}"))?;
         let registry = event_loop.registry().try_clone().map_err(|e| format!("cannot clone the poll registry: {e}"))?;
         let mut signals = Signals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD])
@@ -267,9 +323,6 @@ impl Daemon {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
-        for dir in [&config.daemon.state_path, &config.daemon.ha_confs_path] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
         let netns_dir = watch_netns_dir(&registry, false);
         let notifier = notifier_for(&config);
         let gid = match &config.daemon.socket_group {
@@ -284,9 +337,9 @@ impl Daemon {
         let allowed_uids = resolve_uids(&config.daemon.allowed_uids)?;
         let listener =
             ControlServer::bind(&config.daemon.socket, config.daemon.socket_mode, gid).map_err(|e| e.to_string())?;
-        let control = ControlServer::new(&config.daemon.socket, listener, &registry, CONTROL, CONTROL_CONNS)
+        let mut control = ControlServer::new(&config.daemon.socket, listener, &registry, CONTROL, CONTROL_CONNS)
             .map_err(|e| e.to_string())?;
-        let layout = Layout::new(&config.daemon.ha_confs_path);
+        control.set_allowed_uids(&allowed_uids);
         let mut daemon = Daemon {
             config_path,
             layout,
@@ -307,6 +360,7 @@ impl Daemon {
             failed: false,
             state_writes: StateWrites::default(),
             control,
+            outputs: ChildOutputs::new(CHILD_OUTPUT_BASE),
             allowed_uids,
             counters: Counters::default(),
             netlink_closed: (0, 0),
@@ -333,6 +387,7 @@ impl Daemon {
             if let Some(exit) = self.finished() {
                 return exit;
             }
+            self.outputs.adopt(&self.registry, spawn::take_outputs(), Instant::now());
             let deadline = self.next_deadline();
             let events: Vec<(Token, mio::event::Event)> = match self.event_loop.wait(deadline) {
                 Ok(events) => events.iter().map(|e| (e.token(), e.clone())).collect(),
@@ -353,6 +408,7 @@ impl Daemon {
                             self.control.reply(&self.registry, token, reply, now);
                         }
                     }
+                    t if self.outputs.owns(t) => self.outputs.ready(&self.registry, t, now),
                     t if self.notifier.as_ref().is_some_and(|n| n.owns(t)) => {
                         if let Some(n) = self.notifier.as_mut() {
                             let outcomes = n.ready(&self.registry, &event, now);
@@ -368,7 +424,8 @@ impl Daemon {
                 }
             }
             self.tick(Instant::now());
-            self.state_writes.flush(&self.layout, STATE_WRITES_PER_PASS);
+            let written = self.state_writes.flush(&self.layout, STATE_WRITES_PER_PASS, Instant::now());
+            self.state_written(written);
         }
     }
 
@@ -383,7 +440,7 @@ impl Daemon {
                 .chain([self.control.next_deadline()])
                 .chain([(!self.netlink_more.is_empty()).then(Instant::now)])
                 .chain([self.stopping])
-                .chain([(!self.state_writes.is_empty()).then(Instant::now)]),
+                .chain([self.state_writes.next_deadline(Instant::now())]),
         )
     }
 
@@ -397,6 +454,7 @@ impl Daemon {
                     }
                     self.netlink_ready(&ns, now);
                 }
+                Timer::RetryFiles(id) => self.retry_files(&id, now),
             }
         }
         // Sockets whose last read stopped at its budget, after the other
@@ -445,7 +503,10 @@ impl Daemon {
         if !(flushed && stopped) {
             return None;
         }
-        self.state_writes.flush(&self.layout, usize::MAX);
+        // Last chance for writes still failing: one more attempt each.
+        self.state_writes.retry_now();
+        let written = self.state_writes.flush(&self.layout, usize::MAX, now);
+        self.state_written(written);
         if self.config.daemon.on_exit == OnExit::Stop {
             for id in self.routers.keys() {
                 remove_router_dir(&self.layout, id);
@@ -526,12 +587,17 @@ impl Daemon {
             replacement: None,
             ha_link: HaLink::Unknown,
             revive: false,
+            files_retry: None,
         };
         // The state file lives there for every router, monitor-only ones too.
-        let dir = self.layout.router_dir(&router.rt.cfg.id);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            router.rt.set_error(ErrorSource::Files, format!("cannot create {}: {e}", dir.display()));
-        }
+        let dir = match self.layout.router_dir_fd(&router.rt.cfg.id, true) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                log::error!("router {id}: {e}");
+                router.rt.set_error(ErrorSource::Files, e.to_string());
+                None
+            }
+        };
         if self.config.daemon.conntrackd_enabled {
             router.conntrackd = Some(ConntrackdSync::new(
                 &self.config.daemon.conntrackd_path,
@@ -541,22 +607,17 @@ impl Daemon {
             ));
         }
         if router.rt.cfg.keepalived {
-            let files_changed = match self.write_files(&mut router) {
-                Ok(changed) => changed,
-                Err(e) => {
-                    router.rt.set_error(ErrorSource::Files, e);
-                    false
-                }
-            };
-            match NotifyFifo::create(&self.layout.notify_fifo(&router.rt.cfg.id)) {
-                Ok(mut fifo) => {
+            let files_changed = self.sync_files(&mut router, now);
+            match dir.as_ref().map(|d| NotifyFifo::create_in(d, NOTIFY_FIFO)) {
+                Some(Ok(mut fifo)) => {
                     let token = self.token(Source::Fifo(id.clone()));
                     match self.registry.register(&mut fifo, token, Interest::READABLE) {
                         Ok(()) => router.fifo = Some((fifo, token)),
                         Err(e) => log::warn!("router {id}: cannot watch the notify FIFO: {e}"),
                     }
                 }
-                Err(e) => log::warn!("router {id}: {e}"),
+                Some(Err(e)) => log::warn!("router {id}: {e}"),
+                None => {}
             }
             let mut sup = Supervisor::new(&self.config.daemon, &router.rt.cfg, &self.layout, self.debug);
             let outcomes = sup.start(now);
@@ -575,23 +636,124 @@ impl Daemon {
         self.attach_namespace(&id, ns, now);
     }
 
-    /// Writes the router's keepalived files with their modes; returns
-    /// whether keepalived.conf changed.
-    fn write_files(&self, router: &mut Router) -> Result<bool, String> {
+    /// Writes the router's keepalived files with their modes, skipping
+    /// those already right; returns whether one changed.
+    fn write_files(&self, router: &Router) -> Result<bool, FilesFailed> {
         let cfg = &router.rt.cfg;
-        let dir = self.layout.router_dir(&cfg.id);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = self
+            .layout
+            .router_dir_fd(&cfg.id, true)
+            .map_err(|e| FilesFailed { message: e.to_string(), changed: false })?;
         let mut changed = false;
         for file in keepalived::router_files(&self.config.daemon, cfg, &self.layout, Secrets::Show) {
-            let current = std::fs::read(&file.path).ok();
+            let name = match file.path.file_name() {
+                Some(name) if file.path.parent() == Some(dir.path()) => name,
+                _ => {
+                    let message = format!("{} is not in the router's directory", file.path.display());
+                    return Err(FilesFailed { message, changed });
+                }
+            };
+            let current = dir.read(name, file.contents.len() as u64 + 1).ok();
             if current.as_deref() == Some(file.contents.as_bytes()) {
                 continue;
             }
-            statefile::write_atomic(&file.path, file.contents.as_bytes(), file.mode).map_err(|e| e.to_string())?;
+            dir.write(name, file.contents.as_bytes(), file.mode)
+                .map_err(|e| FilesFailed { message: e.to_string(), changed })?;
             changed = true;
         }
-        router.rt.clear_error(ErrorSource::Files);
         Ok(changed)
+    }
+
+    /// Writes the router's keepalived files and settles the outcome. All
+    /// written: the error goes, and the answer is whether keepalived must
+    /// re-read them. A failure (full or read-only disk) is shown in
+    /// `status`, counted, and retried with backoff; the answer is `false`,
+    /// so keepalived is never reloaded onto a config that is not on disk.
+    fn sync_files(&mut self, router: &mut Router, now: Instant) -> bool {
+        let id = router.rt.cfg.id.to_string();
+        let previous = router.files_retry.take();
+        if let Some(retry) = &previous {
+            self.timers.cancel(retry.timer);
+        }
+        let changed_before = previous.as_ref().is_some_and(|r| r.changed);
+        match self.write_files(router) {
+            Ok(changed) => {
+                router.rt.clear_error(ErrorSource::Files);
+                if let Some(retry) = previous {
+                    log::info!("router {id}: keepalived files written after {} failed attempts", retry.failures);
+                }
+                changed || changed_before
+            }
+            Err(FilesFailed { message, changed }) => {
+                let failures = previous.as_ref().map_or(0, |r| r.failures) + 1;
+                let delay = write_retry_delay(failures);
+                if router.rt.error(ErrorSource::Files).is_none_or(|e| !e.starts_with(&message)) {
+                    log::error!(
+                        "router {id}: {message}; not reloading keepalived, retrying in {} ms",
+                        delay.as_millis()
+                    );
+                } else {
+                    log::debug!("router {id}: {message} (attempt {failures}); retrying in {} ms", delay.as_millis());
+                }
+                router.rt.write_failures += 1;
+                router.rt.set_error(ErrorSource::Files, format!("{message}; keepalived not reloaded, retrying"));
+                let timer = self.timers.schedule(now + delay, Timer::RetryFiles(id));
+                router.files_retry = Some(FilesRetry { failures, timer, changed: changed || changed_before });
+                false
+            }
+        }
+    }
+
+    /// A router's keepalived files are due for another attempt; once they
+    /// are written keepalived re-reads them (one throttled SIGHUP).
+    fn retry_files(&mut self, id: &str, now: Instant) {
+        let Some(mut router) = self.routers.remove(id) else { return };
+        if router.files_retry.is_some()
+            && !router.leaving
+            && self.sync_files(&mut router, now)
+            && let Some(sup) = router.supervisor.as_mut()
+        {
+            log::info!("router {id}: keepalived files written, reloading keepalived");
+            sup.reload(now);
+        }
+        self.routers.insert(id.to_owned(), router);
+    }
+
+    /// Settles state-file writes: errors shown (and logged once) while a
+    /// router's file cannot be written, cleared once it is.
+    fn state_written(&mut self, outcomes: Vec<StateWritten>) {
+        for outcome in outcomes {
+            match outcome {
+                StateWritten::Written { id, state, after_failures } => {
+                    if after_failures > 0 {
+                        log::info!("router {id}: state file written ({state}) after {after_failures} failed attempts");
+                    }
+                    if let Some(router) = self.routers.get_mut(&id) {
+                        router.rt.state_write_pending = false;
+                        router.rt.clear_error(ErrorSource::StateFile);
+                    }
+                }
+                StateWritten::Failed { id, state, error, failures, retry_in } => {
+                    let Some(router) = self.routers.get_mut(&id) else { continue };
+                    if router.rt.error(ErrorSource::StateFile).is_none_or(|e| !e.starts_with(&error)) {
+                        log::error!(
+                            "router {id}: {error}; state {state} not written, retrying in {} ms",
+                            retry_in.as_millis()
+                        );
+                    } else {
+                        log::debug!(
+                            "router {id}: {error} (attempt {failures}); retrying in {} ms",
+                            retry_in.as_millis()
+                        );
+                    }
+                    router.rt.write_failures += 1;
+                    router.rt.state_write_pending = true;
+                    router
+                        .rt
+                        .set_error(ErrorSource::StateFile, format!("{error}; state {state} not written yet, retrying"));
+                }
+            }
+        }
     }
 
     /// Stops a router: keepalived is stopped (SIGTERM, then SIGKILL), and
@@ -630,12 +792,15 @@ impl Daemon {
     fn forget_router(&mut self, id: &str) {
         let Some(mut router) = self.routers.remove(id) else { return };
         self.state_writes.forget(id);
+        if let Some(retry) = router.files_retry.take() {
+            self.timers.cancel(retry.timer);
+        }
         if let Some((mut fifo, token)) = router.fifo.take() {
             let _ = self.registry.deregister(&mut fifo);
             self.sources.remove(&token);
-            if let Err(e) = fifo.remove() {
-                log::warn!("router {id}: {e}");
-            }
+            // Closed here; it goes with the router's directory below
+            // (removed by name relative to ha_confs, never through a symlink).
+            drop(fifo);
         }
         if let Some(token) = router.pidfd_token.take() {
             self.sources.remove(&token);
@@ -1055,21 +1220,27 @@ impl Daemon {
                         let done = sync.request(state);
                         log_synced(id, done);
                     }
+                    // Neutron's protocol carries raw changes: the agent
+                    // applies its own advert_int rule, so an effective
+                    // state here would hold primary back twice.
+                    if let Some(n) = self.notifier.as_mut() {
+                        n.submit(&self.registry, id, state.as_str(), now);
+                    }
                 }
                 Action::Effective { state, previous } => {
                     router.rt.since = Some(SystemTime::now());
                     router.rt.effective_changes += 1;
                     log::info!("router {id}: transitioned to {state}");
                     let ns = router.rt.cfg.namespace.clone();
-                    self.announce(id, ns.as_ref(), state, previous, now);
+                    self.announce(id, ns.as_ref(), state, previous);
                 }
             }
         }
     }
 
-    /// An effective change: transition script, IPv6 forwarding, events, the
-    /// agent.
-    fn announce(&mut self, id: &str, ns: Option<&Namespace>, state: State, previous: Option<State>, now: Instant) {
+    /// An effective change: transition script, IPv6 forwarding, events (the
+    /// agent hears raw changes, in `apply_actions`).
+    fn announce(&mut self, id: &str, ns: Option<&Namespace>, state: State, previous: Option<State>) {
         self.counters.events += 1;
         let event =
             Event { seq: self.counters.events, router: id.to_owned(), state, previous, time: SystemTime::now() };
@@ -1079,9 +1250,6 @@ impl Daemon {
         }
         if self.config.daemon.ipv6_forwarding_on_primary {
             crate::hooks::set_ipv6_forwarding(ns, state == State::Primary, id);
-        }
-        if let Some(n) = self.notifier.as_mut() {
-            n.submit(&self.registry, id, state.as_str(), now);
         }
     }
 
@@ -1180,6 +1348,7 @@ impl Daemon {
                 counters.netlink_resyncs = self.netlink_closed.0 + live.clone().map(|(s, _)| s.resyncs()).sum::<u64>();
                 counters.netlink_undecodable = self.netlink_closed.1 + live.map(|(s, _)| s.undecodable()).sum::<u64>();
                 counters.control_refused = self.control.refused;
+                counters.control_evicted = self.control.evicted;
                 let body = api::metrics(&self.status_rows(), &counters);
                 Reply::Response(http::response(200, "text/plain; version=0.0.4", body.as_bytes()))
             }
@@ -1207,7 +1376,14 @@ impl Daemon {
             log::warn!("{w}");
         }
         let new = parsed.config;
-        let diff = reload::diff(&self.config, &new);
+        let mut diff = reload::diff(&self.config, &new);
+        // A router whose files could not be written was not applied: this
+        // reload writes them again, whatever the diff says.
+        let (unwritten, unchanged) = std::mem::take(&mut diff.unchanged)
+            .into_iter()
+            .partition(|id| self.routers.get(id).is_some_and(|r| r.files_retry.is_some() && !r.leaving));
+        diff.unchanged = unchanged;
+        diff.updated.extend::<Vec<String>>(unwritten);
         log::info!(
             "reloading {}: {} added, {} removed, {} updated, {} restarted, {} unchanged",
             self.config_path.display(),
@@ -1276,14 +1452,7 @@ impl Daemon {
                 id,
             ));
         }
-        let changed = match self.write_files(&mut router) {
-            Ok(changed) => changed,
-            Err(e) => {
-                log::error!("router {id}: {e}");
-                router.rt.set_error(ErrorSource::Files, e);
-                false
-            }
-        };
+        let changed = self.sync_files(&mut router, now);
         if let Some(sup) = router.supervisor.as_mut() {
             sup.update(&self.config.daemon, &router.rt.cfg);
             if changed {
@@ -1329,6 +1498,8 @@ fn status_row(router: &Router) -> RouterStatus {
         restarts: sup.map_or(0, Supervisor::restarts),
         transitions: router.rt.effective_changes,
         last_error: router.rt.last_error().map(str::to_owned),
+        write_failures: router.rt.write_failures,
+        writes_pending: u32::from(router.rt.state_write_pending) + u32::from(router.files_retry.is_some()),
     }
 }
 
@@ -1340,37 +1511,102 @@ fn status_row(router: &Router) -> RouterStatus {
 /// notification behind 350 ms of file writes. Queued, the writes still
 /// happen in the same loop pass when there are few, and in batches between
 /// I/O events when there are many.
+///
+/// A write that fails (full or read-only disk) is not dropped: the router
+/// stays pending and is tried again after [`write_retry_delay`], with
+/// whatever state is latest by then, until it is written or the router is
+/// forgotten. Invariant: a router is either in `order` (to write now) or
+/// has a retry timer, never both, and only while it is in `pending`.
 #[derive(Default)]
 struct StateWrites {
     order: std::collections::VecDeque<String>,
-    pending: HashMap<String, State>,
+    pending: HashMap<String, PendingState>,
+    retries: Timers<String>,
+}
+
+struct PendingState {
+    state: State,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// Set while waiting for a retry.
+    retry: Option<TimerId>,
+}
+
+/// The end of one attempt to write a state file.
+#[derive(Debug, PartialEq, Eq)]
+enum StateWritten {
+    Written { id: String, state: State, after_failures: u32 },
+    Failed { id: String, state: State, error: String, failures: u32, retry_in: Duration },
 }
 
 impl StateWrites {
     fn queue(&mut self, id: &str, state: State) {
-        if self.pending.insert(id.to_owned(), state).is_none() {
-            self.order.push_back(id.to_owned());
+        match self.pending.get_mut(id) {
+            // Latest wins; a router waiting for a retry keeps its backoff.
+            Some(pending) => pending.state = state,
+            None => {
+                self.pending.insert(id.to_owned(), PendingState { state, failures: 0, retry: None });
+                self.order.push_back(id.to_owned());
+            }
         }
     }
 
     fn forget(&mut self, id: &str) {
-        self.pending.remove(id);
+        if let Some(timer) = self.pending.remove(id).and_then(|p| p.retry) {
+            self.retries.cancel(timer);
+        }
         self.order.retain(|i| i != id);
     }
 
-    fn is_empty(&self) -> bool {
-        self.order.is_empty()
+    /// `now` when writes are due, else the next retry.
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        if self.order.is_empty() { self.retries.next_deadline() } else { Some(now) }
     }
 
-    fn flush(&mut self, layout: &Layout, at_most: usize) {
-        for _ in 0..at_most {
-            let Some(id) = self.order.pop_front() else { return };
-            let Some(state) = self.pending.remove(&id) else { continue };
-            let Ok(router) = crate::ident::RouterId::parse(&id) else { continue };
-            if let Err(e) = statefile::write_atomic(&layout.state_file(&router), state.as_str().as_bytes(), 0o644) {
-                log::error!("router {id}: {e}");
+    /// Every router waiting for a retry is due now (shutdown).
+    fn retry_now(&mut self) {
+        while let Some(at) = self.retries.next_deadline() {
+            self.promote_due(at);
+        }
+    }
+
+    fn promote_due(&mut self, now: Instant) {
+        while let Some(id) = self.retries.pop_due(now) {
+            if let Some(pending) = self.pending.get_mut(&id) {
+                pending.retry = None;
+                self.order.push_back(id);
             }
         }
+    }
+
+    /// Writes up to `at_most` due state files, oldest first.
+    fn flush(&mut self, layout: &Layout, at_most: usize, now: Instant) -> Vec<StateWritten> {
+        self.promote_due(now);
+        let mut out = Vec::new();
+        for _ in 0..at_most {
+            let Some(id) = self.order.pop_front() else { break };
+            let Some(pending) = self.pending.get_mut(&id) else { continue };
+            let Ok(router) = crate::ident::RouterId::parse(&id) else {
+                self.pending.remove(&id);
+                continue;
+            };
+            let state = pending.state;
+            match layout.write_router_file(&router, STATE_FILE, state.as_str().as_bytes(), 0o644) {
+                Ok(()) => {
+                    let after_failures = pending.failures;
+                    self.pending.remove(&id);
+                    out.push(StateWritten::Written { id, state, after_failures });
+                }
+                Err(e) => {
+                    pending.failures += 1;
+                    let failures = pending.failures;
+                    let retry_in = write_retry_delay(failures);
+                    pending.retry = Some(self.retries.schedule(now + retry_in, id.clone()));
+                    out.push(StateWritten::Failed { id, state, error: e.to_string(), failures, retry_in });
+                }
+            }
+        }
+        out
     }
 }
 
@@ -1399,11 +1635,20 @@ fn watch_netns_dir(registry: &Registry, create: bool) -> Option<Inotify> {
 
 fn remove_router_dir(layout: &Layout, id: &str) {
     let Ok(id) = crate::ident::RouterId::parse(id) else { return };
-    let dir = layout.router_dir(&id);
-    if let Err(e) = std::fs::remove_dir_all(&dir)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        log::warn!("cannot remove {}: {e}", dir.display());
+    if let Err(e) = layout.remove_router_dir(&id) {
+        log::warn!("router {id}: cannot remove its directory: {e}");
+    }
+}
+
+/// Issue 15: whatever the daemon creates is private unless it sets a mode
+/// (umask 077; directories and files get theirs explicitly), and a crash
+/// leaves no core file holding the VRRP password (not dumpable, which also
+/// keeps same-uid processes without CAP_SYS_PTRACE out of its memory).
+/// Called at start and again after detaching (which sets its own umask).
+fn private_process() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("harouterd: cannot make the process non-dumpable: {e}");
     }
 }
 
@@ -1431,13 +1676,14 @@ fn resolve_uids(principals: &[Principal]) -> Result<Vec<u32>, String> {
         .collect()
 }
 
+/// As Neutron's monitor: the Synced line after every attempt, whatever the
+/// commands' exit status; an ERROR line naming each failed command first.
 fn log_synced(id: &str, done: Vec<Synced>) {
     for Synced { state, failures } in done {
-        if failures.is_empty() {
-            log::info!("Synced connection tracking state on {state} for router {id}");
-        } else {
+        if !failures.is_empty() {
             log::error!("Failed to sync connection tracking state on {state} for router {id}: {}", failures.join("; "));
         }
+        log::info!("Synced connection tracking state on {state} for router {id}");
     }
 }
 
@@ -1463,14 +1709,71 @@ mod tests {
         writes.queue("r1", State::Backup);
         writes.queue("r3", State::Primary);
         writes.forget("r3");
-        writes.flush(&layout, 1);
+        let now = Instant::now();
+        assert_eq!(writes.next_deadline(now), Some(now));
+        writes.flush(&layout, 1, now);
         assert_eq!(state(&dir, "r1").as_deref(), Some("backup"), "the latest state, in first-queued order");
         assert_eq!(state(&dir, "r2"), None, "one write per pass here");
-        assert!(!writes.is_empty());
-        writes.flush(&layout, usize::MAX);
+        assert!(!writes.pending.is_empty());
+        writes.flush(&layout, usize::MAX, now);
         assert_eq!(state(&dir, "r2").as_deref(), Some("fault"));
         assert_eq!(state(&dir, "r3"), None, "a forgotten router is not written");
-        assert!(writes.is_empty());
+        assert!(writes.pending.is_empty());
+        assert_eq!(writes.next_deadline(now), None);
+    }
+
+    #[test]
+    fn a_failed_state_write_is_retried_with_backoff_and_the_latest_state_wins() {
+        let dir = TempDir::new("statewrites-retry");
+        let layout = Layout::new(&dir);
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut writes = StateWrites::default();
+        // r1's directory is missing: the write fails (ENOENT), as it would
+        // on a full or read-only disk.
+        writes.queue("r1", State::Primary);
+        let out = writes.flush(&layout, usize::MAX, t0);
+        let [StateWritten::Failed { id, state: State::Primary, error, failures: 1, retry_in }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((id.as_str(), *retry_in), ("r1", Duration::from_millis(100)));
+        assert!(error.contains("r1/state") && error.contains("No such file or directory"), "{error}");
+        assert_eq!(writes.next_deadline(t0), Some(ms(100)), "waits for the retry: no busy loop");
+        assert!(!writes.pending.is_empty(), "not forgotten");
+        // Changes meanwhile: only the latest is kept, the backoff too.
+        writes.queue("r1", State::Backup);
+        writes.queue("r1", State::Fault);
+        assert_eq!(writes.next_deadline(ms(10)), Some(ms(100)));
+        assert!(writes.flush(&layout, usize::MAX, ms(99)).is_empty(), "not due yet");
+        let out = writes.flush(&layout, usize::MAX, ms(100));
+        assert!(matches!(&out[..], [StateWritten::Failed { failures: 2, state: State::Fault, .. }]), "{out:?}");
+        assert_eq!(writes.next_deadline(ms(100)), Some(ms(300)), "the delay doubles");
+        // Space is back: the next retry writes the latest state.
+        std::fs::create_dir(dir.join("r1")).unwrap();
+        let out = writes.flush(&layout, usize::MAX, ms(300));
+        assert_eq!(out, [StateWritten::Written { id: "r1".into(), state: State::Fault, after_failures: 2 }], "{out:?}");
+        assert_eq!(state(&dir, "r1").as_deref(), Some("fault"));
+        assert!(writes.pending.is_empty() && writes.next_deadline(ms(300)).is_none());
+        // A failing router that is forgotten leaves no retry behind.
+        writes.queue("r2", State::Primary);
+        writes.flush(&layout, usize::MAX, ms(400));
+        writes.forget("r2");
+        assert!(writes.pending.is_empty() && writes.next_deadline(ms(400)).is_none());
+        // Shutdown: every waiting router is tried once more at once.
+        writes.queue("r3", State::Backup);
+        writes.flush(&layout, usize::MAX, ms(500));
+        std::fs::create_dir(dir.join("r3")).unwrap();
+        writes.retry_now();
+        assert_eq!(writes.next_deadline(ms(500)), Some(ms(500)));
+        writes.flush(&layout, usize::MAX, ms(500));
+        assert_eq!(state(&dir, "r3").as_deref(), Some("backup"));
+    }
+
+    #[test]
+    fn write_retries_back_off_to_a_cap() {
+        let delays: Vec<u64> = (1..=8).map(|n| write_retry_delay(n).as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(write_retry_delay(u32::MAX), WRITE_RETRY_MAX);
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub struct RouterRuntime {
     /// When the effective state last changed.
     pub since: Option<SystemTime>,
     pub effective_changes: u64,
+    /// Failed attempts to write any of its files (state, keepalived.conf,
+    /// health-check script), for `/metrics`.
+    pub write_failures: u64,
+    /// Its state file could not be written and waits for a retry.
+    pub state_write_pending: bool,
     /// Problems worth showing until they are over, by source, so one
     /// source clearing its problem does not hide another's.
     errors: Vec<(ErrorSource, String)>,
@@ -33,7 +38,9 @@ pub enum ErrorSource {
     Namespace,
     HaInterface,
     Keepalived,
+    /// keepalived.conf or the health-check script.
     Files,
+    StateFile,
 }
 
 impl RouterRuntime {
@@ -46,6 +53,8 @@ impl RouterRuntime {
             keepalived_fault: false,
             since: None,
             effective_changes: 0,
+            write_failures: 0,
+            state_write_pending: false,
             errors: Vec::new(),
         }
     }
@@ -66,6 +75,11 @@ impl RouterRuntime {
 
     pub fn clear_error(&mut self, source: ErrorSource) {
         self.errors.retain(|(s, _)| *s != source);
+    }
+
+    /// The problem `source` has now, if any.
+    pub fn error(&self, source: ErrorSource) -> Option<&str> {
+        self.errors.iter().find(|(s, _)| *s == source).map(|(_, m)| m.as_str())
     }
 
     /// The most recent problem still standing, for `status`.
@@ -105,6 +119,7 @@ mod tests {
         assert_eq!(r.last_error(), Some("cannot run keepalived"));
         r.clear_error(ErrorSource::Keepalived);
         assert_eq!(r.last_error(), Some("ns gone"));
+        assert_eq!((r.error(ErrorSource::Namespace), r.error(ErrorSource::StateFile)), (Some("ns gone"), None));
         r.clear_error(ErrorSource::Namespace);
         assert_eq!(r.last_error(), None);
     }

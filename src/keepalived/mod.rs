@@ -11,6 +11,7 @@ pub mod process;
 use std::path::PathBuf;
 
 use crate::config::{DaemonConfig, RouterConfig};
+use crate::conntrackd_conf;
 use crate::layout::Layout;
 
 /// A file the daemon writes for a router, with the mode it must have.
@@ -25,8 +26,10 @@ pub struct RouterFile {
 pub const CONF_MODE: u32 = 0o600;
 
 /// Every file a router with a supervised keepalived gets: its
-/// keepalived.conf, then the health-check script when one is needed.
-/// Monitor-only routers (`keepalived = false`) get none.
+/// keepalived.conf, then the health-check script when one is needed, then
+/// conntrackd.conf with `ha_conntrackd_enabled`. Monitor-only routers
+/// (`keepalived = false`) get none: whatever runs their keepalived owns
+/// their directory.
 pub fn router_files(
     daemon: &DaemonConfig,
     router: &RouterConfig,
@@ -46,6 +49,16 @@ pub fn router_files(
             path: layout.check_script(&router.id, router.vrid),
             contents: health_check::script(router),
             mode: health_check::SCRIPT_MODE,
+        });
+    }
+    if daemon.conntrackd_enabled
+        && let Some(ha_address) = router.ha_address
+    {
+        let paths = conntrackd_conf::Paths::new(layout, &router.id);
+        files.push(RouterFile {
+            contents: conntrackd_conf::render(&daemon.conntrackd, router, ha_address, &paths),
+            path: paths.conf,
+            mode: conntrackd_conf::CONF_MODE,
         });
     }
     files

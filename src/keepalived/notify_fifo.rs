@@ -48,16 +48,22 @@
 //!   are kept; a longer line is dropped whole and counted.
 //! - The FIFO is mode 0600: whoever can write to it can fake a FAULT.
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use nix::sys::stat::Mode;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag, fstatat};
+use nix::unistd::{UnlinkatFlags, mkfifoat, unlinkat};
+
+use crate::layout::RouterDir;
 
 /// The longest line kept (newline excluded). keepalived's lines are under
 /// 100 bytes; anything longer is not from keepalived and is dropped.
@@ -252,35 +258,54 @@ impl NotifyFifo {
     /// Makes sure a FIFO (mode 0600, owned by us) is at `path`, keeping an
     /// existing one, and opens it. The router's directory must exist.
     pub fn create(path: &Path) -> Result<NotifyFifo, FifoError> {
+        let create_error = |source| FifoError::Create { path: path.to_path_buf(), source };
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(create_error(io::Error::new(io::ErrorKind::InvalidInput, "no file name")));
+        };
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let dir_fd = nix::fcntl::open(dir, flags, Mode::empty()).map_err(|e| create_error(e.into()))?;
+        NotifyFifo::create_at(dir_fd.as_fd(), path, name)
+    }
+
+    /// [`NotifyFifo::create`] in a router's directory, by name: made,
+    /// inspected and opened relative to `dir` without following a symlink
+    /// (issue 15.4).
+    pub fn create_in(dir: &RouterDir, name: &str) -> Result<NotifyFifo, FifoError> {
+        NotifyFifo::create_at(dir.fd(), &dir.path().join(name), OsStr::new(name))
+    }
+
+    fn create_at(dir: BorrowedFd<'_>, path: &Path, name: &OsStr) -> Result<NotifyFifo, FifoError> {
         let owned = |source| FifoError::Inspect { path: path.to_path_buf(), source };
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_fifo() && meta.uid() == euid => {}
-            Ok(_) => std::fs::remove_file(path)
-                .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
-                .map_err(|source| FifoError::Remove { path: path.to_path_buf(), source })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(owned(e)),
+        match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFIFO.bits() && st.st_uid == euid => {}
+            Ok(_) => match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(FifoError::Remove { path: path.to_path_buf(), source: e.into() }),
+            },
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(owned(e.into())),
         }
-        match nix::unistd::mkfifo(path, Mode::from_bits_truncate(FIFO_MODE)) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        match mkfifoat(dir, name, Mode::from_bits_truncate(FIFO_MODE)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(FifoError::Create { path: path.to_path_buf(), source: e.into() }),
         }
         // O_NOFOLLOW: a symlink planted after the check is refused, not
         // followed. O_NONBLOCK: opening a read end does not wait for a
         // writer, and reads return EAGAIN instead of blocking.
-        let open = |end: &'static str, write: bool| {
-            OpenOptions::new()
-                .read(!write)
-                .write(write)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-                .open(path)
-                .map_err(|source| FifoError::Open { path: path.to_path_buf(), end, source })
+        let open = |end: &'static str, access: OFlag| {
+            let flags = access | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            nix::fcntl::openat(dir, name, flags, Mode::empty()).map(File::from).map_err(|e| FifoError::Open {
+                path: path.to_path_buf(),
+                end,
+                source: e.into(),
+            })
         };
-        let reader = open("read", false)?;
+        let reader = open("read", OFlag::O_RDONLY)?;
         // With a reader open, a non-blocking O_WRONLY open succeeds at once.
-        let writer = open("write", true)?;
+        let writer = open("write", OFlag::O_WRONLY)?;
         let r = reader.metadata().map_err(owned)?;
         let w = writer.metadata().map_err(owned)?;
         if !r.file_type().is_fifo() || (r.dev(), r.ino()) != (w.dev(), w.ino()) {
@@ -381,7 +406,9 @@ impl mio::event::Source for NotifyFifo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     use std::time::Duration;
 
     fn ev(instance: &str, state: KaState, priority: u8) -> Option<FifoEvent> {

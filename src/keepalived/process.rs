@@ -26,13 +26,24 @@
 //!   ours is alive: an orphan is SIGKILLed and the spawn waits until it is
 //!   gone (a new keepalived refuses to start while a pidfile names a live
 //!   process, and a dying orphan would remove the new VRRP pidfile).
-//! - **Ours** means: its pidfile names a live pid whose `/proc/PID/cmdline`
-//!   gives our config path to `-f` ([`cmdline_names_conf`]). A zombie has
-//!   an empty cmdline, so it is never ours.
+//! - **Ours** is proven, not assumed (issue 15.3): a pidfile names a live
+//!   pid whose `/proc/PID/cmdline` gives our config path to `-f`
+//!   ([`cmdline_names_conf`]), whose `/proc/PID/exe` is the configured
+//!   keepalived binary (same device and inode), which runs as root (real,
+//!   effective, saved and filesystem uid: the daemon's own) in the router's
+//!   network namespace, and which started before the pidfile was last
+//!   written ([`judge_process`]). The proof is made twice, the second time
+//!   after a pidfd pinned the process, and the pidfd is then checked to
+//!   still name a live process, so the pid cannot have been recycled in
+//!   between. A zombie has an empty cmdline, so it is never ours. Anything
+//!   else a pidfile names (a user's `tail -f CONF`) is left alone: neither
+//!   adopted nor signalled, its pidfile removed as stale, and a warning
+//!   names it.
 //! - **No signal to a recycled pid.** Our own child is signalled by pid only
 //!   until its exit is reported (its pid cannot be reused before it is
 //!   reaped, and the daemon reports what it reaps); any other process is
-//!   signalled through its pidfd.
+//!   signalled through its pidfd, or, on a kernel without pidfds, by pid
+//!   right after checking its start time is still the one proven.
 //! - Dropping or detaching a supervisor never signals anything: keepalived
 //!   outlives the daemon unless [`Supervisor::stop`] was called.
 //! - [`Supervisor::next_deadline`] is `None` unless a timer is pending: an
@@ -43,8 +54,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -75,6 +87,13 @@ const MAX_CMDLINE: u64 = 64 * 1024;
 
 /// A pidfile longer than this is not a pidfile.
 const MAX_PIDFILE: u64 = 64;
+
+/// How much later than its pidfile's last write a process may appear to
+/// have started and still be the one that wrote it. keepalived writes its
+/// pidfile after it starts; the slack covers the 10 ms granularity of
+/// process start times and small clock adjustments. A pid reused by
+/// another process necessarily started after the pidfile's writer died.
+pub const PIDFILE_SLACK: Duration = Duration::from_secs(1);
 
 /// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that
 /// keepalived's own children (VRRP, checker), orphaned when their parent
@@ -310,6 +329,117 @@ pub fn parse_pid(text: &[u8]) -> Option<u32> {
     (pid > 0 && pid <= i32::MAX as u32).then_some(pid)
 }
 
+/// What must be true of a process for it to be a router's keepalived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// keepalived's config file, given to `-f`.
+    pub conf: PathBuf,
+    /// (device, inode) of the configured keepalived binary; `None` when it
+    /// is not there (nothing running can then be proven ours, except...).
+    pub exe: Option<(u64, u64)>,
+    /// ... a keepalived started before the binary at this (canonical) path
+    /// was replaced or removed: the kernel shows `PATH (deleted)` for it. A
+    /// package upgrade does that, and an upgrade must not turn into a
+    /// second keepalived beside the first.
+    pub exe_path: PathBuf,
+    /// The uid every one of its uids must be: the daemon's, root.
+    pub uid: u32,
+    /// (device, inode) of the router's network namespace.
+    pub netns: Option<(u64, u64)>,
+}
+
+/// What `/proc/PID` says about a process ([`ProcFacts::read`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcFacts {
+    pub cmdline: Vec<u8>,
+    /// (device, inode) of the file it runs.
+    pub exe: Option<(u64, u64)>,
+    /// What `/proc/PID/exe` reads as.
+    pub exe_link: Option<PathBuf>,
+    /// Real, effective, saved and filesystem uid.
+    pub uids: Option<[u32; 4]>,
+    pub ppid: Option<u32>,
+    /// (device, inode) of its network namespace.
+    pub netns: Option<(u64, u64)>,
+    /// Clock ticks after boot (`/proc/PID/stat` field 22): with the pid,
+    /// what identifies a process for as long as the system runs.
+    pub start_ticks: Option<u64>,
+    /// The same start time on the wall clock.
+    pub started: Option<SystemTime>,
+}
+
+/// Why a process is not proven to be a router's keepalived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotOurs {
+    /// No such process (or a zombie, or it changed while being looked at).
+    Gone,
+    Cmdline,
+    Exe {
+        running: Option<PathBuf>,
+    },
+    Uid {
+        uids: Option<[u32; 4]>,
+    },
+    Namespace,
+    /// It started this long after the pidfile naming it was written.
+    StartedAfterPidfile {
+        by: Duration,
+    },
+}
+
+impl fmt::Display for NotOurs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotOurs::Gone => f.write_str("no such process"),
+            NotOurs::Cmdline => f.write_str("its command line does not give our config to -f"),
+            NotOurs::Exe { running: Some(exe) } => {
+                write!(f, "it runs {}, not the configured keepalived", exe.display())
+            }
+            NotOurs::Exe { running: None } => f.write_str("its executable is unknown"),
+            NotOurs::Uid { uids: Some(u) } => write!(f, "it runs as uid {} (effective {}), not root", u[0], u[1]),
+            NotOurs::Uid { uids: None } => f.write_str("its uids are unknown"),
+            NotOurs::Namespace => f.write_str("it runs in another network namespace"),
+            NotOurs::StartedAfterPidfile { by } => {
+                write!(f, "it started {:.1} s after the pidfile was written", by.as_secs_f64())
+            }
+        }
+    }
+}
+
+/// Whether `facts` prove a router's keepalived (see the module
+/// documentation). `written`: when the pidfile naming it was last written
+/// (`None`: no start-time check). Pure.
+pub fn judge_process(facts: &ProcFacts, expected: &Expected, written: Option<SystemTime>) -> Result<(), NotOurs> {
+    if facts.cmdline.is_empty() {
+        return Err(NotOurs::Gone);
+    }
+    if !cmdline_names_conf(&facts.cmdline, expected.conf.as_os_str().as_bytes()) {
+        return Err(NotOurs::Cmdline);
+    }
+    let same_file = facts.exe.is_some() && facts.exe == expected.exe;
+    let mut deleted = expected.exe_path.as_os_str().to_owned();
+    deleted.push(" (deleted)");
+    let replaced = facts.exe_link.as_ref().is_some_and(|link| link.as_os_str() == deleted);
+    if !same_file && !replaced {
+        return Err(NotOurs::Exe { running: facts.exe_link.clone() });
+    }
+    if facts.uids.is_none_or(|uids| uids.iter().any(|&u| u != expected.uid)) {
+        return Err(NotOurs::Uid { uids: facts.uids });
+    }
+    if facts.netns.is_none() || facts.netns != expected.netns {
+        return Err(NotOurs::Namespace);
+    }
+    if let Some(written) = written {
+        let Some(started) = facts.started else { return Err(NotOurs::Gone) };
+        if let Ok(by) = started.duration_since(written)
+            && by > PIDFILE_SLACK
+        {
+            return Err(NotOurs::StartedAfterPidfile { by });
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Errors and outcomes
 
@@ -432,6 +562,9 @@ enum How {
 
 struct Watch {
     pid: u32,
+    /// Its start time (clock ticks after boot), when known: without a
+    /// pidfd, the only way to tell it from a later process with its pid.
+    start: Option<u64>,
     how: How,
 }
 
@@ -475,6 +608,11 @@ enum Run {
 pub struct Supervisor {
     id: RouterId,
     program: String,
+    layout: Layout,
+    /// The binary a running keepalived must be, instead of `program`, in
+    /// unit tests whose stand-in keepalived is `sh`.
+    #[cfg(test)]
+    expect_exe: Option<PathBuf>,
     namespace: Option<Namespace>,
     debug: bool,
     action: ChildAction,
@@ -510,6 +648,9 @@ impl Supervisor {
         Supervisor {
             id: router.id.clone(),
             program: daemon.keepalived_path.clone(),
+            layout: layout.clone(),
+            #[cfg(test)]
+            expect_exe: None,
             namespace: router.namespace.clone(),
             debug,
             action: daemon.child_action,
@@ -725,10 +866,10 @@ impl Supervisor {
     /// Runs whatever timer is due at `now`.
     pub fn tick(&mut self, now: Instant) -> Vec<Outcome> {
         let mut out = Vec::new();
-        if let Some(Watch { pid, how: How::Poll { at, every } }) = &mut self.watch
+        if let Some(Watch { pid, start, how: How::Poll { at, every } }) = &mut self.watch
             && *at <= now
         {
-            if process_is_ours(*pid, &self.conf) {
+            if same_process(*pid, *start, &self.conf) {
                 *at = now + *every;
             } else {
                 out.extend(self.watched_gone(now));
@@ -774,26 +915,36 @@ impl Supervisor {
         args
     }
 
-    /// Adopts the keepalived the main pidfile names if it is ours and alive.
+    /// Adopts the keepalived the main pidfile names if it is proven ours
+    /// and alive.
     fn try_adopt(&mut self, now: Instant, out: &mut Vec<Outcome>) -> bool {
-        let Some(pid) = self.read_pidfile(&self.pid_file.clone()) else { return false };
-        if !process_is_ours(pid, &self.conf) {
-            return false;
-        }
-        let how = match pidfd_open(pid) {
-            // Checked again once the pidfd pins the process: the pid may
-            // have been recycled between the first check and the open.
-            Ok(fd) if process_is_ours(pid, &self.conf) => How::Pidfd { fd, registered: false },
-            Ok(_) => return false,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
-            Err(source) => {
-                log::warn!("router {}: no pidfd for adopted keepalived {pid}: {source}; polling it", self.id);
-                self.last_error = Some(SupervisorError::Pidfd { router: self.id.clone(), pid, source });
-                How::Poll { at: now + ADOPTED_POLL, every: ADOPTED_POLL }
+        let path = self.pid_file.clone();
+        let Some((pid, written)) = self.read_pidfile(&path) else { return false };
+        let expected = self.expected();
+        let watch = match self.pin(pid, &expected, Some(written), now, ADOPTED_POLL) {
+            Err(NotOurs::StartedAfterPidfile { by }) if self.vrrp_child_vouches_for(pid, &expected) => {
+                // The wall clock was stepped forward since keepalived wrote
+                // its pidfile (a first NTP sync after boot): its running
+                // VRRP child, named by its own pidfile, proves it.
+                log::info!(
+                    "router {}: keepalived {pid} seems to have started {:.1} s after its pidfile was written \
+                     (clock stepped?); its VRRP child vouches for it",
+                    self.id,
+                    by.as_secs_f64()
+                );
+                self.pin(pid, &expected, None, now, ADOPTED_POLL)
+            }
+            other => other,
+        };
+        let watch = match watch {
+            Ok(watch) => watch,
+            Err(reason) => {
+                self.not_ours(&path, pid, &reason);
+                return false;
             }
         };
-        let registers = matches!(how, How::Pidfd { .. });
-        self.watch = Some(Watch { pid, how });
+        let registers = matches!(watch.how, How::Pidfd { .. });
+        self.watch = Some(watch);
         self.run = Run::Running { pid, since: now, adopted: true };
         log::debug!("router {}: adopted keepalived (pid {pid})", self.id);
         out.push(Outcome::Adopted { pid });
@@ -801,6 +952,83 @@ impl Supervisor {
             out.push(Outcome::Watch);
         }
         true
+    }
+
+    /// Whether the VRRP pidfile names a live keepalived of ours whose
+    /// parent is `pid`.
+    fn vrrp_child_vouches_for(&mut self, pid: u32, expected: &Expected) -> bool {
+        let path = self.vrrp_pid_file.clone();
+        let Some((child, _)) = self.read_pidfile(&path) else { return false };
+        let facts = ProcFacts::read(child);
+        facts.ppid == Some(pid) && judge_process(&facts, expected, None).is_ok()
+    }
+
+    /// What a process must be to be this router's keepalived, now (the
+    /// binary and the namespace are looked at again each time: an upgrade
+    /// or a re-created namespace changes them).
+    fn expected(&self) -> Expected {
+        #[cfg(test)]
+        let program = self.expect_exe.clone().or_else(|| resolve_program(&self.program));
+        #[cfg(not(test))]
+        let program = resolve_program(&self.program);
+        let exe = program.as_deref().and_then(|p| std::fs::metadata(p).ok()).map(|m| (m.dev(), m.ino()));
+        let exe_path = program
+            .as_deref()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+            .unwrap_or_else(|| PathBuf::from(&self.program));
+        let netns_path = self.namespace.as_ref().map_or_else(|| "/proc/self/ns/net".to_owned(), Namespace::path);
+        let netns = std::fs::metadata(netns_path).ok().map(|m| (m.dev(), m.ino()));
+        Expected { conf: self.conf.clone(), exe, exe_path, uid: nix::unistd::geteuid().as_raw(), netns }
+    }
+
+    /// Proves `pid` is ours, pins it with a pidfd, proves it again, and
+    /// checks through the pidfd that the process it pins is still alive:
+    /// the second proof was then about that very process (a pid is not
+    /// reused while its process exists). Without pidfds (kernel < 5.3) the
+    /// process is watched by polling every `every`, identified by its
+    /// start time.
+    fn pin(
+        &mut self,
+        pid: u32,
+        expected: &Expected,
+        written: Option<SystemTime>,
+        now: Instant,
+        every: Duration,
+    ) -> Result<Watch, NotOurs> {
+        let first = ProcFacts::read(pid);
+        judge_process(&first, expected, written)?;
+        let how = match pidfd_open(pid) {
+            Ok(fd) => {
+                let again = ProcFacts::read(pid);
+                judge_process(&again, expected, written)?;
+                if again.start_ticks != first.start_ticks || pidfd_send_signal(&fd, None).is_err() {
+                    return Err(NotOurs::Gone);
+                }
+                How::Pidfd { fd, registered: false }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(NotOurs::Gone),
+            Err(source) => {
+                log::warn!("router {}: no pidfd for keepalived process {pid}: {source}; polling it", self.id);
+                self.last_error = Some(SupervisorError::Pidfd { router: self.id.clone(), pid, source });
+                How::Poll { at: now + every, every }
+            }
+        };
+        Ok(Watch { pid, start: first.start_ticks, how })
+    }
+
+    /// A pidfile names a live process that is not ours: said once, loudly
+    /// (someone may be trying to get root to signal their process).
+    fn not_ours(&self, path: &Path, pid: u32, reason: &NotOurs) {
+        if *reason == NotOurs::Gone {
+            log::debug!("router {}: {} names pid {pid}, which is gone", self.id, path.display());
+        } else {
+            log::warn!(
+                "router {}: {} names pid {pid}, which is not our keepalived ({reason}): \
+                 not adopting or signalling it",
+                self.id,
+                path.display()
+            );
+        }
     }
 
     /// The running keepalived died.
@@ -843,9 +1071,10 @@ impl Supervisor {
         // Bounded: each round either waits for an orphan or found it gone
         // (its pidfile then reads as stale and is removed).
         for _ in 0..3 {
-            let Some(orphan) = self.find_orphan() else { break };
-            if self.kill_orphan(orphan, now, out) {
-                self.run = Run::Cleaning { orphan, then };
+            let Some(orphan) = self.find_orphan(now) else { break };
+            let pid = orphan.pid;
+            if self.kill_orphan(orphan, out) {
+                self.run = Run::Cleaning { orphan: pid, then };
                 return;
             }
         }
@@ -863,9 +1092,13 @@ impl Supervisor {
 
     fn spawn_now(&mut self, now: Instant, out: &mut Vec<Outcome>) {
         let args = self.args();
-        log::debug!("router {}: running {} {}", self.id, self.program, args.join(" "));
-        let options = SpawnOptions { new_session: true };
-        match spawn::spawn_with(&self.program, &args, self.namespace.as_ref(), options) {
+        // Run by the path it resolves to now, so what runs is exactly the
+        // binary a later proof of ownership expects.
+        let program = resolve_program(&self.program).map_or_else(|| self.program.clone(), |p| p.display().to_string());
+        log::debug!("router {}: running {program} {}", self.id, args.join(" "));
+        let label = format!("router {}: keepalived", self.id);
+        let options = SpawnOptions { new_session: true, label: &label, ..SpawnOptions::default() };
+        match spawn::spawn_with(&program, &args, self.namespace.as_ref(), options) {
             Ok(pid) => {
                 self.run = Run::Running { pid, since: now, adopted: false };
                 self.throttle.started(Instant::now().max(now));
@@ -881,56 +1114,49 @@ impl Supervisor {
         }
     }
 
-    /// The VRRP child named by its pidfile, if alive and ours; a stale VRRP
-    /// pidfile is removed on the way.
-    fn find_orphan(&mut self) -> Option<u32> {
+    /// The VRRP child named by its pidfile, if alive and proven ours (with
+    /// its pidfile's time), pinned; a stale VRRP pidfile is removed on the
+    /// way.
+    fn find_orphan(&mut self, now: Instant) -> Option<Watch> {
         let path = self.vrrp_pid_file.clone();
-        match self.read_pidfile(&path) {
-            Some(pid) if process_is_ours(pid, &self.conf) => Some(pid),
-            _ => {
+        let found = self.read_pidfile(&path).map(|(pid, written)| {
+            let expected = self.expected();
+            (pid, self.pin(pid, &expected, Some(written), now, ORPHAN_POLL))
+        });
+        match found {
+            Some((_, Ok(watch))) => Some(watch),
+            other => {
+                if let Some((pid, Err(reason))) = other {
+                    self.not_ours(&path, pid, &reason);
+                }
                 self.remove_pidfile(&path);
                 None
             }
         }
     }
 
-    /// SIGKILLs an orphan and starts watching it. `false`: it was already
-    /// gone.
-    fn kill_orphan(&mut self, pid: u32, now: Instant, out: &mut Vec<Outcome>) -> bool {
+    /// SIGKILLs a pinned orphan and starts watching it. `false`: it was
+    /// already gone.
+    fn kill_orphan(&mut self, orphan: Watch, out: &mut Vec<Outcome>) -> bool {
+        let pid = orphan.pid;
         log::warn!("router {}: killing orphaned keepalived process {pid} before starting keepalived", self.id);
-        let how = match pidfd_open(pid) {
-            Ok(fd) => {
-                if !process_is_ours(pid, &self.conf) {
-                    return false;
-                }
-                match pidfd_send_signal(&fd, Signal::SIGKILL) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
-                    Err(source) => {
-                        self.signal_error(pid, Signal::SIGKILL, source);
-                        return false;
-                    }
-                }
-                How::Pidfd { fd, registered: false }
-            }
+        let result = match &orphan.how {
+            How::Pidfd { fd, .. } => pidfd_send_signal(fd, Some(Signal::SIGKILL)),
+            How::Poll { .. } if same_process(pid, orphan.start, &self.conf) => kill(pid, Signal::SIGKILL),
+            How::Poll { .. } => return false,
+        };
+        match result {
+            Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
             Err(source) => {
-                self.last_error = Some(SupervisorError::Pidfd { router: self.id.clone(), pid, source });
-                match kill(pid, Signal::SIGKILL) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
-                    Err(source) => {
-                        self.signal_error(pid, Signal::SIGKILL, source);
-                        return false;
-                    }
-                }
-                How::Poll { at: now + ORPHAN_POLL, every: ORPHAN_POLL }
+                self.signal_error(pid, Signal::SIGKILL, source);
+                return false;
             }
-        };
-        if matches!(how, How::Pidfd { .. }) {
+        }
+        if matches!(orphan.how, How::Pidfd { .. }) {
             out.push(Outcome::Watch);
         }
-        self.watch = Some(Watch { pid, how });
+        self.watch = Some(orphan);
         true
     }
 
@@ -953,7 +1179,14 @@ impl Supervisor {
     /// already gone (ESRCH) is not an error: its exit is on its way.
     fn send(&mut self, pid: u32, signal: Signal) -> bool {
         let result = match &self.watch {
-            Some(Watch { pid: p, how: How::Pidfd { fd, .. } }) if *p == pid => pidfd_send_signal(fd, signal),
+            Some(Watch { pid: p, how: How::Pidfd { fd, .. }, .. }) if *p == pid => pidfd_send_signal(fd, Some(signal)),
+            // Not our child and no pidfd: only if it is still the process
+            // that was proven ours.
+            Some(Watch { pid: p, start, how: How::Poll { .. } })
+                if *p == pid && !same_process(pid, *start, &self.conf) =>
+            {
+                Err(io::Error::from_raw_os_error(libc::ESRCH))
+            }
             _ => kill(pid, signal),
         };
         match result {
@@ -972,15 +1205,14 @@ impl Supervisor {
         self.last_error = Some(error);
     }
 
-    /// The pid a pidfile names; `None` when missing, empty or not a pid (an
-    /// unreadable one is reported too).
-    fn read_pidfile(&mut self, path: &Path) -> Option<u32> {
-        let mut text = Vec::new();
-        let read = File::open(path).and_then(|f| f.take(MAX_PIDFILE).read_to_end(&mut text));
-        match read {
-            Ok(_) => parse_pid(&text),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => {
+    /// The pid a pidfile names and when the pidfile was last written;
+    /// `None` when missing, empty or not a pid (an unreadable one, or a
+    /// symlink, which is never followed, is reported too).
+    fn read_pidfile(&mut self, path: &Path) -> Option<(u32, SystemTime)> {
+        match self.layout.read_pidfile(path, MAX_PIDFILE) {
+            Ok(found) => found.and_then(|(text, written)| Some((parse_pid(&text)?, written))),
+            Err(e) => {
+                let source = io::Error::other(e.to_string());
                 let error =
                     SupervisorError::Pidfile { router: self.id.clone(), path: path.to_owned(), action: "read", source };
                 log::warn!("{error}");
@@ -991,15 +1223,15 @@ impl Supervisor {
     }
 
     fn remove_pidfile(&mut self, path: &Path) {
-        match std::fs::remove_file(path) {
-            Ok(()) => log::debug!("router {}: removed stale pidfile {}", self.id, path.display()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
+        match self.layout.remove_pidfile(path) {
+            Ok(true) => log::debug!("router {}: removed stale pidfile {}", self.id, path.display()),
+            Ok(false) => {}
+            Err(e) => {
                 let error = SupervisorError::Pidfile {
                     router: self.id.clone(),
                     path: path.to_owned(),
                     action: "remove",
-                    source,
+                    source: io::Error::other(e.to_string()),
                 };
                 log::warn!("{error}");
                 self.last_error = Some(error);
@@ -1011,12 +1243,80 @@ impl Supervisor {
 // ---------------------------------------------------------------------------
 // Processes
 
-/// Whether `pid` is alive and keepalived with our config (see
-/// [`cmdline_names_conf`]).
-fn process_is_ours(pid: u32, conf: &Path) -> bool {
-    let mut cmdline = Vec::new();
-    let read = File::open(format!("/proc/{pid}/cmdline")).and_then(|f| f.take(MAX_CMDLINE).read_to_end(&mut cmdline));
-    read.is_ok() && cmdline_names_conf(&cmdline, conf.as_os_str().as_bytes())
+/// Whether `pid` still is the process proven ours earlier: alive, same
+/// start time (`None`: unknown, then its cmdline alone says), still naming
+/// our config.
+fn same_process(pid: u32, start: Option<u64>, conf: &Path) -> bool {
+    let facts = ProcFacts::read(pid);
+    (start.is_none() || facts.start_ticks == start) && cmdline_names_conf(&facts.cmdline, conf.as_os_str().as_bytes())
+}
+
+/// `keepalived_path` as a file: itself when it holds a `/`, else the first
+/// executable of that name in the fixed `PATH` children get
+/// ([`spawn::CHILD_PATH`], where a bare name would be looked up anyway; the
+/// daemon's inherited `PATH` plays no part). `None` when there is none.
+pub fn resolve_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::split_paths(spawn::CHILD_PATH)
+        .map(|dir| dir.join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+impl ProcFacts {
+    /// Reads what `/proc/PID` says; anything unreadable stays `None` (a
+    /// process gone half way reads as gone: empty cmdline).
+    pub fn read(pid: u32) -> ProcFacts {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
+        let mut cmdline = Vec::new();
+        let read = File::open(dir.join("cmdline")).and_then(|f| f.take(MAX_CMDLINE).read_to_end(&mut cmdline));
+        if read.is_err() {
+            cmdline.clear();
+        }
+        let id = |p: PathBuf| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+        let uids = field("Uid:").and_then(|v| {
+            let ids: Vec<u32> = v.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            <[u32; 4]>::try_from(ids).ok()
+        });
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces and
+        // parentheses): field 3 is the first.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>());
+        let start_ticks = after.as_ref().and_then(|f| f.get(22 - 3)).and_then(|t| t.parse().ok());
+        ProcFacts {
+            cmdline,
+            exe: id(dir.join("exe")),
+            exe_link: std::fs::read_link(dir.join("exe")).ok(),
+            uids,
+            ppid: field("PPid:").and_then(|v| v.parse().ok()),
+            netns: id(dir.join("ns/net")),
+            start_ticks,
+            started: start_ticks.and_then(boot_ticks_to_wall_clock),
+        }
+    }
+}
+
+/// A time in clock ticks after boot, on the wall clock: the boot's wall
+/// time (now on the wall clock minus now on CLOCK_BOOTTIME, which counts
+/// from boot, suspend included, as process start times do) plus the ticks.
+fn boot_ticks_to_wall_clock(ticks: u64) -> Option<SystemTime> {
+    // SAFETY: sysconf and clock_gettime with a valid clock id and a local
+    // timespec.
+    let (hz, boot) = unsafe {
+        let hz = libc::sysconf(libc::_SC_CLK_TCK);
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let rc = libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+        (hz, (rc == 0).then_some(ts))
+    };
+    let hz = u64::try_from(hz).ok().filter(|&hz| hz > 0)?;
+    let boot = boot?;
+    let since_boot = Duration::new(u64::try_from(boot.tv_sec).ok()?, u32::try_from(boot.tv_nsec).ok()?);
+    let booted = SystemTime::now().checked_sub(since_boot)?;
+    booted.checked_add(Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz))
 }
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
@@ -1031,11 +1331,12 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn pidfd_send_signal(fd: &OwnedFd, signal: Signal) -> io::Result<()> {
+/// Sends `signal` (`None`: none, only check the process is alive, as
+/// `kill -0`) to the process `fd` pins.
+fn pidfd_send_signal(fd: &OwnedFd, signal: Option<Signal>) -> io::Result<()> {
+    let signal = signal.map_or(0, |s| s as libc::c_int);
     // SAFETY: pidfd_send_signal(2) with a valid pidfd, no siginfo, no flags.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as libc::c_int, std::ptr::null::<u8>(), 0)
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, std::ptr::null::<u8>(), 0) };
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
@@ -1204,7 +1505,15 @@ mod tests {
         );
         let config = crate::config::parse(Path::new("test.conf"), &text).expect("valid config").config;
         let layout = Layout::new(&config.daemon.ha_confs_path);
-        Supervisor::new(&config.daemon, &config.routers[0], &layout, false)
+        let mut sup = Supervisor::new(&config.daemon, &config.routers[0], &layout, false);
+        // The stand-in keepalived below is `sh`: a running process is ours
+        // when it runs that binary (the proof is otherwise unchanged).
+        sup.expect_exe = Some(PathBuf::from("/bin/sh"));
+        sup
+    }
+
+    fn names_conf(pid: u32, conf: &Path) -> bool {
+        cmdline_names_conf(&ProcFacts::read(pid).cmdline, conf.as_os_str().as_bytes())
     }
 
     /// A stand-in for keepalived: one `sh` process, no children, whose
@@ -1219,18 +1528,28 @@ mod tests {
         }
 
         fn start_with(dir: &Path, conf: &Path, script: &str) -> Fake {
+            Fake::start_program(dir, Path::new("sh"), conf, script, &[])
+        }
+
+        /// `program -c script sh FIFO -f CONF extra...`.
+        fn start_program(dir: &Path, program: &Path, conf: &Path, script: &str, extra: &[&Path]) -> Fake {
             let fifo = dir.join(format!("fifo-{}", dir.read_dir().map(|d| d.count()).unwrap_or(0)));
             nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-            let child = std::process::Command::new("sh")
-                .args(["-c", script, "sh"])
-                .arg(&fifo)
-                .arg("-f")
-                .arg(conf)
-                .spawn()
-                .expect("spawn sh");
+            let mut command = std::process::Command::new(program);
+            command.args(["-c", script, "sh"]).arg(&fifo).arg("-f").arg(conf).args(extra);
+            // Started clean like the daemon's children, so a test runner
+            // started under `nohup` does not hand sh an ignored SIGHUP.
+            // SAFETY: reset_signals only makes async-signal-safe calls.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                    crate::spawn::reset_signals();
+                    Ok(())
+                });
+            }
+            let child = command.spawn().expect("spawn sh");
             // Until sh has exec'd, its cmdline is still ours.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while !process_is_ours(child.id(), conf) {
+            while !names_conf(child.id(), conf) {
                 assert!(Instant::now() < deadline, "fake keepalived never showed up");
                 std::thread::sleep(MS);
             }
@@ -1419,9 +1738,195 @@ mod tests {
         assert_eq!(sup.start(t0)[0], Outcome::Adopted { pid: fake.pid() });
         sup.detach();
         assert!(sup.is_stopped() && sup.pid().is_none());
-        assert!(process_is_ours(fake.pid(), sup.conf_path()), "still running");
+        assert!(names_conf(fake.pid(), sup.conf_path()), "still running");
         assert!(dir.0.join("r1.pid.keepalived").exists(), "files untouched");
         // A new start adopts it again.
         assert_eq!(sup.start(t0)[0], Outcome::Adopted { pid: fake.pid() });
+    }
+
+    // ---- the proof of ownership (issue 15.3) ----
+
+    fn expected() -> Expected {
+        Expected {
+            conf: PathBuf::from("/h/r1/keepalived.conf"),
+            exe: Some((8, 100)),
+            exe_path: PathBuf::from("/usr/sbin/keepalived"),
+            uid: 0,
+            netns: Some((4, 4026532000)),
+        }
+    }
+
+    fn keepalived_facts(started: SystemTime) -> ProcFacts {
+        ProcFacts {
+            cmdline: b"/usr/sbin/keepalived\0-n\0-P\0-f\0/h/r1/keepalived.conf\0".to_vec(),
+            exe: Some((8, 100)),
+            exe_link: Some(PathBuf::from("/usr/sbin/keepalived")),
+            uids: Some([0; 4]),
+            ppid: Some(1),
+            netns: Some((4, 4026532000)),
+            start_ticks: Some(4242),
+            started: Some(started),
+        }
+    }
+
+    #[test]
+    fn judging_a_process() {
+        let written = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ours = keepalived_facts(written - Duration::from_millis(30));
+        let want = expected();
+        assert_eq!(judge_process(&ours, &want, Some(written)), Ok(()));
+        assert_eq!(judge_process(&ours, &want, None), Ok(()));
+
+        // `tail -f CONF` of a user: same cmdline shape, nothing else.
+        let tail = ProcFacts {
+            cmdline: b"tail\0-f\0/h/r1/keepalived.conf\0".to_vec(),
+            exe: Some((8, 200)),
+            exe_link: Some(PathBuf::from("/usr/bin/tail")),
+            uids: Some([65534; 4]),
+            ..ours.clone()
+        };
+        assert_eq!(
+            judge_process(&tail, &want, Some(written)),
+            Err(NotOurs::Exe { running: Some(PathBuf::from("/usr/bin/tail")) })
+        );
+        let cases: Vec<(ProcFacts, NotOurs)> = vec![
+            (ProcFacts { cmdline: Vec::new(), ..ours.clone() }, NotOurs::Gone),
+            (
+                ProcFacts { cmdline: b"keepalived\0-f\0/h/r2/keepalived.conf\0".to_vec(), ..ours.clone() },
+                NotOurs::Cmdline,
+            ),
+            (ProcFacts { exe: None, exe_link: None, ..ours.clone() }, NotOurs::Exe { running: None }),
+            (ProcFacts { uids: Some([65534, 0, 0, 0]), ..ours.clone() }, NotOurs::Uid { uids: Some([65534, 0, 0, 0]) }),
+            (ProcFacts { uids: Some([0, 0, 65534, 0]), ..ours.clone() }, NotOurs::Uid { uids: Some([0, 0, 65534, 0]) }),
+            (ProcFacts { uids: None, ..ours.clone() }, NotOurs::Uid { uids: None }),
+            (ProcFacts { netns: Some((4, 4026531840)), ..ours.clone() }, NotOurs::Namespace),
+            (ProcFacts { netns: None, ..ours.clone() }, NotOurs::Namespace),
+            (
+                ProcFacts { started: Some(written + Duration::from_secs(90)), ..ours.clone() },
+                NotOurs::StartedAfterPidfile { by: Duration::from_secs(90) },
+            ),
+            (ProcFacts { started: None, ..ours.clone() }, NotOurs::Gone),
+        ];
+        for (facts, why) in cases {
+            assert_eq!(judge_process(&facts, &want, Some(written)), Err(why.clone()), "{facts:?}");
+        }
+        // Within the slack, or no time check: fine.
+        let late = ProcFacts { started: Some(written + PIDFILE_SLACK), ..ours.clone() };
+        assert_eq!(judge_process(&late, &want, Some(written)), Ok(()));
+        let late = ProcFacts { started: Some(written + Duration::from_secs(90)), ..ours.clone() };
+        assert_eq!(judge_process(&late, &want, None), Ok(()));
+        // The binary was upgraded (replaced) under a running keepalived.
+        let upgraded = ProcFacts {
+            exe: Some((8, 99)),
+            exe_link: Some(PathBuf::from("/usr/sbin/keepalived (deleted)")),
+            ..ours.clone()
+        };
+        assert_eq!(judge_process(&upgraded, &want, Some(written)), Ok(()));
+        let elsewhere = ProcFacts { exe_link: Some(PathBuf::from("/tmp/keepalived (deleted)")), ..upgraded };
+        assert!(matches!(judge_process(&elsewhere, &want, Some(written)), Err(NotOurs::Exe { .. })));
+        // The messages name what is wrong.
+        assert_eq!(
+            NotOurs::Exe { running: Some("/usr/bin/tail".into()) }.to_string(),
+            "it runs /usr/bin/tail, not the configured keepalived"
+        );
+        assert_eq!(
+            NotOurs::Uid { uids: Some([65534; 4]) }.to_string(),
+            "it runs as uid 65534 (effective 65534), not root"
+        );
+    }
+
+    #[test]
+    fn reads_its_own_process() {
+        let me = ProcFacts::read(std::process::id());
+        let uid = nix::unistd::getuid().as_raw();
+        assert_eq!(me.uids.map(|u| u[0]), Some(uid));
+        assert_eq!(me.ppid, Some(nix::unistd::getppid().as_raw() as u32));
+        let exe = std::fs::metadata("/proc/self/exe").unwrap();
+        assert_eq!(me.exe, Some((exe.dev(), exe.ino())));
+        let ns = std::fs::metadata("/proc/self/ns/net").unwrap();
+        assert_eq!(me.netns, Some((ns.dev(), ns.ino())));
+        let started = me.started.expect("a start time");
+        assert!(
+            started <= SystemTime::now()
+                && SystemTime::now().duration_since(started).unwrap() < Duration::from_secs(3600)
+        );
+        assert_eq!(ProcFacts::read(u32::MAX >> 1), ProcFacts::default(), "no such process");
+    }
+
+    #[test]
+    fn a_process_naming_our_config_that_runs_another_binary_is_left_alone() {
+        let dir = Dir::new("not-ours");
+        let mut sup = supervisor(&dir.0, "/nonexistent/keepalived", None);
+        sup.expect_exe = None;
+        let main = Fake::start(&dir.0, sup.conf_path());
+        let vrrp = Fake::start(&dir.0, sup.conf_path());
+        std::fs::write(dir.0.join("r1.pid.keepalived"), format!("{}\n", main.pid())).expect("seed");
+        std::fs::write(dir.0.join("r1.pid.keepalived-vrrp"), format!("{}\n", vrrp.pid())).expect("seed");
+        let t0 = Instant::now();
+        assert_eq!(sup.start(t0), [Outcome::SpawnFailed { retry_in: 100 * MS }], "neither adopted nor waited for");
+        assert_eq!(sup.stop(t0), [Outcome::Stopped]);
+        for fake in [&main, &vrrp] {
+            assert!(names_conf(fake.pid(), sup.conf_path()), "signalled");
+        }
+        assert!(!dir.0.join("r1.pid.keepalived").exists() && !dir.0.join("r1.pid.keepalived-vrrp").exists());
+    }
+
+    fn age(path: &Path, by: Duration) {
+        let file = std::fs::File::options().write(true).open(path).expect("open");
+        file.set_modified(SystemTime::now() - by).expect("set mtime");
+    }
+
+    #[test]
+    fn a_process_younger_than_its_pidfile_is_not_ours_unless_its_vrrp_child_vouches() {
+        let dir = Dir::new("late");
+        let mut sup = supervisor(&dir.0, "/nonexistent/keepalived", None);
+        let fake = Fake::start(&dir.0, sup.conf_path());
+        let pidfile = dir.0.join("r1.pid.keepalived");
+        std::fs::write(&pidfile, format!("{}\n", fake.pid())).expect("seed");
+        age(&pidfile, Duration::from_secs(3600));
+        assert_eq!(sup.start(Instant::now()), [Outcome::SpawnFailed { retry_in: 100 * MS }]);
+        assert!(names_conf(fake.pid(), sup.conf_path()));
+        drop(fake);
+
+        // A parent whose VRRP child (its own child, named by the VRRP
+        // pidfile) runs: a stepped clock, not a reused pid.
+        let mut sup = supervisor(&dir.0, "/nonexistent/keepalived", None);
+        let vrrp_pidfile = dir.0.join("r1.pid.keepalived-vrrp");
+        let script = "sh -c 'read line < \"$1\"' sh \"$1\" -f \"$3\" & echo $! > \"$4\"; read line < \"$1\"";
+        let parent = Fake::start_program(&dir.0, Path::new("sh"), sup.conf_path(), script, &[&vrrp_pidfile]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read(&vrrp_pidfile)
+            .ok()
+            .and_then(|t| parse_pid(&t))
+            .is_some_and(|c| names_conf(c, sup.conf_path()))
+        {
+            assert!(Instant::now() < deadline, "the fake VRRP child never showed up");
+            std::thread::sleep(MS);
+        }
+        let child = std::fs::read(&vrrp_pidfile).ok().and_then(|t| parse_pid(&t)).expect("child pid");
+        std::fs::write(&pidfile, format!("{}\n", parent.pid())).expect("seed");
+        age(&pidfile, Duration::from_secs(3600));
+        age(&vrrp_pidfile, Duration::from_secs(3600));
+        assert_eq!(sup.start(Instant::now()), [Outcome::Adopted { pid: parent.pid() }, Outcome::Watch]);
+        sup.detach();
+        let _ = kill(child, Signal::SIGKILL);
+    }
+
+    /// A keepalived started before its binary was replaced (a package
+    /// upgrade) is still ours: `/proc/PID/exe` reads `PATH (deleted)`.
+    #[test]
+    fn a_keepalived_whose_binary_was_upgraded_is_still_adopted() {
+        let dir = Dir::new("upgraded");
+        let bin = dir.0.join("keepalived-bin");
+        std::fs::copy("/bin/sh", &bin).expect("copy sh");
+        let mut sup = supervisor(&dir.0, &bin.display().to_string(), None);
+        sup.expect_exe = None;
+        let fake = Fake::start_program(&dir.0, &bin, sup.conf_path(), "read line < \"$1\"", &[]);
+        let replacement = dir.0.join("keepalived-new");
+        std::fs::copy("/bin/sh", &replacement).expect("copy sh");
+        std::fs::rename(&replacement, &bin).expect("upgrade");
+        std::fs::write(dir.0.join("r1.pid.keepalived"), format!("{}\n", fake.pid())).expect("seed");
+        assert_eq!(sup.start(Instant::now()), [Outcome::Adopted { pid: fake.pid() }, Outcome::Watch]);
+        sup.detach();
     }
 }

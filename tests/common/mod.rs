@@ -10,6 +10,7 @@
 
 pub mod http_receiver;
 pub mod lab;
+pub mod tmpfs;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -278,4 +279,25 @@ pub fn subscribe_events(
         reader.read_line(&mut line).expect("header line");
     }
     reader
+}
+
+/// Sends `raw` to a daemon's control socket, half-closes, and reads the
+/// answer to EOF: the status (`None` when the daemon cannot be reached or
+/// closed without answering) and the body.
+pub fn http_exchange(socket: &Path, raw: &[u8]) -> (Option<u16>, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { return (None, String::new()) };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = stream.write_all(raw);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.strip_prefix("HTTP/1.1 ").and_then(|t| t.get(..3)).and_then(|c| c.parse().ok());
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// `GET path` on a daemon's control socket (see [`http_exchange`]).
+pub fn http_get(socket: &Path, path: &str) -> (Option<u16>, String) {
+    http_exchange(socket, format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
 }
