@@ -54,14 +54,55 @@ pub fn open(namespace: &Namespace) -> Result<OwnedFd, NetnsError> {
     })
 }
 
+/// Which namespace a netns file names: the device and inode of the nsfs
+/// file bind-mounted there. A namespace deleted and re-created under the
+/// same name has another identity, which is the only way to tell that a
+/// name now means a new, empty namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NsIdentity {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl fmt::Display for NsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "net:[{}]", self.ino)
+    }
+}
+
+/// The identity of the namespace the file `namespace` names now.
+pub fn identity(namespace: &Namespace) -> Result<NsIdentity, NetnsError> {
+    let fd = open(namespace)?;
+    identity_of(&fd, namespace)
+}
+
+fn identity_of(fd: &OwnedFd, namespace: &Namespace) -> Result<NsIdentity, NetnsError> {
+    let stat = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| NetnsError::Open {
+        namespace: namespace.to_string(),
+        path: namespace.path(),
+        source: e.into(),
+    })?;
+    Ok(NsIdentity { dev: stat.st_dev, ino: stat.st_ino })
+}
+
 /// Runs `work` inside `namespace` (`None`: right here) and comes back.
 pub fn in_namespace<T>(namespace: Option<&Namespace>, work: impl FnOnce() -> T) -> Result<T, NetnsError> {
-    let Some(namespace) = namespace else { return Ok(work()) };
+    in_namespace_identified(namespace, work).map(|(result, _)| result)
+}
+
+/// [`in_namespace`], also telling which namespace `work` ran in (from the
+/// very descriptor entered, so a re-creation in between cannot mislead).
+pub fn in_namespace_identified<T>(
+    namespace: Option<&Namespace>,
+    work: impl FnOnce() -> T,
+) -> Result<(T, Option<NsIdentity>), NetnsError> {
+    let Some(namespace) = namespace else { return Ok((work(), None)) };
     let target = open(namespace)?;
+    let identity = identity_of(&target, namespace)?;
     let home = File::open("/proc/thread-self/ns/net").map_err(|source| NetnsError::Save { source })?;
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
         .map_err(|source| NetnsError::Enter { namespace: namespace.to_string(), source })?;
     let result = work();
     setns(home.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Restore { source })?;
-    Ok(result)
+    Ok((result, Some(identity)))
 }

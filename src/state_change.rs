@@ -13,11 +13,14 @@
 //! loop never blocks: conntrackd runs as reaped children, the agent is
 //! notified through the non-blocking [`Notifier`].
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
 use mio::{Interest, Token};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
 
 use crate::child_output::ChildOutputs;
@@ -28,7 +31,8 @@ use crate::daemonize::{self, Readiness};
 use crate::event_loop::{EventLoop, Signals, Timers, earliest};
 use crate::ident::{Namespace, RouterId};
 use crate::net::Cidr;
-use crate::netlink::{Change, RECV_BUFFER, RtSocket};
+use crate::netlink::{Change, NetlinkError, RECV_BUFFER, Read, RtSocket};
+use crate::netns::NetnsError;
 use crate::notify::{Notifier, Outcome};
 use crate::state::State;
 use crate::syslog::{self, Syslog};
@@ -36,6 +40,7 @@ use crate::{logfile, nofollow, pidfile, privdrop, spawn};
 
 const SIGNALS: Token = Token(0);
 const NETLINK: Token = Token(1);
+const NETNS_DIR: Token = Token(2);
 const NOTIFIER_BASE: usize = 16;
 /// conntrackd's output pipes (slots reused).
 const CHILD_OUTPUT_BASE: usize = 32;
@@ -47,6 +52,12 @@ pub const AGENT_SOCKET_NAME: &str = "keepalived-state-change";
 /// Reopening a namespace that was missing: first retry after this, doubling.
 const REOPEN_FIRST: Duration = Duration::from_millis(500);
 const REOPEN_MAX: Duration = Duration::from_secs(30);
+/// First retry once the namespace file appeared: `ip netns add` creates
+/// it just before it bind-mounts the namespace on it.
+const REOPEN_SOON: Duration = Duration::from_millis(50);
+
+/// Where iproute2 keeps named namespaces.
+const NETNS_RUN_DIR: &str = "/run/netns";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
@@ -70,6 +81,13 @@ struct Monitor {
     notifier: Notifier,
     timers: Timers<Timer>,
     reopen_delay: Duration,
+    /// /run/netns, watched when `--namespace` lives there: our own socket
+    /// keeps a deleted namespace alive, so netlink alone never tells.
+    netns_dir: Option<Inotify>,
+    /// The last read stopped at its budget with data still queued.
+    more: bool,
+    /// Re-entering the namespace was refused (EPERM), already logged.
+    reopen_denied: bool,
 }
 
 /// Start-up failures go where the caller sees them: the log, and the
@@ -163,6 +181,7 @@ pub fn run(args: StateChangeArgs) -> Exit {
     // The socket is opened before privileges are dropped: entering the
     // namespace needs CAP_SYS_ADMIN.
     let socket = RtSocket::open(namespace.as_ref(), None);
+    let netns_dir = namespace.as_ref().and_then(|ns| watch_netns_dir(ns, event_loop.registry()));
     let keep = if args.enable_conntrackd { privdrop::CONNTRACKD_CAPS } else { &[] };
     if let Err(e) = privdrop::drop_to(args.user.as_deref(), args.group.as_deref(), keep) {
         return startup.fail(Exit::Runtime, &e.to_string());
@@ -208,6 +227,9 @@ pub fn run(args: StateChangeArgs) -> Exit {
         notifier: Notifier::new(args.state_path.join(AGENT_SOCKET_NAME), NOTIFIER_BASE, 1),
         timers: Timers::default(),
         reopen_delay: REOPEN_FIRST,
+        netns_dir,
+        more: false,
+        reopen_denied: false,
     };
     // Start-up worked: the original process may exit 0 now, and no child
     // spawned from here on can hold its pipe.
@@ -233,7 +255,11 @@ pub fn run(args: StateChangeArgs) -> Exit {
     let mut outputs = ChildOutputs::new(CHILD_OUTPUT_BASE);
     loop {
         outputs.adopt(event_loop.registry(), spawn::take_outputs(), Instant::now());
-        let deadline = earliest([monitor.timers.next_deadline(), monitor.notifier.next_deadline()]);
+        let deadline = earliest([
+            monitor.timers.next_deadline(),
+            monitor.notifier.next_deadline(),
+            monitor.netlink_deadline(Instant::now()),
+        ]);
         let events = match event_loop.wait(deadline) {
             Ok(events) => events.iter().map(|e| (e.token(), e.clone())).collect::<Vec<_>>(),
             Err(e) => {
@@ -258,6 +284,7 @@ pub fn run(args: StateChangeArgs) -> Exit {
                     }
                 }
                 NETLINK => monitor.netlink_ready(registry, now),
+                NETNS_DIR => monitor.netns_dir_changed(registry, now),
                 t if outputs.owns(t) => outputs.ready(registry, t, now),
                 t if monitor.notifier.owns(t) => {
                     let outcomes = monitor.notifier.ready(registry, &event, now);
@@ -271,6 +298,9 @@ pub fn run(args: StateChangeArgs) -> Exit {
             match timer {
                 Timer::ReopenNetlink => monitor.reopen(registry, now),
             }
+        }
+        if monitor.netlink_deadline(now).is_some_and(|d| d <= now) {
+            monitor.netlink_ready(registry, now);
         }
         let outcomes = monitor.notifier.tick(registry, now);
         monitor.report(outcomes);
@@ -298,12 +328,27 @@ impl Monitor {
     /// The namespace was missing: try again, with backoff, so a namespace
     /// created late is still monitored.
     fn reopen(&mut self, registry: &mio::Registry, now: Instant) {
+        if self.socket.is_some() {
+            return;
+        }
         // Dropped to a user: CAP_SYS_ADMIN is permitted (with conntrackd),
         // never effective, but for this.
         match privdrop::with_effective(privdrop::SETNS_CAPS, || RtSocket::open(self.namespace.as_ref(), None)) {
             Ok(socket) => {
                 log::info!("Monitoring router {} in {}", self.router, self.namespace_name());
                 self.attach(registry, socket);
+            }
+            // Without CAP_SYS_ADMIN (dropped to `--user`) the namespace can
+            // never be entered again: say so once, plainly.
+            Err(e @ NetlinkError::Namespace(NetnsError::Enter { source: nix::Error::EPERM, .. }))
+                if !self.reopen_denied =>
+            {
+                self.reopen_denied = true;
+                log::warn!(
+                    "router {}: {e}; state stays backup (entering a namespace needs CAP_SYS_ADMIN)",
+                    self.router
+                );
+                self.schedule_reopen(now);
             }
             Err(e) => {
                 log::debug!("router {}: {e}", self.router);
@@ -316,19 +361,60 @@ impl Monitor {
         self.namespace.as_ref().map_or_else(|| "the current namespace".to_owned(), |n| n.to_string())
     }
 
+    /// When the socket must be read without readiness: now if the last
+    /// read left data behind, or when a delayed re-dump is due.
+    fn netlink_deadline(&self, now: Instant) -> Option<Instant> {
+        let socket = self.socket.as_ref()?;
+        if self.more { Some(now) } else { socket.deadline() }
+    }
+
     fn netlink_ready(&mut self, registry: &mio::Registry, now: Instant) {
         let Some(socket) = self.socket.as_mut() else { return };
         let mut changes = Vec::new();
-        let result = socket.read(&mut self.scratch, &mut |c| changes.push(c));
+        let result = socket.read(&mut self.scratch, now, &mut |c| changes.push(c));
+        self.more = matches!(result, Ok(Read::More));
         for change in changes {
             self.apply(change, registry, now);
         }
         if let Err(e) = result {
             log::error!("router {}: {e}; reopening", self.router);
-            if let Some(mut socket) = self.socket.take() {
-                let _ = registry.deregister(&mut socket);
-            }
+            self.close(registry);
             self.schedule_reopen(now);
+        }
+    }
+
+    fn close(&mut self, registry: &mio::Registry) {
+        self.more = false;
+        if let Some(mut socket) = self.socket.take() {
+            let _ = registry.deregister(&mut socket);
+        }
+    }
+
+    /// A file under /run/netns appeared or went away. Ours deleted: the
+    /// router is `backup` (its VIP is nowhere to be seen) and the socket is
+    /// closed so the old namespace can go; ours (re-)created: it is a new
+    /// namespace, watched from a fresh dump.
+    fn netns_dir_changed(&mut self, registry: &mio::Registry, now: Instant) {
+        let Some(namespace) = &self.namespace else { return };
+        let Some(events) = self.netns_dir.as_ref().map(|i| i.read_events().unwrap_or_default()) else { return };
+        let ours = namespace.path();
+        for event in events {
+            let Some(name) = event.name.as_ref().and_then(|n| n.to_str()) else { continue };
+            if format!("{NETNS_RUN_DIR}/{name}") != ours {
+                continue;
+            }
+            if event.mask.contains(AddWatchFlags::IN_DELETE) {
+                log::warn!(
+                    "network namespace {} was deleted; router {} is backup until it is back",
+                    self.namespace_name(),
+                    self.router
+                );
+                self.close(registry);
+                self.transition(State::Backup, registry, now);
+            } else if self.socket.is_none() {
+                self.reopen_delay = REOPEN_SOON;
+                self.reopen(registry, now);
+            }
         }
     }
 
@@ -350,7 +436,10 @@ impl Monitor {
                 self.transition(State::Backup, registry, now);
             }
             Change::Overrun => {
-                log::warn!("router {}: rtnetlink receive queue overrun; re-reading addresses", self.router);
+                log::warn!(
+                    "router {}: rtnetlink receive queue overrun; discarding what is queued and re-reading addresses",
+                    self.router
+                );
             }
             _ => {}
         }
@@ -423,4 +512,31 @@ impl Monitor {
             }
         }
     }
+}
+
+/// Watches /run/netns when `namespace` lives there, creating the directory
+/// as `ip netns add` would when it does not exist yet (we still run as
+/// root here).
+fn watch_netns_dir(namespace: &Namespace, registry: &mio::Registry) -> Option<Inotify> {
+    if !namespace.path().starts_with(&format!("{NETNS_RUN_DIR}/")) {
+        return None;
+    }
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(NETNS_RUN_DIR)
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        log::warn!("cannot create {NETNS_RUN_DIR} to watch it: {e}");
+    }
+    let watch = || -> Result<Inotify, String> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| e.to_string())?;
+        inotify
+            .add_watch(NETNS_RUN_DIR, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_DELETE)
+            .map_err(|e| e.to_string())?;
+        registry
+            .register(&mut SourceFd(&inotify.as_fd().as_raw_fd()), NETNS_DIR, Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+        Ok(inotify)
+    };
+    watch()
+        .inspect_err(|e| log::warn!("cannot watch {NETNS_RUN_DIR}: {e}; a deleted namespace will not be noticed"))
+        .ok()
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use harouterd::ident::Namespace;
 use harouterd::net::Cidr;
-use harouterd::netlink::{Change, RtSocket};
+use harouterd::netlink::{Change, Read, RtSocket};
 use mio::{Events, Interest, Poll, Token};
 
 use common::{Netns, TempDir};
@@ -36,11 +36,14 @@ impl Watch {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut events = Events::with_capacity(4);
         while !done(&self.seen, &self.socket) {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
             assert!(!left.is_zero(), "timed out waiting for {what}; seen {:?}", self.seen);
-            self.poll.poll(&mut events, Some(left)).unwrap();
+            // A delayed re-dump is due at the socket's deadline, readable or not.
+            let wake = self.socket.deadline().map_or(left, |d| d.saturating_duration_since(now).min(left));
+            self.poll.poll(&mut events, Some(wake)).unwrap();
             let seen = &mut self.seen;
-            self.socket.read(&mut self.scratch, &mut |c| seen.push(c)).unwrap();
+            while self.socket.read(&mut self.scratch, Instant::now(), &mut |c| seen.push(c)).unwrap() == Read::More {}
         }
     }
 }
@@ -136,4 +139,71 @@ fn overrun_is_detected_and_reconciled() {
         assert_eq!(view.has_addr("ha-b", &c), i >= 500, "{c} wrong after resync");
     }
     assert!(w.socket.resyncs() >= 1);
+}
+
+/// An undecodable message on a real socket (sent to it by another netlink
+/// socket in the namespace, as root may): skipped and counted, no re-dump,
+/// and the changes before and after it are seen.
+#[test]
+fn undecodable_message_on_a_real_socket_is_skipped_and_counted() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if !common::require_root_and(&["ip"]) {
+        return;
+    }
+    let ns = Netns::new("undec");
+    common::add_veth_pair(&ns, "ha-a", "ha-b");
+    let mut w = Watch::open(&ns, None);
+    w.until("the initial dump", |seen, _| seen.contains(&Change::Resynced));
+    // SAFETY: zeroed sockaddr_nl; getsockname writes at most `len` bytes.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    let rc = unsafe { libc::getsockname(w.socket.as_raw_fd(), (&mut addr as *mut libc::sockaddr_nl).cast(), &mut len) };
+    assert_eq!(rc, 0);
+    let port = addr.nl_pid;
+    let namespace = Namespace::parse(ns.name()).unwrap();
+    let raw = harouterd::netns::in_namespace(Some(&namespace), || unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
+    })
+    .unwrap();
+    assert!(raw >= 0);
+    // SAFETY: the kernel just returned this descriptor.
+    let injector = unsafe { OwnedFd::from_raw_fd(raw) };
+    let send = |msg: &[u8]| {
+        // SAFETY: zeroed sockaddr_nl with family and pid set; valid buffers.
+        let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        to.nl_family = libc::AF_NETLINK as u16;
+        to.nl_pid = port;
+        let rc = unsafe {
+            libc::sendto(
+                injector.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&to as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        assert_eq!(rc, msg.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+    };
+    ns.ip(&["addr", "add", "169.254.0.1/24", "dev", "ha-a"]);
+    // RTM_NEWADDR with an ifaddrmsg but no address; then one cut short.
+    let header = |len: u32| {
+        let mut m = Vec::new();
+        m.extend_from_slice(&len.to_ne_bytes());
+        m.extend_from_slice(&libc::RTM_NEWADDR.to_ne_bytes());
+        m.extend_from_slice(&[0, 0, 7, 0, 0, 0, 0, 0, 0, 0]);
+        m
+    };
+    let mut no_address = header(24);
+    no_address.extend_from_slice(&[2, 24, 0, 0, 1, 0, 0, 0]);
+    send(&no_address);
+    let mut cut = header(20);
+    cut.extend_from_slice(&[2, 24, 0, 0]);
+    send(&cut);
+    ns.ip(&["addr", "del", "169.254.0.1/24", "dev", "ha-a"]);
+    let added = Change::Addr { ifname: "ha-a".into(), cidr: cidr("169.254.0.1/24"), added: true };
+    let removed = Change::Addr { ifname: "ha-a".into(), cidr: cidr("169.254.0.1/24"), added: false };
+    w.until("the change after the garbage", |seen, _| seen.contains(&removed));
+    assert_eq!(w.seen[1..], [added, removed], "exactly the two real changes, in order");
+    assert_eq!((w.socket.undecodable(), w.socket.resyncs()), (2, 0));
 }

@@ -179,6 +179,7 @@ pub fn event_text(e: &Event) -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub netlink_resyncs: u64,
+    pub netlink_undecodable: u64,
     pub notify_failures: u64,
     pub notify_delivered: u64,
     pub events: u64,
@@ -241,6 +242,11 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
             "harouterd_netlink_resyncs_total",
             "rtnetlink re-dumps after a receive-queue overrun.",
             counters.netlink_resyncs,
+        ),
+        (
+            "harouterd_netlink_undecodable_total",
+            "rtnetlink messages skipped as undecodable.",
+            counters.netlink_undecodable,
         ),
         ("harouterd_notify_failures_total", "Failed attempts to notify the agent socket.", counters.notify_failures),
         ("harouterd_notify_delivered_total", "Notifications the agent accepted.", counters.notify_delivered),

@@ -20,6 +20,7 @@ pub mod router;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,10 +42,11 @@ use crate::event_loop::{EventLoop, Signals, TimerId, Timers, earliest};
 use crate::hooks::Hooks;
 use crate::ident::Namespace;
 use crate::keepalived::notify_fifo::{KaState, NotifyFifo};
-use crate::keepalived::process::{Outcome as KaOutcome, Supervisor};
+use crate::keepalived::process::{Outcome as KaOutcome, Reload, Supervisor};
 use crate::keepalived::{self, conf::Secrets};
 use crate::layout::{Layout, NOTIFY_FIFO, STATE_FILE};
-use crate::netlink::{Change, RECV_BUFFER, RtSocket};
+use crate::netlink::{Change, RECV_BUFFER, Read, RtSocket};
+use crate::netns::NsIdentity;
 use crate::notify::Notifier;
 use crate::state::State;
 use crate::transition::Action;
@@ -100,6 +102,8 @@ enum Source {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Timer {
     ReopenNamespace(NsKey),
+    /// A namespace's socket has a delayed re-dump due: read it.
+    Netlink(NsKey),
     /// Try the router's keepalived files again.
     RetryFiles(String),
 }
@@ -110,6 +114,11 @@ struct NsWatch {
     routers: BTreeSet<String>,
     retry_delay: Duration,
     retry_pending: bool,
+    /// The namespace the name meant when the socket was last opened: one
+    /// with another identity is a new namespace (deleted and re-created).
+    identity: Option<NsIdentity>,
+    /// The socket's delayed re-dump already has a [`Timer::Netlink`].
+    timer_at: Option<Instant>,
 }
 
 /// A router and everything the daemon runs for it.
@@ -123,10 +132,55 @@ struct Router {
     /// replacement, if any, starts once it is gone.
     leaving: bool,
     replacement: Option<RouterConfig>,
+    /// The HA interface as last seen, to tell when it comes back as a new
+    /// interface.
+    ha_link: HaLink,
+    /// keepalived is being stopped to be started again at once (its
+    /// namespace or HA interface was re-created under it).
+    revive: bool,
     /// Its keepalived files could not all be written: the config they
     /// carry is not applied (keepalived not reloaded) until a retry or a
     /// later reload writes them.
     files_retry: Option<FilesRetry>,
+}
+
+/// How [`Daemon::revive_keepalived`] gets keepalived going again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Revive {
+    /// SIGHUP if it runs (it re-reads its interfaces), else start it.
+    Reload,
+    /// Stop it, then start it (it must move to another namespace).
+    Restart,
+}
+
+/// What the daemon last saw of a router's HA interface. keepalived 2.2.7
+/// (without `dynamic_interfaces`, which Neutron's config does not set)
+/// binds its VRRP instance to the interface's index: an interface deleted
+/// and re-created leaves it in BACKUP for good, and one missing at start
+/// makes it exit with a config error. Either way it must be revived once
+/// the interface is there (a SIGHUP makes it re-read its interfaces; one
+/// that exited is started).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HaLink {
+    /// Not seen yet (before the namespace's first dump, or in a namespace
+    /// just re-created).
+    Unknown,
+    Missing,
+    Present(u32),
+}
+
+impl HaLink {
+    /// The next value for the interface's index now (`None`: missing), and
+    /// whether keepalived must be revived: the interface appeared after
+    /// being seen missing, or is there with another index than before.
+    fn observe(self, index: Option<u32>) -> (HaLink, bool) {
+        match (self, index) {
+            (_, None) => (HaLink::Missing, false),
+            (HaLink::Missing, Some(i)) => (HaLink::Present(i), true),
+            (HaLink::Present(old), Some(i)) => (HaLink::Present(i), old != i),
+            (HaLink::Unknown, Some(i)) => (HaLink::Present(i), false),
+        }
+    }
 }
 
 struct FilesRetry {
@@ -252,6 +306,12 @@ struct Daemon {
     /// Who may POST state changes besides root.
     allowed_uids: Vec<u32>,
     counters: Counters,
+    /// Resyncs and undecodable messages of rtnetlink sockets since closed,
+    /// so `/metrics` counters never go down.
+    netlink_closed: (u64, u64),
+    /// Namespaces whose socket still holds data after a read that reached
+    /// its budget (edge-triggered: no new readiness will say so).
+    netlink_more: Vec<NsKey>,
 }
 
 impl Daemon {
@@ -263,7 +323,7 @@ impl Daemon {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
-        let netns_dir = watch_netns_dir(&registry);
+        let netns_dir = watch_netns_dir(&registry, false);
         let notifier = notifier_for(&config);
         let gid = match &config.daemon.socket_group {
             None => None,
@@ -303,6 +363,8 @@ impl Daemon {
             outputs: ChildOutputs::new(CHILD_OUTPUT_BASE),
             allowed_uids,
             counters: Counters::default(),
+            netlink_closed: (0, 0),
+            netlink_more: Vec::new(),
             config: config.clone(),
         };
         log::info!("harouterd {} starting with {} routers", env!("CARGO_PKG_VERSION"), config.routers.len());
@@ -376,6 +438,7 @@ impl Daemon {
             routers
                 .chain([self.timers.next_deadline(), self.notifier.as_ref().and_then(Notifier::next_deadline)])
                 .chain([self.control.next_deadline()])
+                .chain([(!self.netlink_more.is_empty()).then(Instant::now)])
                 .chain([self.stopping])
                 .chain([self.state_writes.next_deadline(Instant::now())]),
         )
@@ -385,8 +448,19 @@ impl Daemon {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::ReopenNamespace(ns) => self.open_namespace(&ns, now),
+                Timer::Netlink(ns) => {
+                    if let Some(w) = self.namespaces.get_mut(&ns) {
+                        w.timer_at = None;
+                    }
+                    self.netlink_ready(&ns, now);
+                }
                 Timer::RetryFiles(id) => self.retry_files(&id, now),
             }
+        }
+        // Sockets whose last read stopped at its budget, after the other
+        // sources had their turn.
+        for ns in std::mem::take(&mut self.netlink_more) {
+            self.netlink_ready(&ns, now);
         }
         // Only routers with something due: a wake-up must not cost a walk
         // over every router's state (1000 routers made that the daemon's
@@ -511,6 +585,8 @@ impl Daemon {
             conntrackd: None,
             leaving: false,
             replacement: None,
+            ha_link: HaLink::Unknown,
+            revive: false,
             files_retry: None,
         };
         // The state file lives there for every router, monitor-only ones too.
@@ -792,6 +868,55 @@ impl Daemon {
             }
         }
         self.reap_stopped(now);
+        self.finish_revive(id, now);
+    }
+
+    /// Gets a router's keepalived going again after its namespace or HA
+    /// interface changed under it. [`Revive::Reload`]: a SIGHUP (throttled
+    /// like any reload) makes a running keepalived re-read its interfaces,
+    /// without the second or so keepalived takes to stop.
+    /// [`Revive::Restart`], or when nothing runs to reload: stop (SIGTERM,
+    /// SIGKILL after the grace) then start once stopped, which also starts
+    /// at once a keepalived waiting out a respawn backoff. Not for routers
+    /// leaving the config.
+    fn revive_keepalived(&mut self, id: &str, why: &str, how: Revive, now: Instant) {
+        let Some(router) = self.routers.get_mut(id) else { return };
+        if router.leaving || self.stopping.is_some() {
+            return;
+        }
+        let Some(sup) = router.supervisor.as_mut() else { return };
+        if how == Revive::Reload && !router.revive {
+            match sup.reload(now) {
+                Reload::Sent => {
+                    log::warn!("router {id}: {why}: keepalived reloaded (SIGHUP)");
+                    return;
+                }
+                Reload::Deferred { at } => {
+                    let ms = at.saturating_duration_since(now).as_millis();
+                    log::warn!("router {id}: {why}: reloading keepalived (SIGHUP in {ms} ms)");
+                    return;
+                }
+                Reload::NotRunning | Reload::Failed => {}
+            }
+        }
+        log::warn!("router {id}: {why}: restarting keepalived");
+        router.revive = true;
+        let outcomes = sup.stop(now);
+        self.keepalived_outcomes(id, outcomes, now);
+        self.finish_revive(id, now);
+    }
+
+    /// The second half of [`Daemon::revive_keepalived`], once the old
+    /// keepalived is gone.
+    fn finish_revive(&mut self, id: &str, now: Instant) {
+        let Some(router) = self.routers.get_mut(id) else { return };
+        if !router.revive || router.leaving || self.stopping.is_some() {
+            return;
+        }
+        let Some(sup) = router.supervisor.as_mut().filter(|s| s.is_stopped()) else { return };
+        router.revive = false;
+        let outcomes = sup.start(now);
+        self.keepalived_outcomes(id, outcomes, now);
     }
 
     fn register_pidfd(&mut self, id: &str) {
@@ -827,16 +952,22 @@ impl Daemon {
     // ---- namespaces ----
 
     fn attach_namespace(&mut self, id: &str, ns: NsKey, now: Instant) {
+        if self.netns_dir.is_none() && matches!(ns, Some(Namespace::Named(_))) {
+            self.netns_dir = watch_netns_dir(&self.registry, true);
+        }
         let watch = self.namespaces.entry(ns.clone()).or_insert_with(|| NsWatch {
             socket: None,
             routers: BTreeSet::new(),
             retry_delay: NS_RETRY_FIRST,
             retry_pending: false,
+            identity: None,
+            timer_at: None,
         });
         watch.routers.insert(id.to_owned());
         if watch.socket.is_none() && !watch.retry_pending {
             self.open_namespace(&ns, now);
         } else {
+            self.check_keepalived_namespace(id, now);
             self.evaluate(id, now);
         }
     }
@@ -857,13 +988,28 @@ impl Daemon {
                 }
                 self.sources.insert(token, Source::Netlink(ns.clone()));
                 let watch = self.namespaces.get_mut(ns).expect("checked above");
+                let identity = socket.identity();
+                let recreated = watch.identity.is_some() && watch.identity != identity;
+                watch.identity = identity;
                 watch.socket = Some((socket, token));
                 watch.retry_delay = NS_RETRY_FIRST;
                 let routers: Vec<String> = watch.routers.iter().cloned().collect();
+                if recreated {
+                    log::warn!(
+                        "network namespace {} is a new one ({}; routers {})",
+                        ns_name(ns),
+                        identity.map_or_else(String::new, |i| i.to_string()),
+                        routers.join(", ")
+                    );
+                }
                 for id in routers {
                     if let Some(r) = self.routers.get_mut(&id) {
                         r.rt.clear_error(ErrorSource::Namespace);
+                        if recreated {
+                            r.ha_link = HaLink::Unknown;
+                        }
                     }
+                    self.check_keepalived_namespace(&id, now);
                 }
             }
             Err(e) => {
@@ -886,16 +1032,43 @@ impl Daemon {
         }
     }
 
+    /// keepalived must run in the namespace the router's namespace name
+    /// means now: one running elsewhere (the namespace was deleted and
+    /// re-created, possibly while the daemon was down) is restarted, and one
+    /// waiting out a respawn backoff (its namespace was missing) is started
+    /// at once.
+    fn check_keepalived_namespace(&mut self, id: &str, now: Instant) {
+        let Some(router) = self.routers.get(id) else { return };
+        let Some(sup) = router.supervisor.as_ref() else { return };
+        let Some(want) = self.namespaces.get(&router.rt.cfg.namespace).and_then(|w| w.identity) else { return };
+        let why = match sup.pid() {
+            Some(pid) => match process_netns(pid) {
+                Some(theirs) if theirs != want => {
+                    format!("keepalived (pid {pid}) runs in an old instance of {}", ns_name(&router.rt.cfg.namespace))
+                }
+                _ => return,
+            },
+            None if sup.next_restart().is_some() => {
+                format!("network namespace {} is there now", ns_name(&router.rt.cfg.namespace))
+            }
+            None => return,
+        };
+        self.revive_keepalived(id, &why, Revive::Restart, now);
+    }
+
     /// A namespace file under /run/netns appeared or went away.
     fn netns_dir_changed(&mut self, now: Instant) {
         let Some(inotify) = &self.netns_dir else { return };
         let events = inotify.read_events().unwrap_or_default();
         for event in events {
             let Some(name) = event.name.as_ref().and_then(|n| n.to_str()) else { continue };
-            let key = Namespace::parse(name).ok();
-            let Some(ns) = self.namespaces.keys().find(|k| k.as_ref() == key.as_ref()).cloned() else { continue };
+            let path = format!("{NETNS_RUN_DIR}/{name}");
+            let Some(ns) = self.namespaces.keys().find(|k| k.as_ref().is_some_and(|n| n.path() == path)).cloned()
+            else {
+                continue;
+            };
             if event.mask.contains(AddWatchFlags::IN_DELETE) {
-                self.namespace_deleted(&ns);
+                self.namespace_deleted(&ns, now);
             } else if let Some(watch) = self.namespaces.get_mut(&ns).filter(|w| w.socket.is_none()) {
                 // `ip netns add` creates the file before it bind-mounts the
                 // namespace on it: if it is not ready yet, look again soon.
@@ -905,22 +1078,38 @@ impl Daemon {
         }
     }
 
-    /// Closing our socket lets the kernel free the namespace once nothing
-    /// else holds it. Its routers are in error until it comes back; their
-    /// keepalived, if it still runs in the orphaned namespace, is left alone
-    /// (killing it would force a failover nobody asked for).
-    fn namespace_deleted(&mut self, ns: &NsKey) {
+    /// Closes a namespace's socket (counters kept for `/metrics`).
+    fn close_namespace(&mut self, ns: &NsKey) {
+        self.netlink_more.retain(|n| n != ns);
         let Some(watch) = self.namespaces.get_mut(ns) else { return };
+        watch.timer_at = None;
         if let Some((mut socket, token)) = watch.socket.take() {
+            self.netlink_closed.0 += socket.resyncs();
+            self.netlink_closed.1 += socket.undecodable();
             let _ = self.registry.deregister(&mut socket);
             self.sources.remove(&token);
         }
+    }
+
+    /// Closing our socket lets the kernel free the namespace once nothing
+    /// else holds it. Its routers show the error and are `backup` (their
+    /// VIP is nowhere to be seen) until it comes back; their keepalived, if
+    /// it still runs in the orphaned namespace, is left alone until then
+    /// (the namespace's interfaces live on with it, and killing it would
+    /// force a failover nobody asked for).
+    fn namespace_deleted(&mut self, ns: &NsKey, now: Instant) {
+        self.close_namespace(ns);
+        let Some(watch) = self.namespaces.get(ns) else { return };
         let routers: Vec<String> = watch.routers.iter().cloned().collect();
         log::error!("network namespace {} was deleted (routers {})", ns_name(ns), routers.join(", "));
         for id in routers {
             if let Some(r) = self.routers.get_mut(&id) {
                 r.rt.set_error(ErrorSource::Namespace, format!("network namespace {} was deleted", ns_name(ns)));
+                if r.rt.vip_present.is_some() {
+                    r.rt.vip_present = Some(false);
+                }
             }
+            self.feed_raw(&id, now);
         }
     }
 
@@ -928,7 +1117,14 @@ impl Daemon {
         let Some(watch) = self.namespaces.get_mut(ns) else { return };
         let Some((socket, _)) = watch.socket.as_mut() else { return };
         let mut changes = Vec::new();
-        let result = socket.read(&mut self.scratch, &mut |c| changes.push(c));
+        let result = socket.read(&mut self.scratch, now, &mut |c| changes.push(c));
+        if matches!(result, Ok(Read::More)) && !self.netlink_more.contains(ns) {
+            self.netlink_more.push(ns.clone());
+        }
+        if let Some(at) = socket.deadline().filter(|at| watch.timer_at != Some(*at)) {
+            watch.timer_at = Some(at);
+            self.timers.schedule(at, Timer::Netlink(ns.clone()));
+        }
         let routers: Vec<String> = watch.routers.iter().cloned().collect();
         for change in changes {
             match change {
@@ -937,7 +1133,9 @@ impl Daemon {
                         self.evaluate(id, now);
                     }
                 }
-                Change::Overrun => log::warn!("rtnetlink overrun in {}: re-reading addresses", ns_name(ns)),
+                Change::Overrun => {
+                    log::warn!("rtnetlink overrun in {}: discarding what is queued and re-reading", ns_name(ns));
+                }
                 Change::Addr { ifname, cidr, added } => {
                     for id in &routers {
                         let Some(r) = self.routers.get_mut(id) else { continue };
@@ -959,21 +1157,25 @@ impl Daemon {
         }
         if let Err(e) = result {
             log::error!("{e}; reopening");
-            self.namespace_deleted(ns);
+            self.close_namespace(ns);
             self.open_namespace(ns, now);
         }
     }
 
-    /// Re-derives a router's VIP presence from its namespace's view.
+    /// Re-derives a router's VIP presence and HA interface from its
+    /// namespace's view; revives keepalived when the HA interface came
+    /// back as a new interface.
     fn evaluate(&mut self, id: &str, now: Instant) {
         let Some(router) = self.routers.get(id) else { return };
         let Some(watch) = self.namespaces.get(&router.rt.cfg.namespace) else { return };
         let Some((socket, _)) = watch.socket.as_ref().filter(|(s, _)| s.is_synced()) else { return };
         let view = socket.view();
-        let link = view.has_link(&router.rt.cfg.ha_interface);
+        let index = view.link_index(&router.rt.cfg.ha_interface);
         let present = view.has_addr(&router.rt.cfg.ha_interface, &router.rt.cfg.primary_vip);
         let Some(router) = self.routers.get_mut(id) else { return };
-        if link {
+        let (ha_link, came_back) = router.ha_link.observe(index);
+        router.ha_link = ha_link;
+        if index.is_some() {
             router.rt.clear_error(ErrorSource::HaInterface);
         } else {
             let message = format!(
@@ -987,7 +1189,15 @@ impl Daemon {
             router.rt.set_error(ErrorSource::HaInterface, message);
         }
         router.rt.vip_present = Some(present);
+        let why = format!(
+            "HA interface {} is back as a new interface (ifindex {})",
+            router.rt.cfg.ha_interface,
+            index.unwrap_or_default()
+        );
         self.feed_raw(id, now);
+        if came_back {
+            self.revive_keepalived(id, &why, Revive::Reload, now);
+        }
     }
 
     // ---- transitions ----
@@ -1134,8 +1344,9 @@ impl Daemon {
             }
             Route::Metrics => {
                 let mut counters = self.counters.clone();
-                counters.netlink_resyncs =
-                    self.namespaces.values().filter_map(|w| w.socket.as_ref()).map(|(s, _)| s.resyncs()).sum();
+                let live = self.namespaces.values().filter_map(|w| w.socket.as_ref());
+                counters.netlink_resyncs = self.netlink_closed.0 + live.clone().map(|(s, _)| s.resyncs()).sum::<u64>();
+                counters.netlink_undecodable = self.netlink_closed.1 + live.map(|(s, _)| s.undecodable()).sum::<u64>();
                 counters.control_refused = self.control.refused;
                 counters.control_evicted = self.control.evicted;
                 let body = api::metrics(&self.status_rows(), &counters);
@@ -1405,8 +1616,17 @@ fn notifier_for(config: &Config) -> Option<Notifier> {
 
 /// Watches /run/netns for namespaces created and deleted under us, so a
 /// deleted namespace is reported at once and a re-created one picked up,
-/// without polling. `None` when the directory does not exist yet.
-fn watch_netns_dir(registry: &Registry) -> Option<Inotify> {
+/// without polling (our own socket keeps a deleted namespace alive, so
+/// netlink alone never tells). With `create`, the directory is made as
+/// `ip netns add` would make it (0755) when it does not exist yet;
+/// otherwise `None` until then.
+fn watch_netns_dir(registry: &Registry, create: bool) -> Option<Inotify> {
+    if create
+        && let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(NETNS_RUN_DIR)
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        log::warn!("cannot create {NETNS_RUN_DIR} to watch it: {e}");
+    }
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
     inotify.add_watch(NETNS_RUN_DIR, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_DELETE).ok()?;
     registry.register(&mut SourceFd(&inotify.as_fd().as_raw_fd()), NETNS_DIR, Interest::READABLE).ok()?;
@@ -1430,6 +1650,12 @@ fn private_process() {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         eprintln!("harouterd: cannot make the process non-dumpable: {e}");
     }
+}
+
+/// The network namespace process `pid` runs in.
+fn process_netns(pid: u32) -> Option<NsIdentity> {
+    let stat = nix::sys::stat::stat(format!("/proc/{pid}/ns/net").as_str()).ok()?;
+    Some(NsIdentity { dev: stat.st_dev, ino: stat.st_ino })
 }
 
 fn ns_name(ns: &NsKey) -> String {
@@ -1548,5 +1774,23 @@ mod tests {
         let delays: Vec<u64> = (1..=8).map(|n| write_retry_delay(n).as_millis() as u64).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
         assert_eq!(write_retry_delay(u32::MAX), WRITE_RETRY_MAX);
+    }
+
+    #[test]
+    fn ha_interface_back_as_a_new_interface_revives_keepalived() {
+        use HaLink::{Missing, Present, Unknown};
+        // Seen for the first time: whatever keepalived did, nothing is known
+        // to be stale.
+        assert_eq!(Unknown.observe(Some(7)), (Present(7), false));
+        assert_eq!(Unknown.observe(None), (Missing, false));
+        assert_eq!(Present(7).observe(Some(7)), (Present(7), false));
+        // Deleted, then back: revive (keepalived holds the old index, or
+        // exited when it found no interface).
+        assert_eq!(Present(7).observe(None), (Missing, false));
+        assert_eq!(Missing.observe(None), (Missing, false));
+        assert_eq!(Missing.observe(Some(9)), (Present(9), true));
+        // Deleted and re-created between two looks (one read, or an
+        // overrun's re-dump): the index tells.
+        assert_eq!(Present(7).observe(Some(9)), (Present(9), true));
     }
 }
