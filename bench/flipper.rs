@@ -51,8 +51,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
-use harouterd::ident::Namespace;
-use harouterd::netns;
+use harouterd::core::ident::Namespace;
+use harouterd::sys::netns;
 
 const RTM_NEWADDR: u16 = libc::RTM_NEWADDR;
 const RTM_DELADDR: u16 = libc::RTM_DELADDR;

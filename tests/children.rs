@@ -133,7 +133,7 @@ fn transition_scripts_and_conntrackd_start_clean_and_their_output_is_logged() {
         }
         let sibling = |ext: &str| status_file.display().to_string().replace(".status", &format!(".{ext}"));
         let env = fs::read_to_string(sibling("env")).unwrap();
-        assert_eq!(env.trim(), format!("PATH={}", harouterd::spawn::CHILD_PATH), "{what}: environment");
+        assert_eq!(env.trim(), format!("PATH={}", harouterd::sys::spawn::CHILD_PATH), "{what}: environment");
         let umask = fs::read_to_string(sibling("umask")).unwrap();
         assert_eq!(umask.trim(), "0022", "{what}: umask");
         let stdout = fs::read_to_string(sibling("stdout")).unwrap();

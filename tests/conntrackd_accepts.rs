@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use common::lab::{Lab, RouterSpec, processes_matching, wait_until};
 use common::{Netns, TempDir};
-use harouterd::conntrackd_conf;
+use harouterd::conntrackd::conf;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harouterd");
 const UP: Duration = Duration::from_secs(10);
@@ -134,7 +134,7 @@ fn conntrackd_runs_on_a_rendered_conf_at_the_socket_path_limit() {
 
     // A router ID that puts the control socket at exactly 107 bytes.
     let ha_confs = tmp.path();
-    let id_len = conntrackd_conf::UNIX_PATH_MAX - ha_confs.as_os_str().len() - "/".len() - "/conntrackd.ctl".len();
+    let id_len = conf::UNIX_PATH_MAX - ha_confs.as_os_str().len() - "/".len() - "/conntrackd.ctl".len();
     assert!((1..=64).contains(&id_len), "temp dir {} too long for this test", ha_confs.display());
     let id: String = "ct".chars().chain(std::iter::repeat('0')).take(id_len).collect();
     let config = tmp.join("harouterd.conf");
@@ -239,7 +239,7 @@ fn interface_names_refused_are_those_conntrackd_cannot_parse() {
     ];
     let mut disagree = Vec::new();
     for name in names {
-        let ours = conntrackd_conf::check_interface(name).is_ok();
+        let ours = conf::check_interface(name).is_ok();
         let theirs = conntrackd_parses_interface(tmp.path(), &base, name);
         if ours != theirs {
             disagree.push(format!("{name}: harouterd accepts {ours}, conntrackd parses {theirs}"));

@@ -12,9 +12,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use harouterd::config::{self, DaemonConfig};
-use harouterd::conntrackd_conf;
+use harouterd::conntrackd::conf;
+use harouterd::core::layout::Layout;
 use harouterd::keepalived::{self, conf::Secrets};
-use harouterd::layout::Layout;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/conntrackd")
@@ -68,7 +68,7 @@ fn every_scenario_matches_neutron_byte_for_byte() {
             let golden = format!("{name}.{}.conntrackd.conf", router.id);
             assert!(!dir.join(format!("{name}.{}.error", router.id)).exists(), "Neutron refused {golden}, we did not");
             let files = keepalived::router_files(&parsed.daemon, router, &layout, Secrets::Show);
-            let ours: Vec<_> = files.iter().filter(|f| f.path.ends_with(conntrackd_conf::CONF_FILE)).collect();
+            let ours: Vec<_> = files.iter().filter(|f| f.path.ends_with(conf::CONF_FILE)).collect();
             match fs::read_to_string(dir.join(&golden)) {
                 Ok(expected) => {
                     assert_eq!(ours.len(), 1, "{golden}: we render {} conntrackd.conf", ours.len());

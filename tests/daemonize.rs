@@ -16,7 +16,7 @@ const REPORT_ENV: &str = "HAROUTERD_DAEMONIZE_REPORT";
 fn daemonized_child() {
     let Some(report) = std::env::var_os(REPORT_ENV).map(PathBuf::from) else { return };
     let original = std::process::id();
-    if let Err(e) = harouterd::daemonize::daemonize() {
+    if let Err(e) = harouterd::sys::daemonize::daemonize() {
         // Still in the original or the session leader: the test sees the
         // missing report and this line on stderr (fds 0-2 not yet moved).
         eprintln!("daemonize failed: {e}");
@@ -136,7 +136,7 @@ const DETACH_DIR_ENV: &str = "HAROUTERD_DETACH_DIR";
 fn detach_reporting_child() {
     let Some(case) = std::env::var_os(DETACH_CASE_ENV) else { return };
     let dir = PathBuf::from(std::env::var_os(DETACH_DIR_ENV).expect("dir"));
-    let readiness = match harouterd::daemonize::detach_reporting() {
+    let readiness = match harouterd::sys::daemonize::detach_reporting() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("detach failed: {e}");

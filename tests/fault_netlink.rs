@@ -740,8 +740,8 @@ struct Injector {
 impl Injector {
     fn new(ns: &str) -> Injector {
         use std::os::fd::FromRawFd;
-        let namespace = harouterd::ident::Namespace::parse(ns).expect("namespace name");
-        let raw = harouterd::netns::in_namespace(Some(&namespace), || {
+        let namespace = harouterd::core::ident::Namespace::parse(ns).expect("namespace name");
+        let raw = harouterd::sys::netns::in_namespace(Some(&namespace), || {
             // SAFETY: socket(2) with constant arguments.
             unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) }
         })

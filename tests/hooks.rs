@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::{Netns, TempDir};
-use harouterd::hooks::{self, Hooks};
-use harouterd::ident::Namespace;
-use harouterd::spawn::Exit;
-use harouterd::state::State;
+use harouterd::actions::hooks::{self, Hooks};
+use harouterd::core::ident::Namespace;
+use harouterd::core::state::State;
+use harouterd::sys::spawn::Exit;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 

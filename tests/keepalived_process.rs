@@ -24,12 +24,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use harouterd::config::Config;
-use harouterd::event_loop::{EventLoop, Signals, earliest};
+use harouterd::core::layout::Layout;
 use harouterd::keepalived::conf::Secrets;
-use harouterd::keepalived::process::{self, Outcome, Reload, Supervisor, cmdline_names_conf, parse_pid};
-use harouterd::layout::Layout;
-use harouterd::spawn::{self, Exit};
-use harouterd::statefile::write_atomic;
+use harouterd::keepalived::supervisor::{self, Outcome, Reload, Supervisor, cmdline_names_conf, parse_pid};
+use harouterd::sys::event_loop::{EventLoop, Signals, earliest};
+use harouterd::sys::files::atomic::write_atomic;
+use harouterd::sys::spawn::{self, Exit};
 use mio::Token;
 use nix::sys::signal::Signal;
 
@@ -367,7 +367,7 @@ fn spawn_respawn_backoff_reload_stop() {
     if !common::require_root_and(&["keepalived", "ip"]) {
         return;
     }
-    process::become_subreaper().expect("subreaper");
+    supervisor::become_subreaper().expect("subreaper");
     let rig = Rig::new("kaproc");
     let mut driver = Driver::new();
     let mut sup = rig.supervisor();
@@ -438,7 +438,7 @@ fn spawn_respawn_backoff_reload_stop() {
     }
     assert_eq!(delays, [100, 200, 400, 800, 1600]);
     assert_eq!(sup.restarts(), 6);
-    assert!(matches!(sup.last_error(), Some(process::SupervisorError::Died { exit: Some(Exit::Signal(9)), .. })));
+    assert!(matches!(sup.last_error(), Some(supervisor::SupervisorError::Died { exit: Some(Exit::Signal(9)), .. })));
 
     // Reload: throttled to one SIGHUP per 1.5 × advert_int (1.5 s here).
     let pid = sup.pid().expect("running");
@@ -484,7 +484,7 @@ fn spawn_respawn_backoff_reload_stop() {
     assert!(driver.run_until(&mut sup, 7 * SECOND, None, Supervisor::is_stopped), "never stopped");
     let took = stopping.elapsed();
     println!("stop: keepalived gone {:.0} ms after SIGTERM", ms(took));
-    assert!(took < process::STOP_GRACE, "needed SIGKILL: {took:?}");
+    assert!(took < supervisor::STOP_GRACE, "needed SIGKILL: {took:?}");
     assert_eq!(driver.log.last().map(|l| l.2.clone()), Some(Outcome::Stopped));
     assert!(processes_naming(&rig.conf).is_empty(), "still running: {:?}", processes_naming(&rig.conf));
     assert!(!names_conf(vrrp, &rig.conf));
@@ -498,7 +498,7 @@ fn adoption_and_orphans() {
     if !common::require_root_and(&["keepalived", "ip", "setsid"]) {
         return;
     }
-    process::become_subreaper().expect("subreaper");
+    supervisor::become_subreaper().expect("subreaper");
     let rig = Rig::new("kaadopt");
     let mut driver = Driver::new();
 

@@ -8,8 +8,8 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use harouterd::ident::Namespace;
-use harouterd::net::Cidr;
+use harouterd::core::ident::Namespace;
+use harouterd::core::net::Cidr;
 use harouterd::netlink::{Change, Read, RtSocket};
 use mio::{Events, Interest, Poll, Token};
 
@@ -161,7 +161,7 @@ fn undecodable_message_on_a_real_socket_is_skipped_and_counted() {
     assert_eq!(rc, 0);
     let port = addr.nl_pid;
     let namespace = Namespace::parse(ns.name()).unwrap();
-    let raw = harouterd::netns::in_namespace(Some(&namespace), || unsafe {
+    let raw = harouterd::sys::netns::in_namespace(Some(&namespace), || unsafe {
         libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
     })
     .unwrap();

@@ -17,9 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Netns, TempDir};
+use harouterd::core::layout::Layout;
 use harouterd::keepalived::notify_fifo::{FifoEvent, KaState, NotifyFifo};
 use harouterd::keepalived::{self, conf::Secrets};
-use harouterd::layout::Layout;
 use mio::{Events, Interest, Poll, Token};
 
 /// keepalived running in the foreground (`-n`); killed (SIGKILL, both the

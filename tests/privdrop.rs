@@ -1,4 +1,4 @@
-//! Dropping privileges for real (`harouterd::privdrop`), as root.
+//! Dropping privileges for real (`harouterd::sys::privdrop`), as root.
 //!
 //! A uid change cannot be undone, so each case runs in a child copy of this
 //! test binary (`child_entry`, selected with an environment variable) and the
@@ -13,8 +13,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use harouterd::privdrop::{CONNTRACKD_CAPS, Capability, drop_to, mask_of, prepare_exec};
-use harouterd::statefile::{Step, write_atomic};
+use harouterd::sys::files::atomic::{Step, write_atomic};
+use harouterd::sys::privdrop::{CONNTRACKD_CAPS, Capability, drop_to, mask_of, prepare_exec};
 
 /// Names the case the child runs; absent in the parent.
 const CASE_ENV: &str = "HAROUTERD_PRIVDROP_CASE";

@@ -9,8 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use harouterd::config::{self, Config};
+use harouterd::core::layout::Layout;
 use harouterd::keepalived::{self, conf::Secrets};
-use harouterd::layout::Layout;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

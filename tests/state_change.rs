@@ -514,7 +514,7 @@ fn conntrackd_sync_runs_in_order_for_each_transition() {
     let log = lab.wait_log("Notified agent router r1, state primary", SECOND);
     let conf = lab.conf_dir.join("conntrackd.conf");
     // By the absolute path found in fixed root-owned directories.
-    let program = harouterd::conntrackd::locate().unwrap();
+    let program = harouterd::conntrackd::sync::locate().unwrap();
     assert!(program.is_absolute());
     let exec = |opt: &str| format!("Executing \"{} -C {} {opt}\" on router r1", program.display(), conf.display());
     let (t, n, c, f, r, b) = (exec("-t"), exec("-n"), exec("-c"), exec("-f"), exec("-R"), exec("-B"));
@@ -1188,7 +1188,7 @@ fn with_conntrackd_only_the_conntrackd_child_holds_a_capability() {
     // user, holding CAP_DAC_OVERRIDE (to reach the root-only socket it has
     // just connected to) and nothing else, with only PATH in its
     // environment.
-    assert_eq!(exe, fs::canonicalize(harouterd::conntrackd::locate().unwrap()).unwrap());
+    assert_eq!(exe, fs::canonicalize(harouterd::conntrackd::sync::locate().unwrap()).unwrap());
     assert!(
         child_cmdline.ends_with(&format!("-C {} -t", lab.conf_dir.join("conntrackd.conf").display())),
         "{child_cmdline}"
@@ -1199,7 +1199,7 @@ fn with_conntrackd_only_the_conntrackd_child_holds_a_capability() {
     }
     assert_eq!(cap_mask(&child_status, "CapInh"), 1 << 1);
     assert_eq!(status_field(&child_status, "NoNewPrivs"), "1");
-    assert_eq!(String::from_utf8_lossy(&environ), format!("PATH={}\0", harouterd::spawn::CHILD_PATH));
+    assert_eq!(String::from_utf8_lossy(&environ), format!("PATH={}\0", harouterd::sys::spawn::CHILD_PATH));
 
     // Let the sync finish (the client takes the closed connection as an
     // answer): `-n` connects next, and the agent hears of it.

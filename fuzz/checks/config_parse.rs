@@ -8,9 +8,9 @@
 use std::path::{Component, Path};
 
 use harouterd::config;
-use harouterd::ident::RouterId;
+use harouterd::core::ident::RouterId;
+use harouterd::core::layout::Layout;
 use harouterd::keepalived::{self, conf::Secrets};
-use harouterd::layout::Layout;
 
 pub fn check(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::{Exit, load_config};
 use crate::config::Config;
-use crate::trusted_dir::{self, Position};
+use crate::sys::files::trusted::{self as trusted_dir, Position};
 
 pub fn run(config: &Path) -> Exit {
     match load_config(config) {

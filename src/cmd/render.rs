@@ -4,9 +4,9 @@ use std::path::Path;
 
 use super::{Exit, load_config, print};
 use crate::config::Config;
-use crate::ident::RouterId;
+use crate::core::ident::RouterId;
+use crate::core::layout::Layout;
 use crate::keepalived::{self, RouterFile, conf::Secrets};
-use crate::layout::Layout;
 
 /// What `--router ID` alone prints, as it always has.
 const DEFAULT_FILE: &str = "keepalived.conf";
@@ -45,7 +45,7 @@ fn one_file(config: &Config, id: &str, name: &str, secrets: Secrets) -> Result<S
     }
     let why = if !router.keepalived {
         " (it is monitor-only, keepalived = false: it gets no files)".to_owned()
-    } else if name == crate::conntrackd_conf::CONF_FILE && !config.daemon.conntrackd_enabled {
+    } else if name == crate::conntrackd::conf::CONF_FILE && !config.daemon.conntrackd_enabled {
         " (ha_conntrackd_enabled is false)".to_owned()
     } else {
         format!(" (it gets {})", files.iter().map(file_name).collect::<Vec<_>>().join(", "))

@@ -12,8 +12,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use crate::ident::{Namespace, RouterId};
-use crate::net::Cidr;
+use crate::core::ident::{Namespace, RouterId};
+use crate::core::net::Cidr;
 
 pub use parse::parse;
 

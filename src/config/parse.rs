@@ -18,11 +18,11 @@ use super::{
     Auth, AuthType, ChildAction, Config, ConfigError, ConfigErrors, ConntrackdOptions, DaemonConfig, OnExit, Parsed,
     Principal, Route, RouteDest, RouterConfig, Secret, Vip,
 };
-use crate::conntrackd_conf;
-use crate::ident::{self, Namespace, RouterId};
-use crate::keepalived::primary_vip;
-use crate::layout::Layout;
-use crate::net::{self, Cidr};
+use crate::conntrackd::conf as conntrackd_conf;
+use crate::core::ident::{self, Namespace, RouterId};
+use crate::core::layout::Layout;
+use crate::core::net::{self, Cidr};
+use crate::core::primary_vip;
 
 const DAEMON_KEYS: &[&str] = &[
     "state_path",

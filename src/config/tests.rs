@@ -92,7 +92,7 @@ keepalived = false
     assert!(c.daemon.conntrackd_enabled && c.daemon.ipv6_forwarding_on_primary);
     assert!(c.holds_password);
     let r = &c.routers[0];
-    assert_eq!(r.namespace, Some(crate::ident::Namespace::Named("qrouter-1".into())));
+    assert_eq!(r.namespace, Some(crate::core::ident::Namespace::Named("qrouter-1".into())));
     assert_eq!((r.vrid, r.priority, r.advert_int, r.health_check_interval), (254, 254, 1, 0));
     let auth = r.auth.as_ref().unwrap();
     assert_eq!((auth.auth_type, auth.password.expose()), (AuthType::Pass, "other"));

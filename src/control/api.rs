@@ -6,9 +6,9 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::http::Method;
 use super::json;
-use crate::state::State;
+use crate::core::state::State;
+use crate::http::request::Method;
 
 /// The endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,7 +276,7 @@ fn label(value: &str) -> String {
 pub fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs() as i64;
-    let (y, m, d) = crate::logfile::civil_from_days(secs.div_euclid(86_400));
+    let (y, m, d) = crate::logging::logfile::civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",

@@ -1,5 +1,6 @@
-//! The control socket: HTTP/1.1 request parsing and JSON output (SPEC 3.6).
+//! The control socket: the transport (`server`), what each request means
+//! (`api`) and the JSON it answers with (`json`). HTTP itself is in `http`.
+
 pub mod api;
-pub mod http;
 pub mod json;
 pub mod server;

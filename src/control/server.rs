@@ -36,8 +36,8 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstat, fstatat};
 use nix::unistd::{Gid, UnlinkatFlags, fchownat, unlinkat};
 
-use super::http::{self, Parsed, Request};
-use crate::trusted_dir::{self, DirError};
+use crate::http::request::{self as http, Parsed, Request};
+use crate::sys::files::trusted::{self, DirError};
 
 /// A request must be complete this long after the connection was accepted
 /// (408 otherwise).
@@ -56,7 +56,7 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// again, and only if a socket is there.
 fn remove_socket(path: &Path) -> io::Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
-    let dir = trusted_dir::check_dir(parent).map_err(|e| io::Error::other(e.to_string()))?;
+    let dir = trusted::check_dir(parent).map_err(|e| io::Error::other(e.to_string()))?;
     match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if is_socket(&st) => match unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
@@ -214,7 +214,7 @@ impl ControlServer {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(io_err("checking the path")(io::Error::from(io::ErrorKind::InvalidInput)));
         };
-        let dir = trusted_dir::ensure_dir(parent, Some(crate::layout::DIR_MODE))
+        let dir = trusted::ensure_dir(parent, Some(crate::core::layout::DIR_MODE))
             .map_err(|source| ControlError::Directory { path: path.to_path_buf(), source })?;
         let via = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
         match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {

@@ -12,7 +12,7 @@
 //! This module wires sources to the pure pieces: [`transition`] decides,
 //! [`keepalived::conf`] renders, [`reload`] diffs.
 //!
-//! [`transition`]: crate::transition
+//! [`transition`]: crate::core::transition
 //! [`keepalived::conf`]: crate::keepalived::conf
 
 pub mod reload;
@@ -29,28 +29,29 @@ use mio::{Interest, Registry, Token};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
 
-use crate::child_output::ChildOutputs;
+use crate::actions::hooks::Hooks;
 use crate::cli::RunArgs;
 use crate::cmd::Exit;
 use crate::config::Principal;
 use crate::config::{self, Config, OnExit, RouterConfig};
-use crate::conntrackd::{ConntrackdSync, Synced};
+use crate::conntrackd::sync::{ConntrackdSync, Synced};
 use crate::control::api::{self, Counters, Event, Route, RouterStatus};
-use crate::control::http;
 use crate::control::server::{ControlServer, Incoming, Reply};
-use crate::event_loop::{EventLoop, Signals, TimerId, Timers, earliest};
-use crate::hooks::Hooks;
-use crate::ident::Namespace;
+use crate::core::ident::Namespace;
+use crate::core::layout::{Layout, NOTIFY_FIFO, STATE_FILE};
+use crate::core::state::State;
+use crate::core::transition::Action;
+use crate::http::request as http;
 use crate::keepalived::notify_fifo::{KaState, NotifyFifo};
-use crate::keepalived::process::{Outcome as KaOutcome, Reload, Supervisor};
+use crate::keepalived::supervisor::{Outcome as KaOutcome, Reload, Supervisor};
 use crate::keepalived::{self, conf::Secrets};
-use crate::layout::{Layout, NOTIFY_FIFO, STATE_FILE};
+use crate::logging::syslog;
 use crate::netlink::{Change, RECV_BUFFER, Read, RtSocket};
-use crate::netns::NsIdentity;
 use crate::notify::Notifier;
-use crate::state::State;
-use crate::transition::Action;
-use crate::{daemonize, pidfile, spawn, syslog};
+use crate::sys::child_output::ChildOutputs;
+use crate::sys::event_loop::{EventLoop, Signals, TimerId, Timers, earliest};
+use crate::sys::netns::NsIdentity;
+use crate::sys::{daemonize, pidfile, spawn};
 use router::{ErrorSource, RouterRuntime};
 
 const SIGNALS: Token = Token(0);
@@ -259,7 +260,7 @@ pub fn run(args: RunArgs) -> Exit {
         log::warn!("{warning}");
     }
     raise_fd_limit();
-    if let Err(e) = keepalived::process::become_subreaper() {
+    if let Err(e) = keepalived::supervisor::become_subreaper() {
         log::warn!("cannot become a child subreaper ({e}): orphaned keepalived children may linger");
     }
     let debug = args.log_level >= log::LevelFilter::Debug;
@@ -1249,7 +1250,7 @@ impl Daemon {
             self.hooks.run_transition_script(&script, id, state);
         }
         if self.config.daemon.ipv6_forwarding_on_primary {
-            crate::hooks::set_ipv6_forwarding(ns, state == State::Primary, id);
+            crate::actions::hooks::set_ipv6_forwarding(ns, state == State::Primary, id);
         }
     }
 
@@ -1293,7 +1294,7 @@ impl Daemon {
                 let Some(state) = State::parse(state) else {
                     return plain(400, "X-Neutron-State must be primary, backup or fault");
                 };
-                if crate::ident::RouterId::parse(id).is_err() {
+                if crate::core::ident::RouterId::parse(id).is_err() {
                     return plain(400, "invalid router id");
                 }
                 let id = id.to_owned();
@@ -1318,7 +1319,7 @@ impl Daemon {
                 }
             }
             Route::Router(id) => {
-                if crate::ident::RouterId::parse(&id).is_err() {
+                if crate::core::ident::RouterId::parse(&id).is_err() {
                     return plain(400, "invalid router id");
                 }
                 match self.routers.get(&id) {
@@ -1586,7 +1587,7 @@ impl StateWrites {
         for _ in 0..at_most {
             let Some(id) = self.order.pop_front() else { break };
             let Some(pending) = self.pending.get_mut(&id) else { continue };
-            let Ok(router) = crate::ident::RouterId::parse(&id) else {
+            let Ok(router) = crate::core::ident::RouterId::parse(&id) else {
                 self.pending.remove(&id);
                 continue;
             };
@@ -1634,7 +1635,7 @@ fn watch_netns_dir(registry: &Registry, create: bool) -> Option<Inotify> {
 }
 
 fn remove_router_dir(layout: &Layout, id: &str) {
-    let Ok(id) = crate::ident::RouterId::parse(id) else { return };
+    let Ok(id) = crate::core::ident::RouterId::parse(id) else { return };
     if let Err(e) = layout.remove_router_dir(&id) {
         log::warn!("router {id}: cannot remove its directory: {e}");
     }

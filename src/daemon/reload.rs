@@ -7,8 +7,8 @@
 //! count, so editing one router never touches the others.
 
 use crate::config::{Config, RouterConfig};
+use crate::core::layout::Layout;
 use crate::keepalived::{self, conf::Secrets};
-use crate::layout::Layout;
 
 /// What to do with one router that is in both configs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

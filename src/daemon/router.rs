@@ -10,8 +10,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::config::RouterConfig;
-use crate::state::State;
-use crate::transition::Transitions;
+use crate::core::state::State;
+use crate::core::transition::Transitions;
 
 pub struct RouterRuntime {
     pub cfg: RouterConfig,

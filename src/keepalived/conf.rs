@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use crate::config::{DaemonConfig, Route, RouterConfig, Vip};
+use crate::core::layout::Layout;
 use crate::keepalived::health_check;
-use crate::layout::Layout;
 
 /// Whether `auth_pass` is written out or masked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,14 +5,13 @@
 pub mod conf;
 pub mod health_check;
 pub mod notify_fifo;
-pub mod primary_vip;
-pub mod process;
+pub mod supervisor;
 
 use std::path::PathBuf;
 
 use crate::config::{DaemonConfig, RouterConfig};
-use crate::conntrackd_conf;
-use crate::layout::Layout;
+use crate::conntrackd::conf as conntrackd_conf;
+use crate::core::layout::Layout;
 
 /// A file the daemon writes for a router, with the mode it must have.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -47,9 +47,9 @@ use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use crate::ident::Namespace;
-use crate::net::Cidr;
-use crate::netns::{self, NetnsError, NsIdentity};
+use crate::core::ident::Namespace;
+use crate::core::net::Cidr;
+use crate::sys::netns::{self, NetnsError, NsIdentity};
 
 /// rtnetlink multicast groups (`RTNLGRP_*`).
 const RTNLGRP_LINK: u32 = 1;

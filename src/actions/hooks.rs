@@ -10,11 +10,11 @@
 //! - Run as `SCRIPT ROUTER_ID STATE` (`primary`, `backup`, `fault`), with no
 //!   shell, in the daemon's own namespace (the script may need the host's
 //!   network to tell someone; it can `ip netns exec` itself), started clean
-//!   like every child ([`crate::spawn`]: empty signal mask, default
+//!   like every child ([`crate::sys::spawn`]: empty signal mask, default
 //!   dispositions, only `PATH` in its environment, stdin on /dev/null, its
 //!   stdout and stderr lines in the daemon's log).
 //! - Never waited on: the daemon reaps every child on SIGCHLD
-//!   ([`crate::spawn::reap`]) and hands each exit to
+//!   ([`crate::sys::spawn::reap`]) and hands each exit to
 //!   [`Hooks::child_exited`], which recognizes our scripts by pid and logs
 //!   how each ended, with its router and state.
 //! - Runs for one router may overlap: each change starts its script at once,
@@ -39,10 +39,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::ident::Namespace;
-use crate::netns::{self, NetnsError};
-use crate::spawn::{self, Exit, SpawnError};
-use crate::state::State;
+use crate::core::ident::Namespace;
+use crate::core::state::State;
+use crate::sys::netns::{self, NetnsError};
+use crate::sys::spawn::{self, Exit, SpawnError};
 
 /// The sysctl written for IPv6 forwarding, relative to the opener's netns.
 pub const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";

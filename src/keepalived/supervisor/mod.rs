@@ -6,7 +6,7 @@
 //! A [`Supervisor`] is a state machine driven by the event loop: every
 //! method takes the current time (`now`) and returns at once. It never
 //! sleeps, never waits for a process and never reaps one: the daemon reaps
-//! all children on SIGCHLD ([`crate::spawn::reap`]) and hands each exit to
+//! all children on SIGCHLD ([`crate::sys::spawn::reap`]) and hands each exit to
 //! [`Supervisor::child_exited`]; deaths of processes that are not our
 //! children (an adopted keepalived, an orphan to clean up) are seen through
 //! a pidfd the daemon registers with its `mio::Poll`
@@ -63,9 +63,9 @@ use mio::{Interest, Registry, Token};
 use nix::sys::signal::Signal;
 
 use crate::config::{ChildAction, DaemonConfig, RouterConfig};
-use crate::ident::{Namespace, RouterId};
-use crate::layout::Layout;
-use crate::spawn::{self, Exit, SpawnError, SpawnOptions};
+use crate::core::ident::{Namespace, RouterId};
+use crate::core::layout::Layout;
+use crate::sys::spawn::{self, Exit, SpawnError, SpawnOptions};
 
 /// How long a stopping keepalived gets between SIGTERM and SIGKILL
 /// (SPEC 3.4). keepalived 2.2 needs about a second to drop its VIPs and say
@@ -754,7 +754,7 @@ impl Supervisor {
         out
     }
 
-    /// A child of the daemon exited (from [`crate::spawn::reap`]). Empty
+    /// A child of the daemon exited (from [`crate::sys::spawn::reap`]). Empty
     /// when it was not ours ([`Supervisor::owns`] tells beforehand).
     pub fn child_exited(&mut self, pid: u32, exit: Exit, now: Instant) -> Vec<Outcome> {
         let mut out = Vec::new();
@@ -860,7 +860,7 @@ impl Supervisor {
             Some(Watch { how: How::Poll { at, .. }, .. }) => Some(*at),
             _ => None,
         };
-        crate::event_loop::earliest([run, poll])
+        crate::sys::event_loop::earliest([run, poll])
     }
 
     /// Runs whatever timer is due at `now`.
@@ -1542,7 +1542,7 @@ mod tests {
             // SAFETY: reset_signals only makes async-signal-safe calls.
             unsafe {
                 std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                    crate::spawn::reset_signals();
+                    crate::sys::spawn::reset_signals();
                     Ok(())
                 });
             }

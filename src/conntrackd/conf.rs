@@ -13,8 +13,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::config::{ConntrackdOptions, RouterConfig};
-use crate::ident::RouterId;
-use crate::layout::Layout;
+use crate::core::ident::RouterId;
+use crate::core::layout::Layout;
 
 /// Names inside the router's directory, as Neutron names them.
 pub const CONF_FILE: &str = "conntrackd.conf";

@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::state::State;
+use crate::core::state::State;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {

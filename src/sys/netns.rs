@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sched::{CloneFlags, setns};
 
-use crate::ident::Namespace;
+use crate::core::ident::Namespace;
 
 #[derive(Debug)]
 pub enum NetnsError {

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use crate::logfile::{self, LogFileError};
+use crate::logging::logfile::{self, LogFileError};
 
 /// Where the system logger listens.
 pub const DEV_LOG: &str = "/dev/log";
@@ -203,7 +203,7 @@ impl std::error::Error for LoggingError {
 
 static SYSLOG: OnceLock<&'static Syslog> = OnceLock::new();
 
-/// Installs the daemon's logger, once, early (after [`crate::daemonize`]):
+/// Installs the daemon's logger, once, early (after [`crate::sys::daemonize`]):
 ///
 /// - `foreground`: stderr, through [`logfile::LogFile`] without a path, so
 ///   one line per record (`2026-11-21 07:40:09.123 4242 INFO

@@ -24,7 +24,7 @@
 //!   never reopened, so rotation must use `copytruncate`.
 //! - **Root writes only where it was meant to.** `--log-file` usually sits
 //!   in a directory the agent user owns; it is opened with
-//!   [`crate::nofollow`], so a symbolic link planted there (for the file or
+//!   [`crate::sys::files::nofollow`], so a symbolic link planted there (for the file or
 //!   a directory on the way), a hard link to another file, a FIFO or a
 //!   device is refused instead of receiving root's lines.
 //! - The pid in each line is the process's at the time of the line: the
@@ -46,7 +46,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug)]
 pub enum LogFileError {
     /// `--log-file` could not be opened for appending, or was refused.
-    Open(crate::nofollow::PathError),
+    Open(crate::sys::files::nofollow::PathError),
     /// A logger was already installed in this process.
     AlreadyInitialized,
 }
@@ -155,13 +155,16 @@ pub struct LogFile {
 impl LogFile {
     /// Opens `path` for appending (`O_APPEND | O_CREAT`, mode 0644,
     /// `O_NONBLOCK`, close-on-exec so keepalived/conntrackd do not inherit
-    /// it) through [`crate::nofollow::open_file`], or picks stderr when
+    /// it) through [`crate::sys::files::nofollow::open_file`], or picks stderr when
     /// `path` is `None`.
     pub fn open(path: Option<&Path>, debug: bool, component: &'static str) -> Result<LogFile, LogFileError> {
         let sink = match path {
-            Some(path) => crate::nofollow::open_file(path, crate::nofollow::Access::Append { create_mode: 0o644 })
-                .map(|opened| Sink::Own(opened.file))
-                .map_err(LogFileError::Open)?,
+            Some(path) => crate::sys::files::nofollow::open_file(
+                path,
+                crate::sys::files::nofollow::Access::Append { create_mode: 0o644 },
+            )
+            .map(|opened| Sink::Own(opened.file))
+            .map_err(LogFileError::Open)?,
             None => Sink::stderr(),
         };
         Ok(LogFile::with_sink(sink, debug, component))

@@ -16,9 +16,9 @@ use std::collections::VecDeque;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::ident::Namespace;
-use crate::spawn::{self, Exit, SpawnOptions};
-use crate::state::State;
+use crate::core::ident::Namespace;
+use crate::core::state::State;
+use crate::sys::spawn::{self, Exit, SpawnOptions};
 
 /// Where [`locate`] looks for conntrackd, in order: oslo.rootwrap's
 /// `exec_dirs` as Neutron ships them (`etc/neutron/rootwrap.conf`), which is
@@ -125,7 +125,7 @@ impl ConntrackdSync {
     }
 
     /// Runs each command with these `(effective, ambient)` capabilities
-    /// raised between fork and exec ([`crate::privdrop::prepare_exec`]).
+    /// raised between fork and exec ([`crate::sys::privdrop::prepare_exec`]).
     pub fn with_child_caps(mut self, effective: u64, ambient: u64) -> ConntrackdSync {
         self.caps = Some((effective, ambient));
         self

@@ -18,7 +18,7 @@
 //!   (`LD_PRELOAD`, `IFS`, proxies) reaches a program run as root;
 //! - descriptors 0-2 only: stdin on /dev/null, stdout and stderr on a pipe
 //!   of its own whose far end the event loop reads ([`take_outputs`],
-//!   [`crate::child_output`]). Never our own stdout/stderr: an agent that
+//!   [`crate::sys::child_output`]). Never our own stdout/stderr: an agent that
 //!   never reads the pipes it gave us must not be able to block a child
 //!   (found with Neutron 29, whose agent never reads the monitor's pipes),
 //!   and the child's complaints belong in our log.
@@ -33,9 +33,9 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::child_output::ChildOutput;
-use crate::ident::Namespace;
-use crate::netns::{self, NetnsError};
+use crate::core::ident::Namespace;
+use crate::sys::child_output::ChildOutput;
+use crate::sys::netns::{self, NetnsError};
 
 /// The whole environment of every child: a `PATH` for the programs
 /// keepalived and scripts run themselves, nothing else.
@@ -82,7 +82,7 @@ pub struct SpawnOptions<'a> {
     /// `(effective, ambient)` capability masks for the child of a process
     /// that keeps capabilities permitted but not effective (the dropped
     /// monitor): raised between fork and exec, before `setns`, by
-    /// [`crate::privdrop::prepare_exec`]. `None`: the child inherits ours.
+    /// [`crate::sys::privdrop::prepare_exec`]. `None`: the child inherits ours.
     pub caps: Option<(u64, u64)>,
 }
 
@@ -95,7 +95,7 @@ thread_local! {
 }
 
 /// The output pipes of every child spawned since the last call, for the
-/// event loop to register ([`crate::child_output::ChildOutputs::adopt`]).
+/// event loop to register ([`crate::sys::child_output::ChildOutputs::adopt`]).
 /// A pipe nobody reads would block its child once 64 KiB are written, so
 /// every loop that spawns must call this after each pass.
 pub fn take_outputs() -> Vec<ChildOutput> {
@@ -148,7 +148,7 @@ pub fn spawn_with(
     if let Some((effective, ambient)) = options.caps {
         // SAFETY: only capget/capset/prctl, async-signal-safe, between fork
         // and exec; registered before setns, which needs them.
-        unsafe { command.pre_exec(move || crate::privdrop::prepare_exec(effective, ambient)) };
+        unsafe { command.pre_exec(move || crate::sys::privdrop::prepare_exec(effective, ambient)) };
     }
     if let Some(fd) = &ns_fd {
         let raw = fd.as_raw_fd();

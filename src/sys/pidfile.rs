@@ -13,7 +13,7 @@
 //! pid files (`Pidfile.write` in `neutron/agent/linux/daemon.py`; the shell
 //! monitor does `echo -n $$`), so the agent's `ProcessManager` reads ours.
 //!
-//! The path is opened with [`crate::nofollow`]: the monitor's pid file sits
+//! The path is opened with [`crate::sys::files::nofollow`]: the monitor's pid file sits
 //! in a directory Neutron's agent user owns, and root must not truncate and
 //! write a pid into whatever file that user points a symbolic link (or a
 //! hard link, or a FIFO) at. The directory descriptor is kept, so the
@@ -41,7 +41,7 @@ use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use crate::nofollow::{self, Access, PathError};
+use crate::sys::files::nofollow::{self, Access, PathError};
 
 /// What went wrong with a pidfile, always naming it.
 #[derive(Debug)]

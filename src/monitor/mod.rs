@@ -23,20 +23,22 @@ use mio::{Interest, Token};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
 
-use crate::child_output::ChildOutputs;
 use crate::cli::StateChangeArgs;
 use crate::cmd::Exit;
-use crate::conntrackd::{self, ConntrackdSync, Synced};
-use crate::daemonize::{self, Readiness};
-use crate::event_loop::{EventLoop, Signals, Timers, earliest};
-use crate::ident::{Namespace, RouterId};
-use crate::net::Cidr;
+use crate::conntrackd::sync::{self as conntrackd, ConntrackdSync, Synced};
+use crate::core::ident::{Namespace, RouterId};
+use crate::core::net::Cidr;
+use crate::core::state::State;
+use crate::logging::logfile;
+use crate::logging::syslog::{self, Syslog};
 use crate::netlink::{Change, NetlinkError, RECV_BUFFER, Read, RtSocket};
-use crate::netns::NetnsError;
 use crate::notify::{Notifier, Outcome};
-use crate::state::State;
-use crate::syslog::{self, Syslog};
-use crate::{logfile, nofollow, pidfile, privdrop, spawn};
+use crate::sys::child_output::ChildOutputs;
+use crate::sys::daemonize::{self, Readiness};
+use crate::sys::event_loop::{EventLoop, Signals, Timers, earliest};
+use crate::sys::files::nofollow;
+use crate::sys::netns::NetnsError;
+use crate::sys::{pidfile, privdrop, spawn};
 
 const SIGNALS: Token = Token(0);
 const NETLINK: Token = Token(1);
@@ -122,7 +124,7 @@ impl Startup {
 ///
 /// Start-up (SPEC section 4, README "Neutron releases"): the log file, the
 /// conf dir and the pid file are opened as root, symlink-safe
-/// ([`crate::nofollow`]); then, unless `--foreground`, the process detaches
+/// ([`crate::sys::files::nofollow`]); then, unless `--foreground`, the process detaches
 /// ([`daemonize::detach_reporting`]) and the detached one writes its pid,
 /// opens its rtnetlink socket in the namespace and drops privileges before
 /// it lets the original process exit 0. So Neutron up to 28 (a blocking

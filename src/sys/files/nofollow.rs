@@ -36,7 +36,7 @@ use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use crate::statefile::{StateFileError, Step};
+use crate::sys::files::atomic::{StateFileError, Step};
 
 /// Links followed in one resolution before giving up (the kernel's limit).
 const MAX_LINKS: u32 = 40;
@@ -342,7 +342,7 @@ fn parent(path: &Path) -> &Path {
 }
 
 /// Replaces `name` in the directory `dir` with `contents`, atomically and
-/// with permission bits exactly `mode`, as [`crate::statefile::write_atomic`]
+/// with permission bits exactly `mode`, as [`crate::sys::files::atomic::write_atomic`]
 /// does by path: a temporary `.NAME.tmp.PID` created exclusively and without
 /// following links, `fdatasync`, `renameat` over the target. Every name is
 /// resolved in `dir`, the directory that was checked when it was opened;

@@ -4,7 +4,7 @@
 //!
 //! The daemon does its per-router file operations relative to directory
 //! descriptors (issue 15.4): `ha_confs_path` is opened once, after
-//! [`crate::trusted_dir`] checked every directory down to it, and each
+//! [`crate::sys::files::trusted`] checked every directory down to it, and each
 //! router's directory is opened from it with `O_NOFOLLOW` and checked to be
 //! root's alone ([`Layout::router_dir_fd`]). A router directory swapped for
 //! a symlink is refused, never followed; files in it are written, read and
@@ -14,7 +14,7 @@
 //! them, beside the router directories: SPEC 3.2 names that layout, and a
 //! keepalived started by Neutron's L3 agent is found (and adopted) there
 //! after a migration. What makes a stale pidfile harmless is the proof in
-//! [`crate::keepalived::process`] (executable, uid, namespace, start time),
+//! [`crate::keepalived::supervisor`] (executable, uid, namespace, start time),
 //! not its location; `ha_confs_path` must be root's alone either way.
 
 use std::ffi::OsStr;
@@ -31,9 +31,9 @@ use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::config::DaemonConfig;
-use crate::ident::RouterId;
-use crate::statefile::{self, StateFileError};
-use crate::trusted_dir::{self, DirError};
+use crate::core::ident::RouterId;
+use crate::sys::files::atomic::{self, StateFileError};
+use crate::sys::files::trusted::{self, DirError};
 
 /// The name of a router's state file in its directory.
 pub const STATE_FILE: &str = "state";
@@ -111,12 +111,12 @@ impl RouterDir {
 
     /// Atomically replaces the file `name` with exactly `mode`.
     pub fn write(&self, name: &OsStr, contents: &[u8], mode: u32) -> Result<(), FileError> {
-        statefile::write_atomic_at(self.fd(), &self.path, name, contents, mode).map_err(FileError::File)
+        atomic::write_atomic_at(self.fd(), &self.path, name, contents, mode).map_err(FileError::File)
     }
 
     /// The first `limit` bytes of the file `name`; a symlink is an error.
     pub fn read(&self, name: &OsStr, limit: u64) -> io::Result<Vec<u8>> {
-        statefile::read_at(self.fd(), name, limit)
+        atomic::read_at(self.fd(), name, limit)
     }
 }
 
@@ -136,10 +136,10 @@ impl Layout {
     /// created (mode [`DIR_MODE`]) where missing; the layout holds
     /// `ha_confs_path` open from then on.
     pub fn prepare(daemon: &DaemonConfig) -> Result<Layout, DirError> {
-        trusted_dir::ensure_dir(&daemon.state_path, Some(DIR_MODE))?;
-        let confs = trusted_dir::ensure_dir(&daemon.ha_confs_path, Some(DIR_MODE))?;
+        trusted::ensure_dir(&daemon.state_path, Some(DIR_MODE))?;
+        let confs = trusted::ensure_dir(&daemon.ha_confs_path, Some(DIR_MODE))?;
         if let Some(parent) = daemon.socket.parent() {
-            trusted_dir::ensure_dir(parent, Some(DIR_MODE))?;
+            trusted::ensure_dir(parent, Some(DIR_MODE))?;
         }
         Ok(Layout::with_dir(&daemon.ha_confs_path, confs))
     }
@@ -161,7 +161,7 @@ impl Layout {
                 opened.as_fd()
             }
         };
-        trusted_dir::still_private(fd, &self.ha_confs_path)?;
+        trusted::still_private(fd, &self.ha_confs_path)?;
         work(fd)
     }
 
@@ -177,11 +177,11 @@ impl Layout {
         let name = OsStr::new(id.as_str());
         let fd = self.with_confs(|confs| {
             let fd = if create {
-                trusted_dir::create_dir_at(confs, name, &path, ROUTER_DIR_MODE)?
+                trusted::create_dir_at(confs, name, &path, ROUTER_DIR_MODE)?
             } else {
-                trusted_dir::open_dir_at(confs, name, &path)?
+                trusted::open_dir_at(confs, name, &path)?
             };
-            trusted_dir::still_private(fd.as_fd(), &path)?;
+            trusted::still_private(fd.as_fd(), &path)?;
             Ok(fd)
         })?;
         Ok(RouterDir { fd, path })
@@ -299,7 +299,7 @@ fn remove_tree_at(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<(), 
             Err(e) => Err(io("remove", e)),
         };
     }
-    let fd = trusted_dir::open_dir_at(dir, name, path)?;
+    let fd = trusted::open_dir_at(dir, name, path)?;
     let listing = fd.try_clone().map_err(|e| FileError::Io { path: path.to_path_buf(), action: "list", source: e })?;
     let mut names = Vec::new();
     let mut entries = nix::dir::Dir::from_fd(listing).map_err(|e| io("list", e))?;

@@ -8,7 +8,7 @@
 //! - Time is always passed in (`now: Instant`), never read inside the
 //!   timer logic, so it is tested with a clock the test drives.
 //! - Handled signals are blocked and read from the signalfd; children get
-//!   an empty mask and default dispositions back ([`crate::spawn`]).
+//!   an empty mask and default dispositions back ([`crate::sys::spawn`]).
 
 use std::collections::BTreeMap;
 use std::io;

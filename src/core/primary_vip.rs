@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::net::Cidr;
+use crate::core::net::Cidr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoFreeRange {

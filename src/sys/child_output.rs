@@ -1,6 +1,6 @@
 //! What children write to stdout and stderr, into our log (SPEC 3.5).
 //!
-//! Every child gets a pipe of its own for both ([`crate::spawn`]); the event
+//! Every child gets a pipe of its own for both ([`crate::sys::spawn`]); the event
 //! loop registers the read ends here and turns each line into a log line
 //! naming the child (`router r1: conntrackd -c: ERROR: ...`).
 //!
@@ -245,7 +245,7 @@ impl ChildOutputs {
         self.len() == 0
     }
 
-    /// Registers new pipes (from [`crate::spawn::take_outputs`]). What is
+    /// Registers new pipes (from [`crate::sys::spawn::take_outputs`]). What is
     /// already in them is read at once: registration is edge-triggered.
     pub fn adopt(&mut self, registry: &Registry, outputs: Vec<ChildOutput>, now: Instant) {
         for output in outputs {
@@ -350,8 +350,8 @@ mod tests {
         let mut events = mio::Events::with_capacity(16);
         let mut outputs = ChildOutputs::new(100);
         let script = "i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done".to_owned();
-        let pid = crate::spawn::spawn("/bin/sh", &["-c".to_owned(), script], None, "chatty").unwrap();
-        outputs.adopt(poll.registry(), crate::spawn::take_outputs(), Instant::now());
+        let pid = crate::sys::spawn::spawn("/bin/sh", &["-c".to_owned(), script], None, "chatty").unwrap();
+        outputs.adopt(poll.registry(), crate::sys::spawn::take_outputs(), Instant::now());
         let deadline = Instant::now() + Duration::from_secs(20);
         while !outputs.is_empty() {
             assert!(Instant::now() < deadline, "the pipe never reached end-of-file");

@@ -1,0 +1,12 @@
+//! The operating system: processes (spawn, reap, daemonize, privileges,
+//! pidfds), namespaces, files opened without trusting others, the event
+//! loop's poll, signals and timers. The only place `unsafe` may appear.
+
+pub mod child_output;
+pub mod daemonize;
+pub mod event_loop;
+pub mod files;
+pub mod netns;
+pub mod pidfile;
+pub mod privdrop;
+pub mod spawn;
