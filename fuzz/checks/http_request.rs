@@ -6,7 +6,8 @@
 //! request parser is run on the whole and on the part before the cut, and
 //! held to the properties its module doc promises.
 
-use harouterd::http::request::{MAX_BODY, MAX_HEAD, Method, Parsed, parse, reason_phrase, response};
+use harouterd::http::request::{MAX_BODY, MAX_HEAD, Method, Parsed, parse};
+use harouterd::http::response::{reason_phrase, response};
 
 pub fn check(input: &[u8]) {
     let (cut, data) = match input {

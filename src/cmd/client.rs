@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use super::Exit;
 use crate::cli::ClientArgs;
+use crate::http::request::get_request;
+use crate::http::response::{StatusLine, parse_status_line};
 
 /// How long a client waits to connect and for an answer to begin.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,12 +33,11 @@ fn get(socket: &Path, path: &str, accept: &str) -> Result<BufReader<UnixStream>,
         .map_err(|e| format!("cannot connect to {}: {e} (is harouterd running?)", socket.display()))?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: harouterd\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| format!("{}: {e}", socket.display()))?;
+    stream.write_all(&get_request(path, accept)).map_err(|e| format!("{}: {e}", socket.display()))?;
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).map_err(|e| format!("{}: no answer: {e}", socket.display()))?;
-    let status = status_line.split(' ').nth(1).unwrap_or("").to_owned();
+    let status = parse_status_line(status_line.as_bytes(), true);
     loop {
         let mut line = String::new();
         let n = reader.read_line(&mut line).map_err(|e| format!("{}: {e}", socket.display()))?;
@@ -44,7 +45,7 @@ fn get(socket: &Path, path: &str, accept: &str) -> Result<BufReader<UnixStream>,
             break;
         }
     }
-    if status != "200" {
+    if status != StatusLine::Complete(200) {
         let mut body = String::new();
         let _ = reader.read_to_string(&mut body);
         return Err(format!("{} answered {}: {}", socket.display(), status_line.trim_end(), body.trim_end()));

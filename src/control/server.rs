@@ -36,7 +36,8 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstat, fstatat};
 use nix::unistd::{Gid, UnlinkatFlags, fchownat, unlinkat};
 
-use crate::http::request::{self as http, Parsed, Request};
+use crate::http::request::{self, Parsed, Request};
+use crate::http::response as http;
 use crate::sys::files::trusted::{self, DirError};
 
 /// A request must be complete this long after the connection was accepted
@@ -493,7 +494,7 @@ impl Conn {
                         Ok(0) => return Step::Close,
                         Ok(n) => {
                             buf.extend_from_slice(&chunk[..n]);
-                            match http::parse(buf) {
+                            match request::parse(buf) {
                                 Parsed::Incomplete => {}
                                 Parsed::Complete(request) => return Step::Request(request),
                                 Parsed::Reject(reject) => return Step::Reject(reject.status, reject.reason),

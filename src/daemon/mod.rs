@@ -41,7 +41,7 @@ use crate::core::ident::Namespace;
 use crate::core::layout::{Layout, NOTIFY_FIFO, STATE_FILE};
 use crate::core::state::State;
 use crate::core::transition::Action;
-use crate::http::request as http;
+use crate::http::response as http;
 use crate::keepalived::notify_fifo::{KaState, NotifyFifo};
 use crate::keepalived::supervisor::{Outcome as KaOutcome, Reload, Supervisor};
 use crate::keepalived::{self, conf::Secrets};

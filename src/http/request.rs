@@ -78,6 +78,8 @@
 //! Cost: each call rescans the buffer, O(length); with the head capped at
 //! 8 KiB and the body at 64 KiB this is bounded.
 
+use super::response::response;
+
 /// Request line + headers + the final CRLFCRLF.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Largest accepted `Content-Length`.
@@ -335,53 +337,50 @@ fn is_token(s: &str) -> bool {
         })
 }
 
-/// A whole answer: status line, `Content-Type`, `Content-Length`,
-/// `Connection: close` (and `Allow: GET, POST` on a 405, as RFC 9110
-/// requires), then `body`.
-pub fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
-    debug_assert!((100..=999).contains(&status), "status {status} is not three digits");
-    debug_assert!(!content_type.bytes().any(|b| b.is_ascii_control()), "control byte in content type");
-    let allow = if status == 405 { "Allow: GET, POST\r\n" } else { "" };
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-        reason_phrase(status),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
+// ---------------------------------------------------------------------------
+// The client side: the requests harouterd sends.
+
+/// A value that cannot go into a header line: empty, or holding bytes
+/// outside visible ASCII (which could end the line or start another).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidHeader {
+    pub field: &'static str,
+    pub value: String,
 }
 
-/// The standard reason phrase (RFC 9110 names); empty for a status not
-/// listed, which the status-line grammar allows.
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        417 => "Expectation Failed",
-        422 => "Unprocessable Content",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "",
+impl std::fmt::Display for InvalidHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} '{}' cannot be sent in an HTTP header; dropped", self.field, self.value.escape_debug())
     }
+}
+
+impl std::error::Error for InvalidHeader {}
+
+/// A header value must be visible ASCII so that nothing the caller passes can
+/// end a header line or inject another one.
+fn check_header_value(field: &'static str, value: &str) -> Result<(), InvalidHeader> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(InvalidHeader { field, value: value.to_owned() })
+    }
+}
+
+/// The exact request Neutron's agent expects, `Connection: close` so that one
+/// connection carries one notification and its end is unambiguous.
+pub fn build_request(router_id: &str, state: &str) -> Result<Vec<u8>, InvalidHeader> {
+    check_header_value("router id", router_id)?;
+    check_header_value("state", state)?;
+    Ok(format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Neutron-Router-Id: {router_id}\r\n\
+         X-Neutron-State: {state}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes())
+}
+
+/// The `GET` the `status` and `events` commands send.
+pub fn get_request(path: &str, accept: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: harouterd\r\nAccept: {accept}\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 #[cfg(test)]
@@ -705,22 +704,30 @@ mod tests {
     }
 
     #[test]
-    fn response_format() {
+    fn request_is_byte_exact() {
+        let req = build_request("r1", "primary").expect("valid values");
         assert_eq!(
-            response(200, "application/json", b"[]"),
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]"
+            req,
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Neutron-Router-Id: r1\r\nX-Neutron-State: primary\r\n\
+              Connection: close\r\nContent-Length: 0\r\n\r\n"
+                .to_vec()
         );
-        assert_eq!(
-            response(405, "text/plain", b""),
-            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\
-              Allow: GET, POST\r\nConnection: close\r\n\r\n"
-        );
-        let r = Reject { status: 431, reason: "too big".to_owned() };
-        assert!(r.response().starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"));
-        assert!(r.response().ends_with(b"\r\n\r\ntoo big\n"));
-        assert_eq!(reason_phrase(299), "");
-        for s in [400, 403, 404, 405, 408, 413, 414, 417, 431, 505] {
-            assert!(!reason_phrase(s).is_empty(), "{s}");
+    }
+
+    #[test]
+    fn request_refuses_values_that_could_break_headers() {
+        for (id, state) in [
+            ("", "primary"),
+            ("r1", ""),
+            ("r1\r\nX-Evil: 1", "primary"),
+            ("r1", "primary\n"),
+            ("r 1", "backup"),
+            ("rü", "backup"),
+            ("r1", "pri\0mary"),
+        ] {
+            let err = build_request(id, state).expect_err(&format!("{id:?} {state:?} must be refused"));
+            assert!(matches!(err, InvalidHeader { .. }), "{err:?}");
         }
+        assert!(build_request("0b7e4c2a-1f3d-4e5a-9c8b-7d6e5f4a3b2c", "fault").is_ok());
     }
 }
