@@ -276,7 +276,7 @@ fn label(value: &str) -> String {
 pub fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs() as i64;
-    let (y, m, d) = crate::logging::logfile::civil_from_days(secs.div_euclid(86_400));
+    let (y, m, d) = crate::core::time::civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",

@@ -2,9 +2,11 @@
 //! where each router's files live and which VIP tells who holds a router.
 //! No I/O here; everything is tested with values and a driven clock.
 
+pub mod backoff;
 pub mod ident;
 pub mod layout;
 pub mod net;
 pub mod primary_vip;
 pub mod state;
+pub mod time;
 pub mod transition;

@@ -37,6 +37,7 @@ use crate::config::{self, Config, OnExit, RouterConfig};
 use crate::conntrackd::sync::{ConntrackdSync, Synced};
 use crate::control::api::{self, Counters, Event, Route, RouterStatus};
 use crate::control::server::{ControlServer, Incoming, Reply};
+use crate::core::backoff::{Backoff, Retry};
 use crate::core::ident::Namespace;
 use crate::core::layout::{Layout, NOTIFY_FIFO, STATE_FILE};
 use crate::core::state::State;
@@ -84,8 +85,9 @@ const FLUSH: Duration = Duration::from_secs(2);
 /// Retrying a namespace that could not be opened: first after this, doubling.
 const NS_RETRY_FIRST: Duration = Duration::from_secs(1);
 const NS_RETRY_MAX: Duration = Duration::from_secs(30);
+const NS_RETRY: Backoff = Backoff::new(NS_RETRY_FIRST, NS_RETRY_MAX);
 /// First retry of a namespace whose file just appeared.
-const NS_RETRY_SOON: Duration = Duration::from_millis(50);
+const NS_RETRY_SOON: Backoff = Backoff::new(Duration::from_millis(50), NS_RETRY_MAX);
 
 /// Where iproute2 keeps named namespaces.
 const NETNS_RUN_DIR: &str = "/run/netns";
@@ -113,7 +115,7 @@ enum Timer {
 struct NsWatch {
     socket: Option<(RtSocket, Token)>,
     routers: BTreeSet<String>,
-    retry_delay: Duration,
+    retry: Retry,
     retry_pending: bool,
     /// The namespace the name meant when the socket was last opened: one
     /// with another identity is a new namespace (deleted and re-created).
@@ -203,8 +205,7 @@ struct FilesFailed {
 
 /// The delay before retry number `failures` (1 = after the first failure).
 fn write_retry_delay(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    WRITE_RETRY_FIRST.saturating_mul(1 << doublings).min(WRITE_RETRY_MAX)
+    Backoff::new(WRITE_RETRY_FIRST, WRITE_RETRY_MAX).after(failures.max(1))
 }
 
 pub fn run(args: RunArgs) -> Exit {
@@ -959,7 +960,7 @@ impl Daemon {
         let watch = self.namespaces.entry(ns.clone()).or_insert_with(|| NsWatch {
             socket: None,
             routers: BTreeSet::new(),
-            retry_delay: NS_RETRY_FIRST,
+            retry: Retry::new(NS_RETRY),
             retry_pending: false,
             identity: None,
             timer_at: None,
@@ -993,7 +994,7 @@ impl Daemon {
                 let recreated = watch.identity.is_some() && watch.identity != identity;
                 watch.identity = identity;
                 watch.socket = Some((socket, token));
-                watch.retry_delay = NS_RETRY_FIRST;
+                watch.retry = Retry::new(NS_RETRY);
                 let routers: Vec<String> = watch.routers.iter().cloned().collect();
                 if recreated {
                     log::warn!(
@@ -1014,8 +1015,7 @@ impl Daemon {
                 }
             }
             Err(e) => {
-                let delay = watch.retry_delay;
-                watch.retry_delay = (delay * 2).min(NS_RETRY_MAX);
+                let delay = watch.retry.failed();
                 watch.retry_pending = true;
                 let routers: Vec<String> = watch.routers.iter().cloned().collect();
                 if delay < NS_RETRY_FIRST {
@@ -1073,7 +1073,7 @@ impl Daemon {
             } else if let Some(watch) = self.namespaces.get_mut(&ns).filter(|w| w.socket.is_none()) {
                 // `ip netns add` creates the file before it bind-mounts the
                 // namespace on it: if it is not ready yet, look again soon.
-                watch.retry_delay = NS_RETRY_SOON;
+                watch.retry = Retry::new(NS_RETRY_SOON);
                 self.open_namespace(&ns, now);
             }
         }

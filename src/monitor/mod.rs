@@ -26,6 +26,7 @@ use nix::sys::signal::Signal;
 use crate::cli::StateChangeArgs;
 use crate::cmd::Exit;
 use crate::conntrackd::sync::{self as conntrackd, ConntrackdSync, Synced};
+use crate::core::backoff::{Backoff, Retry};
 use crate::core::ident::{Namespace, RouterId};
 use crate::core::net::Cidr;
 use crate::core::state::State;
@@ -52,11 +53,11 @@ const CHILD_OUTPUT_BASE: usize = 32;
 pub const AGENT_SOCKET_NAME: &str = "keepalived-state-change";
 
 /// Reopening a namespace that was missing: first retry after this, doubling.
-const REOPEN_FIRST: Duration = Duration::from_millis(500);
+const REOPEN: Backoff = Backoff::new(Duration::from_millis(500), REOPEN_MAX);
 const REOPEN_MAX: Duration = Duration::from_secs(30);
 /// First retry once the namespace file appeared: `ip netns add` creates
 /// it just before it bind-mounts the namespace on it.
-const REOPEN_SOON: Duration = Duration::from_millis(50);
+const REOPEN_SOON: Backoff = Backoff::new(Duration::from_millis(50), REOPEN_MAX);
 
 /// Where iproute2 keeps named namespaces.
 const NETNS_RUN_DIR: &str = "/run/netns";
@@ -82,7 +83,7 @@ struct Monitor {
     conntrackd: Option<ConntrackdSync>,
     notifier: Notifier,
     timers: Timers<Timer>,
-    reopen_delay: Duration,
+    reopen: Retry,
     /// /run/netns, watched when `--namespace` lives there: our own socket
     /// keeps a deleted namespace alive, so netlink alone never tells.
     netns_dir: Option<Inotify>,
@@ -228,7 +229,7 @@ pub fn run(args: StateChangeArgs) -> Exit {
         conntrackd,
         notifier: Notifier::new(args.state_path.join(AGENT_SOCKET_NAME), NOTIFIER_BASE, 1),
         timers: Timers::default(),
-        reopen_delay: REOPEN_FIRST,
+        reopen: Retry::new(REOPEN),
         netns_dir,
         more: false,
         reopen_denied: false,
@@ -323,8 +324,7 @@ impl Monitor {
     }
 
     fn schedule_reopen(&mut self, now: Instant) {
-        self.timers.schedule(now + self.reopen_delay, Timer::ReopenNetlink);
-        self.reopen_delay = (self.reopen_delay * 2).min(REOPEN_MAX);
+        self.timers.schedule(now + self.reopen.failed(), Timer::ReopenNetlink);
     }
 
     /// The namespace was missing: try again, with backoff, so a namespace
@@ -414,7 +414,7 @@ impl Monitor {
                 self.close(registry);
                 self.transition(State::Backup, registry, now);
             } else if self.socket.is_none() {
-                self.reopen_delay = REOPEN_SOON;
+                self.reopen = Retry::new(REOPEN_SOON);
                 self.reopen(registry, now);
             }
         }

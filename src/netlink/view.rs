@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::decode::{Header, Message, NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR, decode_message, split};
+use crate::core::backoff::Backoff;
 use crate::core::net::Cidr;
 
 /// The delay before a re-dump that follows another loss (see [`Tracker`]).
@@ -15,11 +16,7 @@ const RESYNC_MAX: Duration = Duration::from_secs(1);
 /// The delay before the re-dump after `streak` losses in a row without the
 /// loop catching up: none for the first, then 10 ms doubling to 1 s.
 pub fn resync_delay(streak: u32) -> Duration {
-    if streak == 0 {
-        return Duration::ZERO;
-    }
-    let factor = 1u32.checked_shl(streak - 1).unwrap_or(u32::MAX);
-    RESYNC_FIRST.checked_mul(factor).unwrap_or(RESYNC_MAX).min(RESYNC_MAX)
+    Backoff::new(RESYNC_FIRST, RESYNC_MAX).after(streak)
 }
 
 /// A namespace's links and addresses.

@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::{BACKOFF_INITIAL, BACKOFF_MAX};
+use crate::core::backoff::Backoff;
 
 /// Delay before the next attempt after `failures` consecutive failures
 /// (`failures >= 1`): 50 ms doubling per failure, capped at 5 s. Never
 /// overflows, whatever the count.
 pub fn backoff_delay(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    BACKOFF_INITIAL.saturating_mul(1u32 << doublings).min(BACKOFF_MAX)
+    Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX).after(failures.max(1))
 }
 
 /// Where a router with undelivered state stands.

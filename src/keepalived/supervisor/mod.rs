@@ -137,11 +137,7 @@ impl BackoffPolicy {
     /// The delay before respawn number `streak` of a streak of quick deaths
     /// (0: the first, immediate): `first × 2^(streak-1)`, at most `max`.
     pub fn delay(&self, streak: u32) -> Duration {
-        if streak == 0 {
-            return Duration::ZERO;
-        }
-        let factor = 1u32.checked_shl(streak - 1).unwrap_or(u32::MAX);
-        self.first.checked_mul(factor).unwrap_or(self.max).min(self.max)
+        crate::core::backoff::Backoff::new(self.first, self.max).after(streak)
     }
 }
 
