@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use harouterd::config::Config;
 use harouterd::core::layout::Layout;
 use harouterd::keepalived::conf::Secrets;
-use harouterd::keepalived::supervisor::{self, Outcome, Reload, Supervisor, cmdline_names_conf, parse_pid};
+use harouterd::keepalived::supervisor::{self, Outcome, Sighup, Supervisor, cmdline_names_conf, parse_pid};
 use harouterd::sys::event_loop::{EventLoop, Signals, earliest};
 use harouterd::sys::files::atomic::write_atomic;
 use harouterd::sys::spawn::{self, Exit};
@@ -449,17 +449,17 @@ fn spawn_respawn_backoff_reload_stop() {
     assert_eq!(opens.count(), 0);
     rig.write_files(60);
     let sent_at = Instant::now();
-    assert_eq!(sup.reload(sent_at), Reload::Sent, "quiet period: at once");
+    assert_eq!(sup.sighup(sent_at), Sighup::Sent, "quiet period: at once");
     assert!(driver.run_until(&mut sup, 2 * SECOND, POLL, |_| opens.count() == 1), "keepalived never reloaded");
     rig.write_files(70);
     let mut deferred = Vec::new();
     for _ in 0..3 {
-        deferred.push(sup.reload(Instant::now()));
+        deferred.push(sup.sighup(Instant::now()));
     }
     // The window runs from the moment the SIGHUP actually went out, a hair
     // after `sent_at`.
-    let Reload::Deferred { at: window_end } = deferred[0] else { panic!("not deferred: {deferred:?}") };
-    assert_eq!(deferred, [Reload::Deferred { at: window_end }; 3]);
+    let Sighup::Deferred { at: window_end } = deferred[0] else { panic!("not deferred: {deferred:?}") };
+    assert_eq!(deferred, [Sighup::Deferred { at: window_end }; 3]);
     assert!(window_end >= sent_at + Duration::from_millis(1500));
     assert!(window_end < sent_at + Duration::from_millis(1550), "{:?}", window_end - sent_at);
     driver.run_until(&mut sup, 2 * SECOND, None, |s| s.next_deadline().is_none());

@@ -44,7 +44,7 @@ use crate::core::state::State;
 use crate::core::transition::Action;
 use crate::http::response as http;
 use crate::keepalived::notify_fifo::{KaState, NotifyFifo};
-use crate::keepalived::supervisor::{Outcome as KaOutcome, Reload, Supervisor};
+use crate::keepalived::supervisor::{Outcome as KaOutcome, Sighup, Supervisor};
 use crate::keepalived::{self, conf::Secrets};
 use crate::logging::syslog;
 use crate::netlink::{Change, RECV_BUFFER, Read, RtSocket};
@@ -151,7 +151,7 @@ struct Router {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Revive {
     /// SIGHUP if it runs (it re-reads its interfaces), else start it.
-    Reload,
+    Sighup,
     /// Stop it, then start it (it must move to another namespace).
     Restart,
 }
@@ -626,7 +626,7 @@ impl Daemon {
             // An adopted keepalived runs the config it read before we
             // started; if that file just changed, it must re-read it.
             if files_changed && outcomes.iter().any(|o| matches!(o, KaOutcome::Adopted { .. })) {
-                sup.reload(now);
+                sup.sighup(now);
             }
             router.supervisor = Some(sup);
             self.routers.insert(id.clone(), router);
@@ -716,7 +716,7 @@ impl Daemon {
             && let Some(sup) = router.supervisor.as_mut()
         {
             log::info!("router {id}: keepalived files written, reloading keepalived");
-            sup.reload(now);
+            sup.sighup(now);
         }
         self.routers.insert(id.to_owned(), router);
     }
@@ -874,7 +874,7 @@ impl Daemon {
     }
 
     /// Gets a router's keepalived going again after its namespace or HA
-    /// interface changed under it. [`Revive::Reload`]: a SIGHUP (throttled
+    /// interface changed under it. [`Revive::Sighup`]: a SIGHUP (throttled
     /// like any reload) makes a running keepalived re-read its interfaces,
     /// without the second or so keepalived takes to stop.
     /// [`Revive::Restart`], or when nothing runs to reload: stop (SIGTERM,
@@ -887,18 +887,18 @@ impl Daemon {
             return;
         }
         let Some(sup) = router.supervisor.as_mut() else { return };
-        if how == Revive::Reload && !router.revive {
-            match sup.reload(now) {
-                Reload::Sent => {
+        if how == Revive::Sighup && !router.revive {
+            match sup.sighup(now) {
+                Sighup::Sent => {
                     log::warn!("router {id}: {why}: keepalived reloaded (SIGHUP)");
                     return;
                 }
-                Reload::Deferred { at } => {
+                Sighup::Deferred { at } => {
                     let ms = at.saturating_duration_since(now).as_millis();
                     log::warn!("router {id}: {why}: reloading keepalived (SIGHUP in {ms} ms)");
                     return;
                 }
-                Reload::NotRunning | Reload::Failed => {}
+                Sighup::NotRunning | Sighup::Failed => {}
             }
         }
         log::warn!("router {id}: {why}: restarting keepalived");
@@ -1197,7 +1197,7 @@ impl Daemon {
         );
         self.feed_raw(id, now);
         if came_back {
-            self.revive_keepalived(id, &why, Revive::Reload, now);
+            self.revive_keepalived(id, &why, Revive::Sighup, now);
         }
     }
 
@@ -1458,7 +1458,7 @@ impl Daemon {
             sup.update(&self.config.daemon, &router.rt.cfg);
             if changed {
                 log::info!("router {id}: keepalived.conf changed, reloading keepalived");
-                sup.reload(now);
+                sup.sighup(now);
             }
         }
         self.routers.insert(id.to_owned(), router);

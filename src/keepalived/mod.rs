@@ -6,6 +6,7 @@ pub mod conf;
 pub mod health_check;
 pub mod notify_fifo;
 pub mod supervisor;
+pub mod throttle;
 
 use std::path::PathBuf;
 

@@ -7,6 +7,7 @@ pub mod daemonize;
 pub mod event_loop;
 pub mod files;
 pub mod netns;
+pub mod pidfd;
 pub mod pidfile;
 pub mod privdrop;
 pub mod spawn;

@@ -1,0 +1,116 @@
+//! What a [`Supervisor`](super::Supervisor) reports: the outcomes of each
+//! call, what a SIGHUP request did, and its errors (each naming the router).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::core::ident::RouterId;
+use crate::sys::spawn::{Exit, SpawnError};
+
+/// What went wrong, with the router, the path or the pid concerned.
+#[derive(Debug)]
+pub enum SupervisorError {
+    /// keepalived could not be started (program missing, namespace gone).
+    Spawn { router: RouterId, program: String, source: SpawnError },
+    /// keepalived died. `exit` is `None` for a process that was not our child
+    /// (adopted): its status is not ours to collect.
+    Died { router: RouterId, pid: u32, exit: Option<Exit>, lived: Duration },
+    /// A signal could not be sent.
+    Signal { router: RouterId, pid: u32, signal: Signal, source: io::Error },
+    /// A pidfile could not be read or removed.
+    Pidfile { router: RouterId, path: PathBuf, action: &'static str, source: io::Error },
+    /// No pidfd for a process we must watch: it is polled instead.
+    Pidfd { router: RouterId, pid: u32, source: io::Error },
+}
+
+impl SupervisorError {
+    pub fn router(&self) -> &RouterId {
+        match self {
+            SupervisorError::Spawn { router, .. }
+            | SupervisorError::Died { router, .. }
+            | SupervisorError::Signal { router, .. }
+            | SupervisorError::Pidfile { router, .. }
+            | SupervisorError::Pidfd { router, .. } => router,
+        }
+    }
+}
+
+impl fmt::Display for SupervisorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SupervisorError::Spawn { router, program, source } => {
+                write!(f, "router {router}: cannot start keepalived ({program}): {source}")
+            }
+            SupervisorError::Died { router, pid, exit, lived } => {
+                write!(f, "router {router}: keepalived (pid {pid}) ")?;
+                match exit {
+                    Some(exit) => write!(f, "died ({exit})")?,
+                    None => f.write_str("died")?,
+                }
+                write!(f, " after {:.1} s", lived.as_secs_f64())
+            }
+            SupervisorError::Signal { router, pid, signal, source } => {
+                write!(f, "router {router}: cannot send {signal} to keepalived (pid {pid}): {source}")
+            }
+            SupervisorError::Pidfile { router, path, action, source } => {
+                write!(f, "router {router}: cannot {action} pidfile {}: {source}", path.display())
+            }
+            SupervisorError::Pidfd { router, pid, source } => {
+                write!(f, "router {router}: cannot open a pidfd for pid {pid} (polling it instead): {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SupervisorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SupervisorError::Spawn { source, .. } => Some(source),
+            SupervisorError::Died { .. } => None,
+            SupervisorError::Signal { source, .. }
+            | SupervisorError::Pidfile { source, .. }
+            | SupervisorError::Pidfd { source, .. } => Some(source),
+        }
+    }
+}
+
+/// Something the daemon may want to log, count or act on. A call can
+/// return several (a death, then the respawn it triggered).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// keepalived was started; `pid` is our child.
+    Spawned { pid: u32 },
+    /// A keepalived of ours found running was adopted (not restarted).
+    Adopted { pid: u32 },
+    /// A new pidfd waits for [`Supervisor::register_pidfd`].
+    Watch,
+    /// keepalived died. `respawn_in`: when it will be respawned (zero: at
+    /// once, possibly already within this call, see the following
+    /// `Spawned`); `None` with `check_child_processes_action = exit`: nothing
+    /// more is done, the daemon is expected to exit 1.
+    Died { pid: u32, exit: Option<Exit>, respawn_in: Option<Duration> },
+    /// keepalived could not be started; retried in `retry_in`. The reason is
+    /// [`Supervisor::last_error`].
+    SpawnFailed { retry_in: Duration },
+    /// A stop finished: keepalived and its children are gone, pidfiles
+    /// removed.
+    Stopped,
+}
+
+/// What [`Supervisor::reload`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sighup {
+    /// SIGHUP sent now.
+    Sent,
+    /// Inside the throttle window: one SIGHUP will be sent at `at`.
+    Deferred { at: Instant },
+    /// keepalived is not running: nothing to do, the next spawn reads the
+    /// new file.
+    NotRunning,
+    /// The signal could not be sent ([`Supervisor::last_error`]).
+    Failed,
+}
