@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             cmd::render::run(&config, router.as_deref(), file.as_deref(), show_secrets)
         }
         cli::Command::StateChange(args) => harouterd::monitor::run(args),
-        cli::Command::Run(args) => harouterd::daemon::run(args),
+        cli::Command::Run(args) => cmd::run::run(args),
         cli::Command::Status(args) => cmd::client::status(&args),
         cli::Command::Events(args) => cmd::client::events(&args),
     }

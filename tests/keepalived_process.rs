@@ -367,7 +367,7 @@ fn spawn_respawn_backoff_reload_stop() {
     if !common::require_root_and(&["keepalived", "ip"]) {
         return;
     }
-    supervisor::become_subreaper().expect("subreaper");
+    harouterd::sys::process::become_subreaper().expect("subreaper");
     let rig = Rig::new("kaproc");
     let mut driver = Driver::new();
     let mut sup = rig.supervisor();
@@ -498,7 +498,7 @@ fn adoption_and_orphans() {
     if !common::require_root_and(&["keepalived", "ip", "setsid"]) {
         return;
     }
-    supervisor::become_subreaper().expect("subreaper");
+    harouterd::sys::process::become_subreaper().expect("subreaper");
     let rig = Rig::new("kaadopt");
     let mut driver = Driver::new();
 

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod client;
 pub mod render;
+pub mod run;
 
 use std::io::Write;
 use std::process::ExitCode;

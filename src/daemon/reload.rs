@@ -76,6 +76,118 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     d
 }
 
+use std::time::{Duration, Instant};
+
+use super::{ConntrackdSync, Daemon, notifier_for};
+use crate::config::{self};
+
+impl Daemon {
+    pub(super) fn reload(&mut self, now: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let parsed = match config::load(&self.config_path) {
+            Ok(parsed) => parsed,
+            Err(errors) => {
+                for e in &errors.0 {
+                    log::error!("reload rejected, keeping the running config: {e}");
+                }
+                return;
+            }
+        };
+        for w in &parsed.warnings {
+            log::warn!("{w}");
+        }
+        let new = parsed.config;
+        let mut diff = diff(&self.config, &new);
+        // A router whose files could not be written was not applied: this
+        // reload writes them again, whatever the diff says.
+        let (unwritten, unchanged) = std::mem::take(&mut diff.unchanged)
+            .into_iter()
+            .partition(|id| self.routers.get(id).is_some_and(|r| r.files_retry.is_some() && !r.leaving));
+        diff.unchanged = unchanged;
+        diff.updated.extend::<Vec<String>>(unwritten);
+        log::info!(
+            "reloading {}: {} added, {} removed, {} updated, {} restarted, {} unchanged",
+            self.config_path.display(),
+            diff.added.len(),
+            diff.removed.len(),
+            diff.updated.len(),
+            diff.restarted.len(),
+            diff.unchanged.len()
+        );
+        for (what, old, new_value) in [
+            ("socket", self.config.daemon.socket.display().to_string(), new.daemon.socket.display().to_string()),
+            (
+                "state_path",
+                self.config.daemon.state_path.display().to_string(),
+                new.daemon.state_path.display().to_string(),
+            ),
+            (
+                "ha_confs_path",
+                self.config.daemon.ha_confs_path.display().to_string(),
+                new.daemon.ha_confs_path.display().to_string(),
+            ),
+        ] {
+            if old != new_value {
+                log::warn!("{what} changed from {old} to {new_value}: takes effect on restart");
+            }
+        }
+        let old = std::mem::replace(&mut self.config, new.clone());
+        self.config.daemon.ha_confs_path = old.daemon.ha_confs_path.clone();
+        self.config.daemon.state_path = old.daemon.state_path.clone();
+        self.config.daemon.socket = old.daemon.socket.clone();
+        if old.daemon.notify_agent_socket != self.config.daemon.notify_agent_socket {
+            self.notifier = notifier_for(&self.config);
+        }
+        for id in &diff.removed {
+            self.stop_router(id, now);
+        }
+        for id in &diff.restarted {
+            let cfg = new.router(id).cloned();
+            if let Some(router) = self.routers.get_mut(id) {
+                router.replacement = cfg;
+            }
+            self.stop_router(id, now);
+        }
+        for id in &diff.updated {
+            let Some(cfg) = new.router(id).cloned() else { continue };
+            self.update_router(id, cfg, now);
+        }
+        for id in &diff.added {
+            if let Some(cfg) = new.router(id).cloned() {
+                self.start_router(cfg, now);
+            }
+        }
+    }
+
+    pub(super) fn update_router(&mut self, id: &str, cfg: RouterConfig, now: Instant) {
+        let Some(mut router) = self.routers.remove(id) else { return };
+        router.rt.transitions.set_advert_int(Duration::from_secs(u64::from(cfg.advert_int)));
+        router.rt.cfg = cfg;
+        if !self.config.daemon.conntrackd_enabled {
+            router.conntrackd = None;
+        } else if router.conntrackd.is_none() {
+            router.conntrackd = Some(ConntrackdSync::new(
+                &self.config.daemon.conntrackd_path,
+                self.layout.router_dir(&router.rt.cfg.id),
+                router.rt.cfg.namespace.clone(),
+                id,
+            ));
+        }
+        let changed = self.sync_files(&mut router, now);
+        if let Some(sup) = router.supervisor.as_mut() {
+            sup.update(&self.config.daemon, &router.rt.cfg);
+            if changed {
+                log::info!("router {id}: keepalived.conf changed, reloading keepalived");
+                sup.sighup(now);
+            }
+        }
+        self.routers.insert(id.to_owned(), router);
+        self.evaluate(id, now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -9,9 +9,16 @@
 
 use std::time::{Duration, SystemTime};
 
+use mio::Token;
+
+use super::namespaces::HaLink;
+use super::supervision::FilesRetry;
 use crate::config::RouterConfig;
+use crate::conntrackd::sync::ConntrackdSync;
 use crate::core::state::State;
 use crate::core::transition::Transitions;
+use crate::keepalived::notify_fifo::NotifyFifo;
+use crate::keepalived::supervisor::Supervisor;
 
 pub struct RouterRuntime {
     pub cfg: RouterConfig,
@@ -30,7 +37,7 @@ pub struct RouterRuntime {
     pub state_write_pending: bool,
     /// Problems worth showing until they are over, by source, so one
     /// source clearing its problem does not hide another's.
-    errors: Vec<(ErrorSource, String)>,
+    pub(super) errors: Vec<(ErrorSource, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +48,29 @@ pub enum ErrorSource {
     /// keepalived.conf or the health-check script.
     Files,
     StateFile,
+}
+
+/// A router and everything the daemon runs for it.
+pub(super) struct Router {
+    pub(super) rt: RouterRuntime,
+    pub(super) supervisor: Option<Supervisor>,
+    pub(super) fifo: Option<(NotifyFifo, Token)>,
+    pub(super) pidfd_token: Option<Token>,
+    pub(super) conntrackd: Option<ConntrackdSync>,
+    /// Being stopped because it left the config (or is restarting); its
+    /// replacement, if any, starts once it is gone.
+    pub(super) leaving: bool,
+    pub(super) replacement: Option<RouterConfig>,
+    /// The HA interface as last seen, to tell when it comes back as a new
+    /// interface.
+    pub(super) ha_link: HaLink,
+    /// keepalived is being stopped to be started again at once (its
+    /// namespace or HA interface was re-created under it).
+    pub(super) revive: bool,
+    /// Its keepalived files could not all be written: the config they
+    /// carry is not applied (keepalived not reloaded) until a retry or a
+    /// later reload writes them.
+    pub(super) files_retry: Option<FilesRetry>,
 }
 
 impl RouterRuntime {

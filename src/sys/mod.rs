@@ -10,4 +10,5 @@ pub mod netns;
 pub mod pidfd;
 pub mod pidfile;
 pub mod privdrop;
+pub mod process;
 pub mod spawn;

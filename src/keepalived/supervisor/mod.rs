@@ -97,14 +97,6 @@ const ORPHAN_POLL: Duration = Duration::from_millis(10);
 /// A pidfile longer than this is not a pidfile.
 const MAX_PIDFILE: u64 = 64;
 
-/// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that
-/// keepalived's own children (VRRP, checker), orphaned when their parent
-/// crashes, are reparented to the daemon rather than to init: their exits
-/// then arrive as SIGCHLD like any other child's. Call once at daemon start.
-pub fn become_subreaper() -> io::Result<()> {
-    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
-}
-
 // ---------------------------------------------------------------------------
 // The supervisor
 

@@ -1,0 +1,92 @@
+//! `harouterd run`: the daemon's process set-up (config, directories,
+//! pidfile, detaching, logging, process attributes), then the event loop
+//! of [`crate::daemon`] until SIGTERM.
+
+use super::Exit;
+use crate::cli::RunArgs;
+use crate::config;
+use crate::core::layout::Layout;
+use crate::daemon::Daemon;
+use crate::logging::syslog;
+use crate::sys::{daemonize, pidfile, process};
+
+pub fn run(args: RunArgs) -> Exit {
+    make_private();
+    let parsed = match config::load(&args.config) {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Exit::Usage;
+        }
+    };
+    for warning in &parsed.warnings {
+        eprintln!("{warning}");
+    }
+    // Checked (and created) before detaching, so a refusal reaches the
+    // terminal: exit 2, as for any other configuration error.
+    let layout = match Layout::prepare(&parsed.config.daemon) {
+        Ok(layout) => layout,
+        Err(e) if e.is_refusal() => {
+            eprintln!("harouterd: refusing directory {e}");
+            return Exit::Usage;
+        }
+        Err(e) => {
+            eprintln!("harouterd: cannot prepare directory {e}");
+            return Exit::Runtime;
+        }
+    };
+    // Taken before detaching, so "already running" reaches the terminal;
+    // the lock lives in the open file, which the detached daemon inherits.
+    let pidfile = match pidfile::Pidfile::acquire(&args.pidfile) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("harouterd: {e}");
+            return Exit::Runtime;
+        }
+    };
+    if !args.foreground
+        && let Err(e) = daemonize::daemonize()
+    {
+        eprintln!("harouterd: {e}");
+        return Exit::Runtime;
+    }
+    make_private();
+    if let Err(e) = syslog::init_daemon_logging(args.foreground, args.log_level) {
+        eprintln!("harouterd: cannot set up logging: {e}");
+        return Exit::Runtime;
+    }
+    if let Err(e) = pidfile.write_our_pid() {
+        log::error!("{e}");
+        return Exit::Runtime;
+    }
+    for warning in &parsed.warnings {
+        log::warn!("{warning}");
+    }
+    if let Err(e) = process::raise_fd_limit() {
+        log::warn!("cannot raise the open-file limit: {e}");
+    }
+    if let Err(e) = process::become_subreaper() {
+        log::warn!("cannot become a child subreaper ({e}): orphaned keepalived children may linger");
+    }
+    let debug = args.log_level >= log::LevelFilter::Debug;
+    let exit = match Daemon::new(args.config.clone(), parsed.config, layout, debug) {
+        Ok(mut daemon) => daemon.run(),
+        Err(e) => {
+            log::error!("{e}");
+            Exit::Runtime
+        }
+    };
+    if let Err(e) = pidfile.remove() {
+        log::warn!("{e}");
+    }
+    log::info!("harouterd exiting");
+    exit
+}
+
+/// [`process::make_private`], said on stderr when it fails (before the log
+/// exists, and harmless after).
+fn make_private() {
+    if let Err(e) = process::make_private() {
+        eprintln!("harouterd: cannot make the process non-dumpable: {e}");
+    }
+}

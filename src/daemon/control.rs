@@ -1,0 +1,127 @@
+//! Answering the control socket: what each request means for the routers
+//! (the transport and the JSON are in `control`).
+
+use std::time::Instant;
+
+use super::Daemon;
+use super::router::Router;
+use crate::control::api;
+use crate::control::api::{Route, RouterStatus};
+use crate::control::server::{Incoming, Reply};
+use crate::core::state::State;
+use crate::http::response as http;
+use crate::keepalived::supervisor::Supervisor;
+
+impl Daemon {
+    pub(super) fn status_rows(&self) -> Vec<RouterStatus> {
+        self.routers.values().map(status_row).collect()
+    }
+
+    /// Answers one control request.
+    pub(super) fn handle(&mut self, incoming: Incoming, now: Instant) -> Reply {
+        let Incoming { uid, request, .. } = incoming;
+        let text = api::wants_text(request.header("accept"));
+        let json =
+            |status: u16, body: String| Reply::Response(http::response(status, "application/json", body.as_bytes()));
+        let plain = |status: u16, body: &str| {
+            Reply::Response(http::response(status, "text/plain; charset=utf-8", format!("{body}\n").as_bytes()))
+        };
+        match api::route(&request.method, &request.path) {
+            Route::Notify => {
+                if uid != 0 && !self.allowed_uids.contains(&uid) {
+                    return plain(403, &format!("uid {uid} may not post state changes"));
+                }
+                let (Some(id), Some(state)) =
+                    (request.header("x-neutron-router-id"), request.header("x-neutron-state"))
+                else {
+                    return plain(400, "X-Neutron-Router-Id and X-Neutron-State are required");
+                };
+                let Some(state) = State::parse(state) else {
+                    return plain(400, "X-Neutron-State must be primary, backup or fault");
+                };
+                if crate::core::ident::RouterId::parse(id).is_err() {
+                    return plain(400, "invalid router id");
+                }
+                let id = id.to_owned();
+                let Some(router) = self.routers.get_mut(&id) else {
+                    return plain(404, &format!("no router {id}"));
+                };
+                log::info!("router {id}: state {state} posted by uid {uid}");
+                let actions = router.rt.transitions.raw_change(state, now);
+                self.apply_actions(&id, actions, now);
+                plain(200, "ok")
+            }
+            Route::Routers => {
+                let rows = self.status_rows();
+                if text {
+                    Reply::Response(http::response(
+                        200,
+                        "text/plain; charset=utf-8",
+                        api::routers_table(&rows).as_bytes(),
+                    ))
+                } else {
+                    json(200, api::routers_json(&rows))
+                }
+            }
+            Route::Router(id) => {
+                if crate::core::ident::RouterId::parse(&id).is_err() {
+                    return plain(400, "invalid router id");
+                }
+                match self.routers.get(&id) {
+                    Some(router) => {
+                        let row = status_row(router);
+                        if text {
+                            Reply::Response(http::response(
+                                200,
+                                "text/plain; charset=utf-8",
+                                api::routers_table(&[row]).as_bytes(),
+                            ))
+                        } else {
+                            json(200, format!("{}\n", api::router_json(&row)))
+                        }
+                    }
+                    None => plain(404, &format!("no router {id}")),
+                }
+            }
+            Route::Events => {
+                let content_type = if text { "text/plain; charset=utf-8" } else { "application/x-ndjson" };
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n");
+                Reply::Subscribe { head: head.into_bytes(), text }
+            }
+            Route::Metrics => {
+                let mut counters = self.counters.clone();
+                let live = self.namespaces.values().filter_map(|w| w.socket.as_ref());
+                counters.netlink_resyncs = self.netlink_closed.0 + live.clone().map(|(s, _)| s.resyncs()).sum::<u64>();
+                counters.netlink_undecodable = self.netlink_closed.1 + live.map(|(s, _)| s.undecodable()).sum::<u64>();
+                counters.control_refused = self.control.refused;
+                counters.control_evicted = self.control.evicted;
+                let body = api::metrics(&self.status_rows(), &counters);
+                Reply::Response(http::response(200, "text/plain; version=0.0.4", body.as_bytes()))
+            }
+            Route::MethodNotAllowed => plain(405, "method not allowed"),
+            Route::NotFound => plain(404, "not found"),
+        }
+    }
+}
+
+pub(super) fn status_row(router: &Router) -> RouterStatus {
+    let cfg = &router.rt.cfg;
+    let sup = router.supervisor.as_ref();
+    RouterStatus {
+        id: cfg.id.to_string(),
+        namespace: cfg.namespace.as_ref().map(|n| n.to_string()),
+        ha_interface: cfg.ha_interface.clone(),
+        vrid: cfg.vrid,
+        primary_vip: cfg.primary_vip.to_string(),
+        state: router.rt.transitions.raw(),
+        effective: router.rt.transitions.effective(),
+        since: router.rt.since,
+        supervised: cfg.keepalived,
+        keepalived_pid: sup.and_then(Supervisor::pid),
+        restarts: sup.map_or(0, Supervisor::restarts),
+        transitions: router.rt.effective_changes,
+        last_error: router.rt.last_error().map(str::to_owned),
+        write_failures: router.rt.write_failures,
+        writes_pending: u32::from(router.rt.state_write_pending) + u32::from(router.files_retry.is_some()),
+    }
+}

@@ -1,0 +1,152 @@
+//! A router's life in the daemon: started with the config (or a reload),
+//! stopped (keepalived first, then its files), forgotten.
+
+use std::time::Instant;
+
+use mio::Interest;
+
+use super::namespaces::HaLink;
+use super::router::{ErrorSource, Router, RouterRuntime};
+use super::{Daemon, Source};
+use crate::config::RouterConfig;
+use crate::conntrackd::sync::ConntrackdSync;
+use crate::core::layout::{Layout, NOTIFY_FIFO};
+use crate::keepalived::notify_fifo::NotifyFifo;
+use crate::keepalived::supervisor::{Outcome as KaOutcome, Supervisor};
+
+impl Daemon {
+    pub(super) fn start_router(&mut self, cfg: RouterConfig, now: Instant) {
+        let id = cfg.id.to_string();
+        let ns = cfg.namespace.clone();
+        let mut router = Router {
+            rt: RouterRuntime::new(cfg),
+            supervisor: None,
+            fifo: None,
+            pidfd_token: None,
+            conntrackd: None,
+            leaving: false,
+            replacement: None,
+            ha_link: HaLink::Unknown,
+            revive: false,
+            files_retry: None,
+        };
+        // The state file lives there for every router, monitor-only ones too.
+        let dir = match self.layout.router_dir_fd(&router.rt.cfg.id, true) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                log::error!("router {id}: {e}");
+                router.rt.set_error(ErrorSource::Files, e.to_string());
+                None
+            }
+        };
+        if self.config.daemon.conntrackd_enabled {
+            router.conntrackd = Some(ConntrackdSync::new(
+                &self.config.daemon.conntrackd_path,
+                self.layout.router_dir(&router.rt.cfg.id),
+                ns.clone(),
+                &id,
+            ));
+        }
+        if router.rt.cfg.keepalived {
+            let files_changed = self.sync_files(&mut router, now);
+            match dir.as_ref().map(|d| NotifyFifo::create_in(d, NOTIFY_FIFO)) {
+                Some(Ok(mut fifo)) => {
+                    let token = self.token(Source::Fifo(id.clone()));
+                    match self.registry.register(&mut fifo, token, Interest::READABLE) {
+                        Ok(()) => router.fifo = Some((fifo, token)),
+                        Err(e) => log::warn!("router {id}: cannot watch the notify FIFO: {e}"),
+                    }
+                }
+                Some(Err(e)) => log::warn!("router {id}: {e}"),
+                None => {}
+            }
+            let mut sup = Supervisor::new(&self.config.daemon, &router.rt.cfg, &self.layout, self.debug);
+            let outcomes = sup.start(now);
+            // An adopted keepalived runs the config it read before we
+            // started; if that file just changed, it must re-read it.
+            if files_changed && outcomes.iter().any(|o| matches!(o, KaOutcome::Adopted { .. })) {
+                sup.sighup(now);
+            }
+            router.supervisor = Some(sup);
+            self.routers.insert(id.clone(), router);
+            self.keepalived_outcomes(&id, outcomes, now);
+        } else {
+            self.routers.insert(id.clone(), router);
+        }
+        log::info!("router {id}: started{}", if self.routers[&id].rt.cfg.keepalived { "" } else { " (monitor only)" });
+        self.attach_namespace(&id, ns, now);
+    }
+
+    /// Stops a router: keepalived is stopped (SIGTERM, then SIGKILL), and
+    /// once it is gone its files go too. Without keepalived it goes at once.
+    pub(super) fn stop_router(&mut self, id: &str, now: Instant) {
+        let Some(router) = self.routers.get_mut(id) else { return };
+        router.leaving = true;
+        match router.supervisor.as_mut() {
+            Some(sup) => {
+                let outcomes = sup.stop(now);
+                self.keepalived_outcomes(id, outcomes, now);
+            }
+            None => self.forget_router(id),
+        }
+        self.reap_stopped(now);
+    }
+
+    /// Routers that were leaving and whose keepalived is gone: drop them and
+    /// start their replacements.
+    pub(super) fn reap_stopped(&mut self, now: Instant) {
+        let gone: Vec<String> = self
+            .routers
+            .iter()
+            .filter(|(_, r)| r.leaving && r.supervisor.as_ref().is_none_or(Supervisor::is_stopped))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            let replacement = self.routers.get_mut(&id).and_then(|r| r.replacement.take());
+            self.forget_router(&id);
+            if let Some(cfg) = replacement {
+                self.start_router(cfg, now);
+            }
+        }
+    }
+
+    pub(super) fn forget_router(&mut self, id: &str) {
+        let Some(mut router) = self.routers.remove(id) else { return };
+        self.state_writes.forget(id);
+        if let Some(retry) = router.files_retry.take() {
+            self.timers.cancel(retry.timer);
+        }
+        if let Some((mut fifo, token)) = router.fifo.take() {
+            let _ = self.registry.deregister(&mut fifo);
+            self.sources.remove(&token);
+            // Closed here; it goes with the router's directory below
+            // (removed by name relative to ha_confs, never through a symlink).
+            drop(fifo);
+        }
+        if let Some(token) = router.pidfd_token.take() {
+            self.sources.remove(&token);
+        }
+        remove_router_dir(&self.layout, id);
+        let ns = router.rt.cfg.namespace.clone();
+        if let Some(watch) = self.namespaces.get_mut(&ns) {
+            watch.routers.remove(id);
+            if watch.routers.is_empty()
+                && let Some((mut socket, token)) = self.namespaces.remove(&ns).and_then(|w| w.socket)
+            {
+                let _ = self.registry.deregister(&mut socket);
+                self.sources.remove(&token);
+            }
+        }
+        if self.namespaces.get(&ns).is_some_and(|w| w.routers.is_empty()) {
+            self.namespaces.remove(&ns);
+        }
+        log::info!("router {id}: removed");
+    }
+}
+
+pub(super) fn remove_router_dir(layout: &Layout, id: &str) {
+    let Ok(id) = crate::core::ident::RouterId::parse(id) else { return };
+    if let Err(e) = layout.remove_router_dir(&id) {
+        log::warn!("router {id}: cannot remove its directory: {e}");
+    }
+}

@@ -1,0 +1,37 @@
+//! Attributes of the daemon's own process: private files and memory, the
+//! orphans it reaps, the descriptors it may hold.
+
+use std::io;
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::stat::{Mode, umask};
+
+/// Issue 15: whatever the process creates is private unless it sets a mode
+/// (umask 077; directories and files get theirs explicitly), and a crash
+/// leaves no core file holding the VRRP password (not dumpable, which also
+/// keeps same-uid processes without CAP_SYS_PTRACE out of its memory).
+/// Call at start and again after detaching (which sets its own umask).
+pub fn make_private() -> io::Result<()> {
+    umask(Mode::from_bits_truncate(0o077));
+    nix::sys::prctl::set_dumpable(false).map_err(io::Error::from)
+}
+
+/// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that
+/// keepalived's own children (VRRP, checker), orphaned when their parent
+/// crashes, are reparented to the daemon rather than to init: their exits
+/// then arrive as SIGCHLD like any other child's. Call once at daemon start.
+pub fn become_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// One socket per namespace, a FIFO per router, pidfds, connections: a
+/// node with a thousand routers needs more descriptors than the usual soft
+/// limit of 1024, and the hard limit is there to be used. Raises the soft
+/// limit to the hard one.
+pub fn raise_fd_limit() -> io::Result<()> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(())
+}
