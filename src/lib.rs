@@ -1,8 +1,9 @@
 //! harouterd: VRRP high availability for virtual routers.
 //!
 //! The library holds everything; `main.rs` only dispatches. Pure logic
-//! (config parsing, rendering, identifiers) lives in modules free of I/O so
-//! it is tested directly.
+//! (`core`, `config`, the renderers, the protocol state machines) is free of
+//! I/O and tested directly; `sys` is the operating system, and the only
+//! module allowed `unsafe`.
 
 pub mod actions;
 pub mod cli;
@@ -22,3 +23,19 @@ pub mod sys;
 
 #[cfg(test)]
 mod test_support;
+
+use std::process::ExitCode;
+
+/// The exit codes of SPEC section 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Runtime = 1,
+    Usage = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}

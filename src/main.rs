@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use harouterd::{cli, cmd};
+use harouterd::{Exit, cli, cmd};
 
 fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Ok(command) => command,
         Err(cli::UsageError(message)) => {
             eprintln!("harouterd: {message}");
-            return cmd::Exit::Usage.into();
+            return Exit::Usage.into();
         }
     };
     match command {
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         cli::Command::Render { config, router, file, show_secrets } => {
             cmd::render::run(&config, router.as_deref(), file.as_deref(), show_secrets)
         }
-        cli::Command::StateChange(args) => harouterd::monitor::run(args),
+        cli::Command::StateChange(args) => cmd::state_change::run(args),
         cli::Command::Run(args) => cmd::run::run(args),
         cli::Command::Status(args) => cmd::client::status(&args),
         cli::Command::Events(args) => cmd::client::events(&args),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Netns, TempDir};
 use harouterd::actions::hooks::{self, Hooks};
-use harouterd::core::ident::Namespace;
+use harouterd::core::ident::{Namespace, RouterId};
 use harouterd::core::state::State;
 use harouterd::sys::spawn::Exit;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -51,15 +51,15 @@ fn ipv6_forwarding_flips_inside_the_router_namespace_only() {
     let ours_before = own_forwarding();
     assert_eq!(sysctl_forwarding(&ns), "0", "a fresh namespace does not forward");
 
-    assert!(hooks::set_ipv6_forwarding(Some(&namespace), true, "r1"));
+    assert!(hooks::set_ipv6_forwarding(Some(&namespace), true, &r1()));
     assert_eq!(sysctl_forwarding(&ns), "1");
     assert_eq!(own_forwarding(), ours_before, "the daemon's own namespace is untouched");
 
-    hooks::write_ipv6_forwarding(Some(&namespace), false, "r1").expect("backup: off");
+    hooks::write_ipv6_forwarding(Some(&namespace), false, &r1()).expect("backup: off");
     assert_eq!(sysctl_forwarding(&ns), "0");
-    hooks::write_ipv6_forwarding(Some(&namespace), true, "r1").expect("primary: on");
+    hooks::write_ipv6_forwarding(Some(&namespace), true, &r1()).expect("primary: on");
     assert_eq!(sysctl_forwarding(&ns), "1");
-    assert!(hooks::set_ipv6_forwarding(Some(&namespace), false, "r1"), "fault: off");
+    assert!(hooks::set_ipv6_forwarding(Some(&namespace), false, &r1()), "fault: off");
     assert_eq!(sysctl_forwarding(&ns), "0");
     assert_eq!(own_forwarding(), ours_before);
 
@@ -86,10 +86,10 @@ fn transition_script_gets_router_and_state_in_our_namespace() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let mut hooks = Hooks::default();
-    let first = hooks.run_transition_script(&script, "r1", State::Primary).expect("script starts");
+    let first = hooks.run_transition_script(&script, &r1(), State::Primary).expect("script starts");
     let exit = wait_child(first, Duration::from_secs(10));
     assert_eq!(exit, Exit::Code(0));
-    assert_eq!(hooks.running_for("r1"), 1, "not forgotten until reaped");
+    assert_eq!(hooks.running_for(&r1()), 1, "not forgotten until reaped");
     assert!(hooks.child_exited(first, exit), "recognized as our script");
     assert!(!hooks.child_exited(first, exit), "only once");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "r1 primary\n");
@@ -98,9 +98,9 @@ fn transition_script_gets_router_and_state_in_our_namespace() {
     assert_eq!(std::fs::read_to_string(&ns_out).unwrap().trim(), ours.display().to_string());
 
     // Overlapping runs for one router are allowed; each gets its own state.
-    let a = hooks.run_transition_script(&script, "r-2.x", State::Backup).expect("starts");
-    let b = hooks.run_transition_script(&script, "r-2.x", State::Fault).expect("starts");
-    assert_eq!(hooks.running_for("r-2.x"), 2);
+    let a = hooks.run_transition_script(&script, &RouterId::parse("r-2.x").unwrap(), State::Backup).expect("starts");
+    let b = hooks.run_transition_script(&script, &RouterId::parse("r-2.x").unwrap(), State::Fault).expect("starts");
+    assert_eq!(hooks.running_for(&RouterId::parse("r-2.x").unwrap()), 2);
     let (ea, eb) = (wait_child(a, Duration::from_secs(10)), wait_child(b, Duration::from_secs(10)));
     assert_eq!((ea, eb), (Exit::Code(0), Exit::Code(3)));
     let run_b = hooks.finished(b).expect("ours");
@@ -116,7 +116,11 @@ fn transition_script_gets_router_and_state_in_our_namespace() {
     // Not executable: logged, not fatal, nothing to reap.
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
     // (exec needs an execute bit even for root)
-    assert_eq!(hooks.run_transition_script(&script, "r1", State::Backup), None);
-    assert!(hooks::start_transition_script(&tmp.join("missing.sh"), "r1", State::Backup).is_err());
+    assert_eq!(hooks.run_transition_script(&script, &r1(), State::Backup), None);
+    assert!(hooks::start_transition_script(&tmp.join("missing.sh"), &r1(), State::Backup).is_err());
     assert_eq!(hooks.running(), 0);
+}
+
+fn r1() -> RouterId {
+    RouterId::parse("r1").expect("a router id")
 }

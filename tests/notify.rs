@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use common::TempDir;
 use common::http_receiver::{Receiver, Reply};
-use harouterd::notify::{BACKOFF_INITIAL, Notifier, Outcome, OutcomeKind, RESPONSE_TIMEOUT};
-use mio::{Events, Poll, Token};
+use harouterd::core::ident::RouterId;
+use harouterd::core::state::State;
+use harouterd::notify::{BACKOFF_INITIAL, Delivery, DeliveryKind, Notifier, RESPONSE_TIMEOUT};
+use harouterd::sys::event_loop::{Owner, Sources};
+use mio::{Events, Poll};
 
-const TOKEN_BASE: usize = 1000;
 const LIMIT: Duration = Duration::from_secs(3);
 
 /// The daemon's loop in miniature: poll with the notifier's deadline as the
@@ -23,8 +25,10 @@ const LIMIT: Duration = Duration::from_secs(3);
 struct Loop {
     poll: Poll,
     events: Events,
+    /// The loop's tokens, as the daemon keeps them.
+    sources: Sources<()>,
     notifier: Notifier,
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<Delivery>,
     /// Added to the real clock (see the module comment).
     shift: Duration,
     wakeups: usize,
@@ -32,10 +36,13 @@ struct Loop {
 
 impl Loop {
     fn new(socket: &std::path::Path, max_in_flight: usize) -> Loop {
+        let poll = Poll::new().expect("create poll");
+        let sources = Sources::new(poll.registry().try_clone().expect("clone the registry"));
         Loop {
-            poll: Poll::new().expect("create poll"),
+            poll,
             events: Events::with_capacity(64),
-            notifier: Notifier::new(socket.to_path_buf(), TOKEN_BASE, max_in_flight),
+            sources,
+            notifier: Notifier::new(socket.to_path_buf(), max_in_flight),
             outcomes: Vec::new(),
             shift: Duration::ZERO,
             wakeups: 0,
@@ -48,7 +55,10 @@ impl Loop {
 
     fn submit(&mut self, router_id: &str, state: &str) {
         let now = self.now();
-        self.notifier.submit(self.poll.registry(), router_id, state, now);
+        let router_id = RouterId::parse(router_id).expect("a router id");
+        let state = State::parse(state).expect("a state");
+        let ended = self.notifier.submit(&mut self.sources, &router_id, state, now);
+        self.outcomes.extend(ended);
     }
 
     /// One iteration, waiting at most `max_wait`.
@@ -60,10 +70,11 @@ impl Loop {
         self.wakeups += 1;
         let now = self.now();
         for event in self.events.iter() {
-            assert!(self.notifier.owns(event.token()), "event for a foreign token {:?}", event.token());
-            self.outcomes.extend(self.notifier.ready(self.poll.registry(), event, now));
+            let token = event.token();
+            assert_eq!(self.sources.owner(token), Some(&Owner::Notifier), "event for a foreign token {token:?}");
+            self.outcomes.extend(self.notifier.ready(&mut self.sources, token, now));
         }
-        self.outcomes.extend(self.notifier.tick(self.poll.registry(), now));
+        self.outcomes.extend(self.notifier.tick(&mut self.sources, now));
     }
 
     /// Turns until `done` holds; panics after `limit` of real time.
@@ -84,16 +95,20 @@ impl Loop {
         self.outcomes
             .iter()
             .filter_map(|o| match &o.kind {
-                OutcomeKind::Failed { reason, retry_in } => {
-                    Some((o.router_id.clone(), o.state.clone(), reason.clone(), *retry_in))
+                DeliveryKind::Failed { reason, retry_in } => {
+                    Some((o.router_id.to_string(), o.state.to_string(), reason.clone(), *retry_in))
                 }
-                OutcomeKind::Delivered => None,
+                DeliveryKind::Delivered => None,
             })
             .collect()
     }
 
     fn delivered(&self) -> Vec<(String, String)> {
-        self.outcomes.iter().filter(|o| o.is_delivered()).map(|o| (o.router_id.clone(), o.state.clone())).collect()
+        self.outcomes
+            .iter()
+            .filter(|o| o.is_delivered())
+            .map(|o| (o.router_id.to_string(), o.state.to_string()))
+            .collect()
     }
 
     /// Idle for real: no deadline, no pending work, and a poll that is
@@ -102,6 +117,7 @@ impl Loop {
         assert!(self.notifier.is_idle());
         assert_eq!(self.notifier.pending(), 0);
         assert_eq!(self.notifier.next_deadline(), None, "an idle notifier must not ask for wake-ups");
+        assert!(self.sources.is_empty(), "an idle notifier holds no token");
         self.poll.poll(&mut self.events, Some(Duration::from_millis(100))).expect("poll");
         assert!(self.events.is_empty(), "idle notifier produced events");
     }
@@ -427,8 +443,15 @@ fn receiver_stop_removes_its_socket() {
 }
 
 #[test]
-fn tokens_outside_the_range_are_not_owned() {
-    let n = Notifier::new("/nonexistent".into(), TOKEN_BASE, 4);
-    assert!(n.owns(Token(TOKEN_BASE)) && n.owns(Token(TOKEN_BASE + 3)));
-    assert!(!n.owns(Token(TOKEN_BASE - 1)) && !n.owns(Token(TOKEN_BASE + 4)));
+fn tokens_of_ended_requests_are_owned_by_nobody() {
+    let dir = TempDir::new("notify-tokens");
+    let agent = Receiver::start(dir.join("keepalived-state-change"));
+    let mut lp = Loop::new(agent.path(), 4);
+    lp.submit("r1", "primary");
+    let in_flight: Vec<_> = (0..64).map(mio::Token).filter(|t| lp.sources.owner(*t).is_some()).collect();
+    assert_eq!(in_flight.len(), 1, "one connection, one token");
+    assert_eq!(lp.sources.owner(in_flight[0]), Some(&Owner::Notifier));
+    lp.run_until_idle();
+    assert_eq!(lp.sources.owner(in_flight[0]), None, "given back once the request ended");
+    lp.assert_quiet();
 }

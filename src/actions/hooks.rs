@@ -39,7 +39,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::core::ident::Namespace;
+use crate::core::ident::{Namespace, RouterId, namespace_name};
 use crate::core::state::State;
 use crate::sys::netns::{self, NetnsError};
 use crate::sys::spawn::{self, Exit, SpawnError};
@@ -55,11 +55,11 @@ pub const OVERLAP_WARNING: usize = 4;
 #[derive(Debug)]
 pub enum HookError {
     /// The transition script could not be started.
-    Script { router: String, state: State, script: PathBuf, source: SpawnError },
+    Script { router: RouterId, state: State, script: PathBuf, source: SpawnError },
     /// The router's namespace could not be entered.
-    Namespace { router: String, source: NetnsError },
+    Namespace { router: RouterId, source: NetnsError },
     /// The forwarding sysctl could not be opened or written.
-    Forwarding { router: String, namespace: String, value: &'static str, source: io::Error },
+    Forwarding { router: RouterId, namespace: String, value: &'static str, source: io::Error },
 }
 
 impl fmt::Display for HookError {
@@ -70,10 +70,7 @@ impl fmt::Display for HookError {
             }
             HookError::Namespace { router, source } => write!(f, "router {router}: {source}"),
             HookError::Forwarding { router, namespace, value, source } => {
-                write!(
-                    f,
-                    "router {router}: cannot write {value} to {IPV6_FORWARDING} in namespace {namespace}: {source}"
-                )
+                write!(f, "router {router}: cannot write {value} to {IPV6_FORWARDING} in {namespace}: {source}")
             }
         }
     }
@@ -90,14 +87,14 @@ impl std::error::Error for HookError {
 }
 
 /// The script's arguments: `ROUTER_ID STATE`.
-pub fn script_args(router: &str, state: State) -> [String; 2] {
-    [router.to_owned(), state.as_str().to_owned()]
+pub fn script_args(router: &RouterId, state: State) -> [String; 2] {
+    [router.to_string(), state.as_str().to_owned()]
 }
 
 /// Starts `script ROUTER_ID STATE` in our own namespace; returns its pid.
 /// The caller owns reaping it.
-pub fn start_transition_script(script: &Path, router: &str, state: State) -> Result<u32, HookError> {
-    let error = |source| HookError::Script { router: router.to_owned(), state, script: script.to_path_buf(), source };
+pub fn start_transition_script(script: &Path, router: &RouterId, state: State) -> Result<u32, HookError> {
+    let error = |source| HookError::Script { router: router.clone(), state, script: script.to_path_buf(), source };
     let program = script.to_str().ok_or_else(|| {
         error(SpawnError::Exec {
             program: script.display().to_string(),
@@ -111,7 +108,7 @@ pub fn start_transition_script(script: &Path, router: &str, state: State) -> Res
 /// A transition script started and not reaped yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptRun {
-    pub router: String,
+    pub router: RouterId,
     pub state: State,
     pub started: Instant,
 }
@@ -126,7 +123,7 @@ impl Hooks {
     /// Starts the script for an effective change (see the module docs);
     /// a failure to start is logged, never returned. `Some(pid)` when it
     /// started.
-    pub fn run_transition_script(&mut self, script: &Path, router: &str, state: State) -> Option<u32> {
+    pub fn run_transition_script(&mut self, script: &Path, router: &RouterId, state: State) -> Option<u32> {
         let overlapping = self.running_for(router);
         if overlapping >= OVERLAP_WARNING {
             log::warn!(
@@ -140,7 +137,7 @@ impl Hooks {
                     "router {router}: transition script {} {router} {state} started, pid {pid}",
                     script.display()
                 );
-                self.running.insert(pid, ScriptRun { router: router.to_owned(), state, started: Instant::now() });
+                self.running.insert(pid, ScriptRun { router: router.clone(), state, started: Instant::now() });
                 Some(pid)
             }
             Err(e) => {
@@ -173,8 +170,8 @@ impl Hooks {
         self.running.len()
     }
 
-    pub fn running_for(&self, router: &str) -> usize {
-        self.running.values().filter(|r| r.router == router).count()
+    pub fn running_for(&self, router: &RouterId) -> usize {
+        self.running.values().filter(|r| r.router == *router).count()
     }
 }
 
@@ -195,19 +192,19 @@ pub fn forwarding_value(on: bool) -> &'static str {
 
 /// Writes IPv6 forwarding `on`/off for the router's namespace (`None`: our
 /// own). The file is opened inside the namespace, written outside it.
-pub fn write_ipv6_forwarding(namespace: Option<&Namespace>, on: bool, router: &str) -> Result<(), HookError> {
+pub fn write_ipv6_forwarding(namespace: Option<&Namespace>, on: bool, router: &RouterId) -> Result<(), HookError> {
     let value = forwarding_value(on);
-    let shown = || namespace.map_or_else(|| "(own)".to_owned(), Namespace::to_string);
-    let error = |source| HookError::Forwarding { router: router.to_owned(), namespace: shown(), value, source };
+    let error =
+        |source| HookError::Forwarding { router: router.clone(), namespace: namespace_name(namespace), value, source };
     let file = netns::in_namespace(namespace, || OpenOptions::new().write(true).open(IPV6_FORWARDING))
-        .map_err(|source| HookError::Namespace { router: router.to_owned(), source })?
+        .map_err(|source| HookError::Namespace { router: router.clone(), source })?
         .map_err(error)?;
     (&file).write_all(value.as_bytes()).map_err(error)
 }
 
 /// [`write_ipv6_forwarding`], logging instead of returning the error (it is
 /// never fatal). Returns whether it worked.
-pub fn set_ipv6_forwarding(namespace: Option<&Namespace>, on: bool, router: &str) -> bool {
+pub fn set_ipv6_forwarding(namespace: Option<&Namespace>, on: bool, router: &RouterId) -> bool {
     match write_ipv6_forwarding(namespace, on, router) {
         Ok(()) => {
             log::debug!("router {router}: IPv6 forwarding set to {}", forwarding_value(on));
@@ -224,10 +221,14 @@ pub fn set_ipv6_forwarding(namespace: Option<&Namespace>, on: bool, router: &str
 mod tests {
     use super::*;
 
+    fn id(text: &str) -> RouterId {
+        RouterId::parse(text).unwrap()
+    }
+
     #[test]
     fn script_gets_router_and_state() {
-        assert_eq!(script_args("r1", State::Primary), ["r1".to_owned(), "primary".to_owned()]);
-        assert_eq!(script_args("r-2.x", State::Fault), ["r-2.x".to_owned(), "fault".to_owned()]);
+        assert_eq!(script_args(&id("r1"), State::Primary), ["r1".to_owned(), "primary".to_owned()]);
+        assert_eq!(script_args(&id("r-2.x"), State::Fault), ["r-2.x".to_owned(), "fault".to_owned()]);
     }
 
     #[test]
@@ -247,9 +248,9 @@ mod tests {
     fn a_script_that_cannot_start_is_an_error_naming_router_and_state() {
         let mut hooks = Hooks::default();
         let missing = Path::new("/nonexistent/harouterd-transition-script");
-        assert_eq!(hooks.run_transition_script(missing, "r1", State::Backup), None);
+        assert_eq!(hooks.run_transition_script(missing, &id("r1"), State::Backup), None);
         assert_eq!(hooks.running(), 0);
-        let e = start_transition_script(missing, "r1", State::Backup).unwrap_err();
+        let e = start_transition_script(missing, &id("r1"), State::Backup).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("router r1") && text.contains("backup") && text.contains(&missing.display().to_string()));
     }
@@ -257,9 +258,9 @@ mod tests {
     #[test]
     fn a_missing_namespace_is_an_error_naming_the_router() {
         let ns = Namespace::parse("harouterd-no-such-namespace").unwrap();
-        let e = write_ipv6_forwarding(Some(&ns), true, "r9").unwrap_err();
+        let e = write_ipv6_forwarding(Some(&ns), true, &id("r9")).unwrap_err();
         assert!(matches!(e, HookError::Namespace { .. }), "{e:?}");
         assert!(e.to_string().contains("router r9"), "{e}");
-        assert!(!set_ipv6_forwarding(Some(&ns), false, "r9"));
+        assert!(!set_ipv6_forwarding(Some(&ns), false, &id("r9")));
     }
 }

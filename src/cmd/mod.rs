@@ -1,26 +1,17 @@
-//! The subcommands: each takes parsed arguments and returns an [`Exit`].
+//! The subcommands: each takes parsed arguments, sets its process up and
+//! returns an [`Exit`]. The two long-running front-ends' set-up is here too
+//! (`run`: the daemon, `state_change`: the monitor); what they then run is
+//! in `daemon/` and `monitor/`.
 
 pub mod check;
 pub mod client;
 pub mod render;
 pub mod run;
+pub mod state_change;
 
 use std::io::Write;
-use std::process::ExitCode;
 
-/// The exit codes of SPEC section 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    Ok = 0,
-    Runtime = 1,
-    Usage = 2,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e as u8)
-    }
-}
+pub use crate::Exit;
 
 /// Writes to stdout without panicking on a closed pipe (`render | head`):
 /// a failed write is a runtime failure, reported once.

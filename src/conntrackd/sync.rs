@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::core::ident::Namespace;
+use crate::core::ident::{Namespace, RouterId};
 use crate::core::state::State;
 use crate::sys::spawn::{self, Exit, SpawnOptions};
 
@@ -79,6 +79,23 @@ pub struct Synced {
     pub failures: Vec<String>,
 }
 
+impl Synced {
+    /// As Neutron's monitor: the Synced line after every attempt, whatever
+    /// the commands' exit status (`check_exit_code=False`; operators and
+    /// Neutron's functional tests grep for it), with an ERROR line naming
+    /// each failed command first. The daemon and the monitor both log this.
+    pub fn log(&self, router: &RouterId) {
+        let Synced { state, failures } = self;
+        if !failures.is_empty() {
+            log::error!(
+                "Failed to sync connection tracking state on {state} for router {router}: {}",
+                failures.join("; ")
+            );
+        }
+        log::info!("Synced connection tracking state on {state} for router {router}");
+    }
+}
+
 struct Job {
     state: State,
     remaining: VecDeque<&'static str>,
@@ -93,19 +110,19 @@ pub struct ConntrackdSync {
     caps: Option<(u64, u64)>,
     config: PathBuf,
     namespace: Option<Namespace>,
-    router: String,
+    router: RouterId,
     job: Option<Job>,
     waiting: Option<State>,
 }
 
 impl ConntrackdSync {
-    pub fn new(program: &str, conf_dir: PathBuf, namespace: Option<Namespace>, router: &str) -> ConntrackdSync {
+    pub fn new(program: &str, conf_dir: PathBuf, namespace: Option<Namespace>, router: &RouterId) -> ConntrackdSync {
         ConntrackdSync {
             program: Ok(program.to_owned()),
             caps: None,
             config: conf_dir.join("conntrackd.conf"),
             namespace,
-            router: router.to_owned(),
+            router: router.clone(),
             job: None,
             waiting: None,
         }
@@ -117,7 +134,7 @@ impl ConntrackdSync {
         program: Result<PathBuf, String>,
         conf_dir: PathBuf,
         namespace: Option<Namespace>,
-        router: &str,
+        router: &RouterId,
     ) -> ConntrackdSync {
         let mut sync = ConntrackdSync::new("conntrackd", conf_dir, namespace, router);
         sync.program = program.map(|p| p.display().to_string());
@@ -221,6 +238,10 @@ impl ConntrackdSync {
 mod tests {
     use super::*;
 
+    fn r1() -> RouterId {
+        RouterId::parse("r1").unwrap()
+    }
+
     #[test]
     fn neutron_option_order() {
         assert_eq!(options(State::Primary), ["-c", "-f", "-R", "-B"]);
@@ -257,7 +278,7 @@ mod tests {
     #[test]
     fn unavailable_program_fails_every_command_with_the_reason() {
         let mut sync =
-            ConntrackdSync::located(Err("no usable conntrackd in /x".into()), PathBuf::from("/tmp"), None, "r1");
+            ConntrackdSync::located(Err("no usable conntrackd in /x".into()), PathBuf::from("/tmp"), None, &r1());
         let done = sync.request(State::Backup);
         assert_eq!(done.len(), 1);
         assert_eq!(
@@ -269,7 +290,7 @@ mod tests {
 
     #[test]
     fn missing_program_fails_every_command_without_blocking() {
-        let mut sync = ConntrackdSync::new("/nonexistent/conntrackd", PathBuf::from("/tmp"), None, "r1");
+        let mut sync = ConntrackdSync::new("/nonexistent/conntrackd", PathBuf::from("/tmp"), None, &r1());
         let done = sync.request(State::Primary);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].state, State::Primary);

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::json;
+use crate::core::ident::RouterId;
 use crate::core::state::State;
 use crate::http::request::Method;
 
@@ -52,7 +53,7 @@ pub fn wants_text(accept: Option<&str>) -> bool {
 /// One router as `status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouterStatus {
-    pub id: String,
+    pub id: RouterId,
     pub namespace: Option<String>,
     pub ha_interface: String,
     pub vrid: u8,
@@ -77,7 +78,7 @@ pub struct RouterStatus {
 pub fn router_json(r: &RouterStatus) -> String {
     let since = r.since.map(rfc3339);
     json::object(|o| {
-        o.str("id", &r.id)
+        o.str("id", r.id.as_str())
             .opt_str("namespace", r.namespace.as_deref())
             .str("ha_interface", &r.ha_interface)
             .int("vrid", r.vrid)
@@ -105,7 +106,7 @@ pub fn routers_table(routers: &[RouterStatus]) -> String {
         .iter()
         .map(|r| {
             [
-                r.id.clone(),
+                r.id.to_string(),
                 r.namespace.clone().unwrap_or_else(|| "-".into()),
                 r.state.map_or("-", State::as_str).to_owned(),
                 r.effective.map_or("-", State::as_str).to_owned(),
@@ -155,7 +156,7 @@ pub struct Event {
     /// Increases by one per event over the daemon's life: a subscriber can
     /// tell it missed nothing.
     pub seq: u64,
-    pub router: String,
+    pub router: RouterId,
     pub state: State,
     pub previous: Option<State>,
     pub time: SystemTime,
@@ -164,7 +165,7 @@ pub struct Event {
 pub fn event_json(e: &Event) -> String {
     json::object(|o| {
         o.int("seq", e.seq)
-            .str("router", &e.router)
+            .str("router", e.router.as_str())
             .str("state", e.state.as_str())
             .opt_str("previous", e.previous.map(State::as_str))
             .str("time", &rfc3339(e.time));
@@ -200,7 +201,7 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
         for s in [State::Primary, State::Backup, State::Fault] {
             lines.push(format!(
                 "{state}{{router=\"{}\",state=\"{s}\"}} {}",
-                label(&r.id),
+                label(r.id.as_str()),
                 u8::from(r.effective == Some(s))
             ));
         }
@@ -215,7 +216,7 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
     let per_router = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&RouterStatus) -> u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for r in routers {
-            let _ = writeln!(out, "{name}{{router=\"{}\"}} {}", label(&r.id), value(r));
+            let _ = writeln!(out, "{name}{{router=\"{}\"}} {}", label(r.id.as_str()), value(r));
         }
     };
     per_router(&mut out, "harouterd_transitions_total", "Effective state changes.", &|r| r.transitions);
@@ -232,7 +233,7 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
          # TYPE {pending} gauge"
     );
     for r in routers {
-        let _ = writeln!(out, "{pending}{{router=\"{}\"}} {}", label(&r.id), r.writes_pending);
+        let _ = writeln!(out, "{pending}{{router=\"{}\"}} {}", label(r.id.as_str()), r.writes_pending);
     }
     per_router(&mut out, "harouterd_keepalived_restarts_total", "keepalived respawns after a death.", &|r| {
         u64::from(r.restarts)
@@ -295,7 +296,7 @@ mod tests {
 
     fn status(id: &str) -> RouterStatus {
         RouterStatus {
-            id: id.into(),
+            id: RouterId::parse(id).unwrap(),
             namespace: Some("qrouter-1".into()),
             ha_interface: "ha-1".into(),
             vrid: 1,
@@ -365,7 +366,7 @@ mod tests {
     fn events_and_metrics() {
         let e = Event {
             seq: 7,
-            router: "r1".into(),
+            router: RouterId::parse("r1").unwrap(),
             state: State::Backup,
             previous: Some(State::Primary),
             time: UNIX_EPOCH,

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Token};
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::fcntl::{AT_FDCWD, OFlag, openat};
@@ -38,6 +38,7 @@ use nix::unistd::{Gid, UnlinkatFlags, fchownat, unlinkat};
 
 use crate::http::request::{self, Parsed, Request};
 use crate::http::response as http;
+use crate::sys::event_loop::{Owner, Sources};
 use crate::sys::files::trusted::{self, DirError};
 
 /// A request must be complete this long after the connection was accepted
@@ -130,6 +131,8 @@ enum Phase {
 
 struct Conn {
     stream: UnixStream,
+    /// Accept order: the oldest idle connection is evicted first.
+    accepted: u64,
     uid: u32,
     /// Root or one of the allowed uids.
     privileged: bool,
@@ -177,9 +180,8 @@ pub struct ControlServer {
     listener: Option<UnixListener>,
     listener_token: Token,
     conns: HashMap<Token, Conn>,
-    token_base: usize,
-    token_end: usize,
-    next_token: usize,
+    /// Connections accepted so far.
+    accepted: u64,
     /// Uids besides root whose connections are privileged.
     allowed_uids: Vec<u32>,
     /// Open connections of unprivileged peers.
@@ -249,28 +251,22 @@ impl ControlServer {
         Ok(listener)
     }
 
-    /// Serves `listener`, owning tokens `token_base..token_end` for its
-    /// connections.
-    pub fn new(
+    /// Serves `listener`; it and every connection are registered with the
+    /// loop's `sources` under tokens owned by [`Owner::Control`].
+    pub fn new<K>(
         path: &Path,
         mut listener: UnixListener,
-        registry: &Registry,
-        listener_token: Token,
-        tokens: std::ops::Range<usize>,
+        sources: &mut Sources<K>,
     ) -> Result<ControlServer, ControlError> {
-        registry.register(&mut listener, listener_token, Interest::READABLE).map_err(|source| ControlError::Io {
-            path: path.to_path_buf(),
-            step: "watching",
-            source,
-        })?;
+        let listener_token = sources
+            .register(&mut listener, Owner::Control, Interest::READABLE)
+            .map_err(|source| ControlError::Io { path: path.to_path_buf(), step: "watching", source })?;
         Ok(ControlServer {
             path: path.to_path_buf(),
             listener: Some(listener),
             listener_token,
             conns: HashMap::new(),
-            token_base: tokens.start,
-            token_end: tokens.end,
-            next_token: tokens.start,
+            accepted: 0,
             allowed_uids: Vec::new(),
             unprivileged: 0,
             refused: 0,
@@ -285,38 +281,29 @@ impl ControlServer {
         self.allowed_uids = uids.to_vec();
     }
 
-    pub fn owns(&self, token: Token) -> bool {
-        token == self.listener_token || (self.token_base..self.token_end).contains(&token.0)
-    }
-
     /// Handles readiness of the listener or a connection; returns complete
     /// requests for the daemon to answer with [`ControlServer::reply`].
-    pub fn ready(&mut self, registry: &Registry, token: Token, now: Instant) -> Vec<Incoming> {
+    pub fn ready<K>(&mut self, sources: &mut Sources<K>, token: Token, now: Instant) -> Vec<Incoming> {
         if token == self.listener_token {
-            self.accept(registry, now);
+            self.accept(sources, now);
             return Vec::new();
         }
         let mut out = Vec::new();
         let Some(conn) = self.conns.get_mut(&token) else { return out };
         match conn.advance() {
             Step::Keep => {}
-            Step::Close => self.close(registry, token),
+            Step::Close => self.close(sources, token),
             Step::Request(request) => out.push(Incoming { token, uid: conn.uid, request }),
             Step::Reject(status, reason) => {
                 log::debug!("control socket: rejected a request with {status}: {reason}");
                 let body = format!("{reason}\n");
-                self.reply(
-                    registry,
-                    token,
-                    Reply::Response(http::response(status, "text/plain", body.as_bytes())),
-                    now,
-                );
+                self.reply(sources, token, Reply::Response(http::response(status, "text/plain", body.as_bytes())), now);
             }
         }
         out
     }
 
-    fn accept(&mut self, registry: &Registry, now: Instant) {
+    fn accept<K>(&mut self, sources: &mut Sources<K>, now: Instant) {
         loop {
             let Some(listener) = &self.listener else { return };
             let (mut stream, _) = match listener.accept() {
@@ -336,23 +323,20 @@ impl ControlServer {
                 }
             };
             let privileged = uid == 0 || self.allowed_uids.contains(&uid);
-            let admitted = self.next_token < self.token_end
-                && match admission(privileged, self.conns.len(), self.unprivileged) {
-                    Admission::Accept => true,
-                    Admission::Evict => self.evict_idle_unprivileged(registry),
-                    Admission::Refuse => false,
-                };
+            let admitted = match admission(privileged, self.conns.len(), self.unprivileged) {
+                Admission::Accept => true,
+                Admission::Evict => self.evict_idle_unprivileged(sources),
+                Admission::Refuse => false,
+            };
             if !admitted {
                 self.refused += 1;
                 continue;
             }
-            let token = Token(self.next_token);
-            self.next_token += 1;
-            if registry.register(&mut stream, token, Interest::READABLE).is_err() {
-                continue;
-            }
+            let Ok(token) = sources.register(&mut stream, Owner::Control, Interest::READABLE) else { continue };
+            self.accepted += 1;
             let conn = Conn {
                 stream,
+                accepted: self.accepted,
                 uid,
                 privileged,
                 phase: Phase::Reading { buf: Vec::new() },
@@ -366,27 +350,27 @@ impl ControlServer {
     }
 
     /// Closes the oldest unprivileged connection still waiting for its
-    /// request (tokens grow with accept order); `false` when there is none.
+    /// request; `false` when there is none.
     /// Peers that did send a request (an answer being written, an events
     /// stream) are never evicted.
-    fn evict_idle_unprivileged(&mut self, registry: &Registry) -> bool {
+    fn evict_idle_unprivileged<K>(&mut self, sources: &mut Sources<K>) -> bool {
         let oldest = self
             .conns
             .iter()
             .filter(|(_, c)| !c.privileged && matches!(c.phase, Phase::Reading { .. }))
-            .map(|(token, _)| *token)
-            .min();
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(token, _)| *token);
         let Some(token) = oldest else { return false };
         if let Some(conn) = self.conns.get(&token) {
             log::debug!("control socket: evicting an idle connection of uid {} for a privileged peer", conn.uid);
         }
-        self.close(registry, token);
+        self.close(sources, token);
         self.evicted += 1;
         true
     }
 
     /// Answers the request that came on `token`.
-    pub fn reply(&mut self, registry: &Registry, token: Token, reply: Reply, now: Instant) {
+    pub fn reply<K>(&mut self, sources: &mut Sources<K>, token: Token, reply: Reply, now: Instant) {
         let Some(conn) = self.conns.get_mut(&token) else { return };
         match reply {
             Reply::Response(out) => {
@@ -398,15 +382,15 @@ impl ControlServer {
                 conn.deadline = None;
             }
         }
-        let _ = registry.reregister(&mut conn.stream, token, Interest::READABLE | Interest::WRITABLE);
+        let _ = sources.reregister(&mut conn.stream, token, Interest::READABLE | Interest::WRITABLE);
         if let Step::Close = conn.flush() {
-            self.close(registry, token);
+            self.close(sources, token);
         }
     }
 
     /// Sends one event to every subscriber, as JSON or text as each asked.
     /// A subscriber with too much waiting is dropped, not buffered for.
-    pub fn broadcast(&mut self, registry: &Registry, json_line: &str, text_line: &str) {
+    pub fn broadcast<K>(&mut self, sources: &mut Sources<K>, json_line: &str, text_line: &str) {
         let mut gone = Vec::new();
         for (token, conn) in self.conns.iter_mut() {
             let Phase::Streaming { out, text } = &mut conn.phase else { continue };
@@ -424,7 +408,7 @@ impl ControlServer {
             }
         }
         for token in gone {
-            self.close(registry, token);
+            self.close(sources, token);
         }
     }
 
@@ -434,35 +418,35 @@ impl ControlServer {
 
     /// Connections past their deadline: 408 for a request still arriving,
     /// closed for an answer nobody takes.
-    pub fn tick(&mut self, registry: &Registry, now: Instant) {
+    pub fn tick<K>(&mut self, sources: &mut Sources<K>, now: Instant) {
         let due: Vec<Token> =
             self.conns.iter().filter(|(_, c)| c.deadline.is_some_and(|d| d <= now)).map(|(t, _)| *t).collect();
         for token in due {
             let reading = self.conns.get(&token).is_some_and(|c| matches!(c.phase, Phase::Reading { .. }));
             if reading {
                 let body = b"request not received in time\n";
-                self.reply(registry, token, Reply::Response(http::response(408, "text/plain", body)), now);
+                self.reply(sources, token, Reply::Response(http::response(408, "text/plain", body)), now);
                 if let Some(conn) = self.conns.get_mut(&token) {
                     conn.deadline = Some(now + WRITE_DEADLINE);
                 }
             } else {
-                self.close(registry, token);
+                self.close(sources, token);
             }
         }
     }
 
-    fn close(&mut self, registry: &Registry, token: Token) {
+    fn close<K>(&mut self, sources: &mut Sources<K>, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
             self.unprivileged -= usize::from(!conn.privileged);
-            let _ = registry.deregister(&mut conn.stream);
+            sources.deregister(&mut conn.stream, token);
         }
     }
 
     /// Stops accepting and removes the socket file (shutdown). Open
     /// connections are left to finish.
-    pub fn stop_listening(&mut self, registry: &Registry) {
+    pub fn stop_listening<K>(&mut self, sources: &mut Sources<K>) {
         if let Some(mut listener) = self.listener.take() {
-            let _ = registry.deregister(&mut listener);
+            sources.deregister(&mut listener, self.listener_token);
             if let Err(e) = remove_socket(&self.path) {
                 log::warn!("cannot remove {}: {e}", self.path.display());
             }

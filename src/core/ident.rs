@@ -31,6 +31,13 @@ impl RouterId {
     }
 }
 
+/// An ID equals the text it was parsed from.
+impl PartialEq<&str> for RouterId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 impl fmt::Display for RouterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -93,6 +100,16 @@ impl Namespace {
         }
     }
 }
+
+/// How every message names a router's network namespace: its name (or
+/// path), or, for a router without one, the namespace the process itself
+/// runs in.
+pub fn namespace_name(namespace: Option<&Namespace>) -> String {
+    namespace.map_or_else(|| CURRENT_NAMESPACE.to_owned(), Namespace::to_string)
+}
+
+/// The one spelling of "no namespace configured".
+pub const CURRENT_NAMESPACE: &str = "the current namespace";
 
 impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

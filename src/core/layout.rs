@@ -37,6 +37,8 @@ use crate::sys::files::trusted::{self, DirError};
 
 /// The name of a router's state file in its directory.
 pub const STATE_FILE: &str = "state";
+/// The state file's mode: Neutron's agent (another user) reads it.
+pub const STATE_FILE_MODE: u32 = 0o644;
 /// The name of keepalived's notify FIFO in a router's directory.
 pub const NOTIFY_FIFO: &str = "notify.fifo";
 /// The mode the daemon's directories are created with: others may reach

@@ -8,6 +8,7 @@ use super::router::Router;
 use crate::control::api;
 use crate::control::api::{Route, RouterStatus};
 use crate::control::server::{Incoming, Reply};
+use crate::core::ident::RouterId;
 use crate::core::state::State;
 use crate::http::response as http;
 use crate::keepalived::supervisor::Supervisor;
@@ -39,10 +40,9 @@ impl Daemon {
                 let Some(state) = State::parse(state) else {
                     return plain(400, "X-Neutron-State must be primary, backup or fault");
                 };
-                if crate::core::ident::RouterId::parse(id).is_err() {
+                let Ok(id) = RouterId::parse(id) else {
                     return plain(400, "invalid router id");
-                }
-                let id = id.to_owned();
+                };
                 let Some(router) = self.routers.get_mut(&id) else {
                     return plain(404, &format!("no router {id}"));
                 };
@@ -64,9 +64,9 @@ impl Daemon {
                 }
             }
             Route::Router(id) => {
-                if crate::core::ident::RouterId::parse(&id).is_err() {
+                let Ok(id) = RouterId::parse(&id) else {
                     return plain(400, "invalid router id");
-                }
+                };
                 match self.routers.get(&id) {
                     Some(router) => {
                         let row = status_row(router);
@@ -108,7 +108,7 @@ pub(super) fn status_row(router: &Router) -> RouterStatus {
     let cfg = &router.rt.cfg;
     let sup = router.supervisor.as_ref();
     RouterStatus {
-        id: cfg.id.to_string(),
+        id: cfg.id.clone(),
         namespace: cfg.namespace.as_ref().map(|n| n.to_string()),
         ha_interface: cfg.ha_interface.clone(),
         vrid: cfg.vrid,

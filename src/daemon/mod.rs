@@ -31,41 +31,30 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mio::{Interest, Registry, Token};
-use nix::sys::inotify::Inotify;
+use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 
+use crate::Exit;
 use crate::actions::hooks::Hooks;
-use crate::cmd::Exit;
 use crate::config::{Config, OnExit, Principal};
 use crate::conntrackd::sync::ConntrackdSync;
 use crate::control::api::Counters;
 use crate::control::server::ControlServer;
 use crate::core::ident::Namespace;
+use crate::core::ident::RouterId;
 use crate::core::layout::Layout;
 use crate::keepalived::supervisor::Supervisor;
 use crate::netlink::RECV_BUFFER;
 use crate::notify::Notifier;
 use crate::sys::child_output::ChildOutputs;
-use crate::sys::event_loop::{EventLoop, Signals, Timers, earliest};
+use crate::sys::event_loop::{EventLoop, Owner, Signals, Sources, Timers, earliest};
+use crate::sys::netns::NetnsDirWatch;
 use crate::sys::spawn;
 use namespaces::{NsWatch, watch_netns_dir};
 use router::Router;
 use routers::remove_router_dir;
 use state_writes::{STATE_WRITES_PER_PASS, StateWrites};
 
-const SIGNALS: Token = Token(0);
-const NETNS_DIR: Token = Token(1);
-const CONTROL: Token = Token(2);
-/// Control connections' tokens: their own range, never reused.
-const CONTROL_CONNS: std::ops::Range<usize> = (1 << 32)..(1 << 39);
-/// Dynamic tokens (netlink sockets, FIFOs, pidfds) start here and are never
-/// reused, so a late event for a closed source cannot reach a new one.
-const FIRST_DYNAMIC: usize = 16;
-/// The agent notifier's tokens, far above any dynamic one.
-const NOTIFIER_BASE: usize = 1 << 40;
-/// Children's output pipes: slots reused, far above any dynamic token.
-const CHILD_OUTPUT_BASE: usize = 1 << 30;
 /// Enough that a node-wide flip goes out in a few loop passes.
 const NOTIFIER_IN_FLIGHT: usize = 256;
 
@@ -75,11 +64,16 @@ const FLUSH: Duration = Duration::from_secs(2);
 /// A router's namespace as a map key; `None` is the daemon's own.
 type NsKey = Option<Namespace>;
 
+/// The daemon's own kinds of sources (the shared components' are in
+/// [`Owner`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Source {
+    Signals,
+    /// The inotify watch on /run/netns.
+    NetnsDir,
     Netlink(NsKey),
-    Fifo(String),
-    Pidfd(String),
+    Fifo(RouterId),
+    Pidfd(RouterId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +82,7 @@ enum Timer {
     /// A namespace's socket has a delayed re-dump due: read it.
     Netlink(NsKey),
     /// Try the router's keepalived files again.
-    RetryFiles(String),
+    RetryFiles(RouterId),
 }
 
 pub struct Daemon {
@@ -97,13 +91,13 @@ pub struct Daemon {
     layout: Layout,
     debug: bool,
     event_loop: EventLoop,
-    registry: Registry,
+    /// Every token of the poll and who owns it.
+    sources: Sources<Source>,
     signals: Signals,
-    netns_dir: Option<Inotify>,
-    sources: HashMap<Token, Source>,
-    next_token: usize,
+    /// The watch on /run/netns, once there is one.
+    netns_dir: Option<(NetnsDirWatch, Token)>,
     namespaces: HashMap<NsKey, NsWatch>,
-    routers: BTreeMap<String, Router>,
+    routers: BTreeMap<RouterId, Router>,
     notifier: Option<Notifier>,
     hooks: Hooks,
     timers: Timers<Timer>,
@@ -132,12 +126,13 @@ impl Daemon {
     pub fn new(config_path: PathBuf, config: Config, layout: Layout, debug: bool) -> Result<Daemon, String> {
         let event_loop = EventLoop::new(1024).map_err(|e| format!("cannot create the event loop: {e}"))?;
         let registry = event_loop.registry().try_clone().map_err(|e| format!("cannot clone the poll registry: {e}"))?;
+        let mut sources = Sources::new(registry);
         let mut signals = Signals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD])
             .map_err(|e| format!("cannot set up signal handling: {e}"))?;
-        registry
-            .register(&mut signals, SIGNALS, Interest::READABLE)
+        sources
+            .register(&mut signals, Owner::Loop(Source::Signals), Interest::READABLE)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
-        let netns_dir = watch_netns_dir(&registry, false);
+        let netns_dir = watch_netns_dir(&mut sources, false);
         let notifier = notifier_for(&config);
         let gid = match &config.daemon.socket_group {
             None => None,
@@ -151,19 +146,17 @@ impl Daemon {
         let allowed_uids = resolve_uids(&config.daemon.allowed_uids)?;
         let listener =
             ControlServer::bind(&config.daemon.socket, config.daemon.socket_mode, gid).map_err(|e| e.to_string())?;
-        let mut control = ControlServer::new(&config.daemon.socket, listener, &registry, CONTROL, CONTROL_CONNS)
-            .map_err(|e| e.to_string())?;
+        let mut control =
+            ControlServer::new(&config.daemon.socket, listener, &mut sources).map_err(|e| e.to_string())?;
         control.set_allowed_uids(&allowed_uids);
         let mut daemon = Daemon {
             config_path,
             layout,
             debug,
             event_loop,
-            registry,
+            sources,
             signals,
             netns_dir,
-            sources: HashMap::new(),
-            next_token: FIRST_DYNAMIC,
             namespaces: HashMap::new(),
             routers: BTreeMap::new(),
             notifier,
@@ -174,7 +167,7 @@ impl Daemon {
             failed: false,
             state_writes: StateWrites::default(),
             control,
-            outputs: ChildOutputs::new(CHILD_OUTPUT_BASE),
+            outputs: ChildOutputs::new(),
             allowed_uids,
             counters: Counters::default(),
             netlink_closed: (0, 0),
@@ -189,52 +182,44 @@ impl Daemon {
         Ok(daemon)
     }
 
-    fn token(&mut self, source: Source) -> Token {
-        let token = Token(self.next_token);
-        self.next_token += 1;
-        self.sources.insert(token, source);
-        token
-    }
-
     pub fn run(&mut self) -> Exit {
         loop {
             if let Some(exit) = self.finished() {
                 return exit;
             }
-            self.outputs.adopt(&self.registry, spawn::take_outputs(), Instant::now());
+            self.outputs.adopt(&mut self.sources, spawn::take_outputs(), Instant::now());
             let deadline = self.next_deadline();
-            let events: Vec<(Token, mio::event::Event)> = match self.event_loop.wait(deadline) {
-                Ok(events) => events.iter().map(|e| (e.token(), e.clone())).collect(),
+            let tokens: Vec<Token> = match self.event_loop.wait(deadline) {
+                Ok(events) => events.iter().map(|e| e.token()).collect(),
                 Err(e) => {
                     log::error!("poll failed: {e}");
                     return Exit::Runtime;
                 }
             };
-            for (token, event) in events {
+            for token in tokens {
                 let now = Instant::now();
-                match token {
-                    SIGNALS => self.signals_ready(now),
-                    NETNS_DIR => self.netns_dir_changed(now),
-                    t if self.control.owns(t) => {
-                        for incoming in self.control.ready(&self.registry, t, now) {
+                // A token given up earlier in this pass belongs to nobody.
+                match self.sources.owner(token).cloned() {
+                    Some(Owner::Loop(Source::Signals)) => self.signals_ready(now),
+                    Some(Owner::Loop(Source::NetnsDir)) => self.netns_dir_changed(now),
+                    Some(Owner::Loop(Source::Netlink(ns))) => self.netlink_ready(&ns, now),
+                    Some(Owner::Loop(Source::Fifo(id))) => self.fifo_ready(&id, now),
+                    Some(Owner::Loop(Source::Pidfd(id))) => self.pidfd_ready(&id, now),
+                    Some(Owner::Control) => {
+                        for incoming in self.control.ready(&mut self.sources, token, now) {
                             let token = incoming.token;
                             let reply = self.handle(incoming, now);
-                            self.control.reply(&self.registry, token, reply, now);
+                            self.control.reply(&mut self.sources, token, reply, now);
                         }
                     }
-                    t if self.outputs.owns(t) => self.outputs.ready(&self.registry, t, now),
-                    t if self.notifier.as_ref().is_some_and(|n| n.owns(t)) => {
+                    Some(Owner::ChildOutput) => self.outputs.ready(&mut self.sources, token, now),
+                    Some(Owner::Notifier) => {
                         if let Some(n) = self.notifier.as_mut() {
-                            let outcomes = n.ready(&self.registry, &event, now);
-                            self.report(outcomes);
+                            let deliveries = n.ready(&mut self.sources, token, now);
+                            self.report(deliveries);
                         }
                     }
-                    t => match self.sources.get(&t).cloned() {
-                        Some(Source::Netlink(ns)) => self.netlink_ready(&ns, now),
-                        Some(Source::Fifo(id)) => self.fifo_ready(&id, now),
-                        Some(Source::Pidfd(id)) => self.pidfd_ready(&id, now),
-                        None => {}
-                    },
+                    None => {}
                 }
             }
             self.tick(Instant::now());
@@ -280,7 +265,7 @@ impl Daemon {
         // over every router's state (1000 routers made that the daemon's
         // main CPU cost during a node-wide flip).
         let due_at = |d: Option<Instant>| d.is_some_and(|d| d <= now);
-        let ids: Vec<String> = self
+        let ids: Vec<RouterId> = self
             .routers
             .iter()
             .filter(|(_, r)| {
@@ -296,10 +281,10 @@ impl Daemon {
             self.keepalived_outcomes(&id, outcomes, now);
         }
         if let Some(n) = self.notifier.as_mut() {
-            let outcomes = n.tick(&self.registry, now);
-            self.report(outcomes);
+            let deliveries = n.tick(&mut self.sources, now);
+            self.report(deliveries);
         }
-        self.control.tick(&self.registry, now);
+        self.control.tick(&mut self.sources, now);
     }
 
     /// `Some` once the daemon should exit: after SIGTERM, when the agent is
@@ -343,9 +328,9 @@ impl Daemon {
     fn shutdown(&mut self, signal: Signal, now: Instant) {
         log::info!("received {signal}: stopping (on_exit = {:?})", self.config.daemon.on_exit);
         self.stopping = Some(now + FLUSH);
-        self.control.stop_listening(&self.registry);
+        self.control.stop_listening(&mut self.sources);
         let stop = self.config.daemon.on_exit == OnExit::Stop;
-        let ids: Vec<String> = self.routers.keys().cloned().collect();
+        let ids: Vec<RouterId> = self.routers.keys().cloned().collect();
         for id in ids {
             let Some(router) = self.routers.get_mut(&id) else { continue };
             let Some(sup) = router.supervisor.as_mut() else { continue };
@@ -357,14 +342,14 @@ impl Daemon {
             }
         }
         if let Some(n) = self.notifier.as_mut() {
-            let outcomes = n.retry_now(&self.registry, now);
-            self.report(outcomes);
+            let deliveries = n.retry_now(&mut self.sources, now);
+            self.report(deliveries);
         }
     }
 }
 
 fn notifier_for(config: &Config) -> Option<Notifier> {
-    config.daemon.notify_agent_socket.clone().map(|path| Notifier::new(path, NOTIFIER_BASE, NOTIFIER_IN_FLIGHT))
+    config.daemon.notify_agent_socket.clone().map(|path| Notifier::new(path, NOTIFIER_IN_FLIGHT))
 }
 
 fn resolve_uids(principals: &[Principal]) -> Result<Vec<u32>, String> {

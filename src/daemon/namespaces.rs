@@ -4,39 +4,30 @@
 //! into each router's VIP presence and HA interface.
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use mio::{Interest, Token};
 
 use super::router::ErrorSource;
 use super::supervision::Revive;
-use super::{Daemon, NETNS_DIR, NsKey, Source, Timer};
+use super::{Daemon, NsKey, Source, Timer};
 use crate::core::backoff::{Backoff, Retry};
-use crate::core::ident::Namespace;
+use crate::core::ident::{Namespace, RouterId, namespace_name};
 use crate::netlink::{Change, Read, RtSocket};
-use crate::sys::netns::NsIdentity;
+use crate::sys::event_loop::{Owner, Sources};
+use crate::sys::netns::{NetnsDirWatch, NsIdentity};
 
 /// Retrying a namespace that could not be opened: first after this, doubling.
-pub(super) const NS_RETRY_FIRST: Duration = Duration::from_secs(1);
-
-pub(super) const NS_RETRY_MAX: Duration = Duration::from_secs(30);
-
-pub(super) const NS_RETRY: Backoff = Backoff::new(NS_RETRY_FIRST, NS_RETRY_MAX);
-
+const NS_RETRY_FIRST: Duration = Duration::from_secs(1);
+const NS_RETRY_MAX: Duration = Duration::from_secs(30);
+const NS_RETRY: Backoff = Backoff::new(NS_RETRY_FIRST, NS_RETRY_MAX);
 /// First retry of a namespace whose file just appeared.
-pub(super) const NS_RETRY_SOON: Backoff = Backoff::new(Duration::from_millis(50), NS_RETRY_MAX);
-
-/// Where iproute2 keeps named namespaces.
-pub(super) const NETNS_RUN_DIR: &str = "/run/netns";
+const NS_RETRY_SOON: Backoff = Backoff::new(Duration::from_millis(50), NS_RETRY_MAX);
 
 /// The rtnetlink watch on one namespace, shared by its routers.
 pub(super) struct NsWatch {
     pub(super) socket: Option<(RtSocket, Token)>,
-    pub(super) routers: BTreeSet<String>,
+    pub(super) routers: BTreeSet<RouterId>,
     pub(super) retry: Retry,
     pub(super) retry_pending: bool,
     /// The namespace the name meant when the socket was last opened: one
@@ -77,9 +68,9 @@ impl HaLink {
 }
 
 impl Daemon {
-    pub(super) fn attach_namespace(&mut self, id: &str, ns: NsKey, now: Instant) {
+    pub(super) fn attach_namespace(&mut self, id: &RouterId, ns: NsKey, now: Instant) {
         if self.netns_dir.is_none() && matches!(ns, Some(Namespace::Named(_))) {
-            self.netns_dir = watch_netns_dir(&self.registry, true);
+            self.netns_dir = watch_netns_dir(&mut self.sources, true);
         }
         let watch = self.namespaces.entry(ns.clone()).or_insert_with(|| NsWatch {
             socket: None,
@@ -89,7 +80,7 @@ impl Daemon {
             identity: None,
             timer_at: None,
         });
-        watch.routers.insert(id.to_owned());
+        watch.routers.insert(id.clone());
         if watch.socket.is_none() && !watch.retry_pending {
             self.open_namespace(&ns, now);
         } else {
@@ -106,26 +97,27 @@ impl Daemon {
         }
         match RtSocket::open(ns.as_ref(), None) {
             Ok(mut socket) => {
-                let token = Token(self.next_token);
-                self.next_token += 1;
-                if let Err(e) = self.registry.register(&mut socket, token, Interest::READABLE) {
-                    log::error!("cannot watch rtnetlink in {}: {e}", ns_name(ns));
-                    return;
-                }
-                self.sources.insert(token, Source::Netlink(ns.clone()));
+                let owner = Owner::Loop(Source::Netlink(ns.clone()));
+                let token = match self.sources.register(&mut socket, owner, Interest::READABLE) {
+                    Ok(token) => token,
+                    Err(e) => {
+                        log::error!("cannot watch rtnetlink in {}: {e}", namespace_name(ns.as_ref()));
+                        return;
+                    }
+                };
                 let watch = self.namespaces.get_mut(ns).expect("checked above");
                 let identity = socket.identity();
                 let recreated = watch.identity.is_some() && watch.identity != identity;
                 watch.identity = identity;
                 watch.socket = Some((socket, token));
                 watch.retry = Retry::new(NS_RETRY);
-                let routers: Vec<String> = watch.routers.iter().cloned().collect();
+                let routers: Vec<RouterId> = watch.routers.iter().cloned().collect();
                 if recreated {
                     log::warn!(
                         "network namespace {} is a new one ({}; routers {})",
-                        ns_name(ns),
+                        namespace_name(ns.as_ref()),
                         identity.map_or_else(String::new, |i| i.to_string()),
-                        routers.join(", ")
+                        list(&routers)
                     );
                 }
                 for id in routers {
@@ -141,11 +133,11 @@ impl Daemon {
             Err(e) => {
                 let delay = watch.retry.failed();
                 watch.retry_pending = true;
-                let routers: Vec<String> = watch.routers.iter().cloned().collect();
+                let routers: Vec<RouterId> = watch.routers.iter().cloned().collect();
                 if delay < NS_RETRY_FIRST {
                     log::debug!("{e}; retrying in {} ms", delay.as_millis());
                 } else {
-                    log::error!("{e} (routers {}); retrying in {} s", routers.join(", "), delay.as_secs());
+                    log::error!("{e} (routers {}); retrying in {} s", list(&routers), delay.as_secs());
                 }
                 self.timers.schedule(now + delay, Timer::ReopenNamespace(ns.clone()));
                 for id in routers {
@@ -162,19 +154,22 @@ impl Daemon {
     /// re-created, possibly while the daemon was down) is restarted, and one
     /// waiting out a respawn backoff (its namespace was missing) is started
     /// at once.
-    pub(super) fn check_keepalived_namespace(&mut self, id: &str, now: Instant) {
+    pub(super) fn check_keepalived_namespace(&mut self, id: &RouterId, now: Instant) {
         let Some(router) = self.routers.get(id) else { return };
         let Some(sup) = router.supervisor.as_ref() else { return };
         let Some(want) = self.namespaces.get(&router.rt.cfg.namespace).and_then(|w| w.identity) else { return };
         let why = match sup.pid() {
             Some(pid) => match process_netns(pid) {
                 Some(theirs) if theirs != want => {
-                    format!("keepalived (pid {pid}) runs in an old instance of {}", ns_name(&router.rt.cfg.namespace))
+                    format!(
+                        "keepalived (pid {pid}) runs in an old instance of {}",
+                        namespace_name(router.rt.cfg.namespace.as_ref())
+                    )
                 }
                 _ => return,
             },
             None if sup.next_restart().is_some() => {
-                format!("network namespace {} is there now", ns_name(&router.rt.cfg.namespace))
+                format!("network namespace {} is there now", namespace_name(router.rt.cfg.namespace.as_ref()))
             }
             None => return,
         };
@@ -183,16 +178,14 @@ impl Daemon {
 
     /// A namespace file under /run/netns appeared or went away.
     pub(super) fn netns_dir_changed(&mut self, now: Instant) {
-        let Some(inotify) = &self.netns_dir else { return };
-        let events = inotify.read_events().unwrap_or_default();
-        for event in events {
-            let Some(name) = event.name.as_ref().and_then(|n| n.to_str()) else { continue };
-            let path = format!("{NETNS_RUN_DIR}/{name}");
+        let Some((watch, _)) = &self.netns_dir else { return };
+        for change in watch.changes() {
+            let path = change.path;
             let Some(ns) = self.namespaces.keys().find(|k| k.as_ref().is_some_and(|n| n.path() == path)).cloned()
             else {
                 continue;
             };
-            if event.mask.contains(AddWatchFlags::IN_DELETE) {
+            if change.deleted {
                 self.namespace_deleted(&ns, now);
             } else if let Some(watch) = self.namespaces.get_mut(&ns).filter(|w| w.socket.is_none()) {
                 // `ip netns add` creates the file before it bind-mounts the
@@ -211,8 +204,7 @@ impl Daemon {
         if let Some((mut socket, token)) = watch.socket.take() {
             self.netlink_closed.0 += socket.resyncs();
             self.netlink_closed.1 += socket.undecodable();
-            let _ = self.registry.deregister(&mut socket);
-            self.sources.remove(&token);
+            self.sources.deregister(&mut socket, token);
         }
     }
 
@@ -225,11 +217,14 @@ impl Daemon {
     pub(super) fn namespace_deleted(&mut self, ns: &NsKey, now: Instant) {
         self.close_namespace(ns);
         let Some(watch) = self.namespaces.get(ns) else { return };
-        let routers: Vec<String> = watch.routers.iter().cloned().collect();
-        log::error!("network namespace {} was deleted (routers {})", ns_name(ns), routers.join(", "));
+        let routers: Vec<RouterId> = watch.routers.iter().cloned().collect();
+        log::error!("network namespace {} was deleted (routers {})", namespace_name(ns.as_ref()), list(&routers));
         for id in routers {
             if let Some(r) = self.routers.get_mut(&id) {
-                r.rt.set_error(ErrorSource::Namespace, format!("network namespace {} was deleted", ns_name(ns)));
+                r.rt.set_error(
+                    ErrorSource::Namespace,
+                    format!("network namespace {} was deleted", namespace_name(ns.as_ref())),
+                );
                 if r.rt.vip_present.is_some() {
                     r.rt.vip_present = Some(false);
                 }
@@ -250,7 +245,7 @@ impl Daemon {
             watch.timer_at = Some(at);
             self.timers.schedule(at, Timer::Netlink(ns.clone()));
         }
-        let routers: Vec<String> = watch.routers.iter().cloned().collect();
+        let routers: Vec<RouterId> = watch.routers.iter().cloned().collect();
         for change in changes {
             match change {
                 Change::Resynced => {
@@ -259,7 +254,10 @@ impl Daemon {
                     }
                 }
                 Change::Overrun => {
-                    log::warn!("rtnetlink overrun in {}: discarding what is queued and re-reading", ns_name(ns));
+                    log::warn!(
+                        "rtnetlink overrun in {}: discarding what is queued and re-reading",
+                        namespace_name(ns.as_ref())
+                    );
                 }
                 Change::Addr { ifname, cidr, added } => {
                     for id in &routers {
@@ -290,7 +288,7 @@ impl Daemon {
     /// Re-derives a router's VIP presence and HA interface from its
     /// namespace's view; revives keepalived when the HA interface came
     /// back as a new interface.
-    pub(super) fn evaluate(&mut self, id: &str, now: Instant) {
+    pub(super) fn evaluate(&mut self, id: &RouterId, now: Instant) {
         let Some(router) = self.routers.get(id) else { return };
         let Some(watch) = self.namespaces.get(&router.rt.cfg.namespace) else { return };
         let Some((socket, _)) = watch.socket.as_ref().filter(|(s, _)| s.is_synced()) else { return };
@@ -306,7 +304,7 @@ impl Daemon {
             let message = format!(
                 "HA interface {} not found in {}",
                 router.rt.cfg.ha_interface,
-                ns_name(&router.rt.cfg.namespace)
+                namespace_name(router.rt.cfg.namespace.as_ref())
             );
             if router.rt.last_error() != Some(message.as_str()) {
                 log::warn!("router {id}: {message}");
@@ -326,33 +324,40 @@ impl Daemon {
     }
 }
 
-/// Watches /run/netns for namespaces created and deleted under us, so a
-/// deleted namespace is reported at once and a re-created one picked up,
-/// without polling (our own socket keeps a deleted namespace alive, so
-/// netlink alone never tells). With `create`, the directory is made as
-/// `ip netns add` would make it (0755) when it does not exist yet;
-/// otherwise `None` until then.
-pub(super) fn watch_netns_dir(registry: &Registry, create: bool) -> Option<Inotify> {
-    if create
-        && let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(NETNS_RUN_DIR)
-        && e.kind() != std::io::ErrorKind::AlreadyExists
-    {
-        log::warn!("cannot create {NETNS_RUN_DIR} to watch it: {e}");
+/// Watches /run/netns for namespaces created and deleted under us (see
+/// [`NetnsDirWatch`]). With `create`, the directory is made when it does not
+/// exist yet; without, a missing one is not a problem (it is made when a
+/// router first needs a named namespace).
+pub(super) fn watch_netns_dir(sources: &mut Sources<Source>, create: bool) -> Option<(NetnsDirWatch, Token)> {
+    let watched = NetnsDirWatch::new(create).and_then(|mut watch| {
+        let owner = Owner::Loop(Source::NetnsDir);
+        match sources.register(&mut watch, owner, Interest::READABLE) {
+            Ok(token) => Ok((watch, token)),
+            Err(e) => Err(format!("cannot watch /run/netns: {e}")),
+        }
+    });
+    match watched {
+        Ok(watched) => Some(watched),
+        Err(e) if create => {
+            log::warn!("{e}; a deleted namespace will not be noticed");
+            None
+        }
+        Err(e) => {
+            log::debug!("{e} (until a router needs a named namespace)");
+            None
+        }
     }
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
-    inotify.add_watch(NETNS_RUN_DIR, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_DELETE).ok()?;
-    registry.register(&mut SourceFd(&inotify.as_fd().as_raw_fd()), NETNS_DIR, Interest::READABLE).ok()?;
-    Some(inotify)
+}
+
+/// Router IDs for a log line.
+fn list(ids: &[RouterId]) -> String {
+    ids.iter().map(RouterId::as_str).collect::<Vec<_>>().join(", ")
 }
 
 /// The network namespace process `pid` runs in.
 pub(super) fn process_netns(pid: u32) -> Option<NsIdentity> {
     let stat = nix::sys::stat::stat(format!("/proc/{pid}/ns/net").as_str()).ok()?;
     Some(NsIdentity { dev: stat.st_dev, ino: stat.st_ino })
-}
-
-pub(super) fn ns_name(ns: &NsKey) -> String {
-    ns.as_ref().map_or_else(|| "the daemon's namespace".to_owned(), |n| n.to_string())
 }
 
 #[cfg(test)]

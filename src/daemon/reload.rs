@@ -7,6 +7,7 @@
 //! count, so editing one router never touches the others.
 
 use crate::config::{Config, RouterConfig};
+use crate::core::ident::RouterId;
 use crate::core::layout::Layout;
 use crate::keepalived::{self, conf::Secrets};
 
@@ -24,11 +25,11 @@ pub enum Change {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Diff {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub updated: Vec<String>,
-    pub restarted: Vec<String>,
-    pub unchanged: Vec<String>,
+    pub added: Vec<RouterId>,
+    pub removed: Vec<RouterId>,
+    pub updated: Vec<RouterId>,
+    pub restarted: Vec<RouterId>,
+    pub unchanged: Vec<RouterId>,
 }
 
 /// How `old` and `new` differ, for one router present in both.
@@ -60,17 +61,17 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     let mut d = Diff::default();
     for r in &new.routers {
         match old.router(r.id.as_str()) {
-            None => d.added.push(r.id.to_string()),
+            None => d.added.push(r.id.clone()),
             Some(o) => match router_change(old, o, new, r) {
-                Change::None => d.unchanged.push(r.id.to_string()),
-                Change::Update => d.updated.push(r.id.to_string()),
-                Change::Restart => d.restarted.push(r.id.to_string()),
+                Change::None => d.unchanged.push(r.id.clone()),
+                Change::Update => d.updated.push(r.id.clone()),
+                Change::Restart => d.restarted.push(r.id.clone()),
             },
         }
     }
     for r in &old.routers {
         if new.router(r.id.as_str()).is_none() {
-            d.removed.push(r.id.to_string());
+            d.removed.push(r.id.clone());
         }
     }
     d
@@ -106,7 +107,7 @@ impl Daemon {
             .into_iter()
             .partition(|id| self.routers.get(id).is_some_and(|r| r.files_retry.is_some() && !r.leaving));
         diff.unchanged = unchanged;
-        diff.updated.extend::<Vec<String>>(unwritten);
+        diff.updated.extend::<Vec<RouterId>>(unwritten);
         log::info!(
             "reloading {}: {} added, {} removed, {} updated, {} restarted, {} unchanged",
             self.config_path.display(),
@@ -137,31 +138,33 @@ impl Daemon {
         self.config.daemon.ha_confs_path = old.daemon.ha_confs_path.clone();
         self.config.daemon.state_path = old.daemon.state_path.clone();
         self.config.daemon.socket = old.daemon.socket.clone();
-        if old.daemon.notify_agent_socket != self.config.daemon.notify_agent_socket {
-            self.notifier = notifier_for(&self.config);
+        if old.daemon.notify_agent_socket != self.config.daemon.notify_agent_socket
+            && let Some(old) = std::mem::replace(&mut self.notifier, notifier_for(&self.config))
+        {
+            old.abandon(&mut self.sources);
         }
         for id in &diff.removed {
             self.stop_router(id, now);
         }
         for id in &diff.restarted {
-            let cfg = new.router(id).cloned();
+            let cfg = new.router(id.as_str()).cloned();
             if let Some(router) = self.routers.get_mut(id) {
                 router.replacement = cfg;
             }
             self.stop_router(id, now);
         }
         for id in &diff.updated {
-            let Some(cfg) = new.router(id).cloned() else { continue };
+            let Some(cfg) = new.router(id.as_str()).cloned() else { continue };
             self.update_router(id, cfg, now);
         }
         for id in &diff.added {
-            if let Some(cfg) = new.router(id).cloned() {
+            if let Some(cfg) = new.router(id.as_str()).cloned() {
                 self.start_router(cfg, now);
             }
         }
     }
 
-    pub(super) fn update_router(&mut self, id: &str, cfg: RouterConfig, now: Instant) {
+    pub(super) fn update_router(&mut self, id: &RouterId, cfg: RouterConfig, now: Instant) {
         let Some(mut router) = self.routers.remove(id) else { return };
         router.rt.transitions.set_advert_int(Duration::from_secs(u64::from(cfg.advert_int)));
         router.rt.cfg = cfg;
@@ -194,6 +197,10 @@ mod tests {
 
     use super::*;
 
+    fn id(text: &str) -> RouterId {
+        RouterId::parse(text).unwrap()
+    }
+
     fn cfg(text: &str) -> Config {
         crate::config::parse(Path::new("/x.conf"), text).unwrap_or_else(|e| panic!("{e}")).config
     }
@@ -206,7 +213,7 @@ mod tests {
     fn identical_configs_change_nothing_even_when_lines_move() {
         let moved = format!("# a comment that shifts every line\n\n{BASE}");
         let d = diff(&cfg(BASE), &cfg(&moved));
-        assert_eq!(d, Diff { unchanged: vec!["a".into(), "b".into()], ..Diff::default() });
+        assert_eq!(d, Diff { unchanged: vec![id("a"), id("b")], ..Diff::default() });
     }
 
     #[test]

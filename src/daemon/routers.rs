@@ -10,13 +10,15 @@ use super::router::{ErrorSource, Router, RouterRuntime};
 use super::{Daemon, Source};
 use crate::config::RouterConfig;
 use crate::conntrackd::sync::ConntrackdSync;
+use crate::core::ident::RouterId;
 use crate::core::layout::{Layout, NOTIFY_FIFO};
 use crate::keepalived::notify_fifo::NotifyFifo;
 use crate::keepalived::supervisor::{Outcome as KaOutcome, Supervisor};
+use crate::sys::event_loop::Owner;
 
 impl Daemon {
     pub(super) fn start_router(&mut self, cfg: RouterConfig, now: Instant) {
-        let id = cfg.id.to_string();
+        let id = cfg.id.clone();
         let ns = cfg.namespace.clone();
         let mut router = Router {
             rt: RouterRuntime::new(cfg),
@@ -51,9 +53,9 @@ impl Daemon {
             let files_changed = self.sync_files(&mut router, now);
             match dir.as_ref().map(|d| NotifyFifo::create_in(d, NOTIFY_FIFO)) {
                 Some(Ok(mut fifo)) => {
-                    let token = self.token(Source::Fifo(id.clone()));
-                    match self.registry.register(&mut fifo, token, Interest::READABLE) {
-                        Ok(()) => router.fifo = Some((fifo, token)),
+                    let owner = Owner::Loop(Source::Fifo(id.clone()));
+                    match self.sources.register(&mut fifo, owner, Interest::READABLE) {
+                        Ok(token) => router.fifo = Some((fifo, token)),
                         Err(e) => log::warn!("router {id}: cannot watch the notify FIFO: {e}"),
                     }
                 }
@@ -79,7 +81,7 @@ impl Daemon {
 
     /// Stops a router: keepalived is stopped (SIGTERM, then SIGKILL), and
     /// once it is gone its files go too. Without keepalived it goes at once.
-    pub(super) fn stop_router(&mut self, id: &str, now: Instant) {
+    pub(super) fn stop_router(&mut self, id: &RouterId, now: Instant) {
         let Some(router) = self.routers.get_mut(id) else { return };
         router.leaving = true;
         match router.supervisor.as_mut() {
@@ -95,7 +97,7 @@ impl Daemon {
     /// Routers that were leaving and whose keepalived is gone: drop them and
     /// start their replacements.
     pub(super) fn reap_stopped(&mut self, now: Instant) {
-        let gone: Vec<String> = self
+        let gone: Vec<RouterId> = self
             .routers
             .iter()
             .filter(|(_, r)| r.leaving && r.supervisor.as_ref().is_none_or(Supervisor::is_stopped))
@@ -110,43 +112,37 @@ impl Daemon {
         }
     }
 
-    pub(super) fn forget_router(&mut self, id: &str) {
+    pub(super) fn forget_router(&mut self, id: &RouterId) {
         let Some(mut router) = self.routers.remove(id) else { return };
         self.state_writes.forget(id);
         if let Some(retry) = router.files_retry.take() {
             self.timers.cancel(retry.timer);
         }
         if let Some((mut fifo, token)) = router.fifo.take() {
-            let _ = self.registry.deregister(&mut fifo);
-            self.sources.remove(&token);
+            self.sources.deregister(&mut fifo, token);
             // Closed here; it goes with the router's directory below
             // (removed by name relative to ha_confs, never through a symlink).
             drop(fifo);
         }
         if let Some(token) = router.pidfd_token.take() {
-            self.sources.remove(&token);
+            self.sources.remove(token);
         }
         remove_router_dir(&self.layout, id);
         let ns = router.rt.cfg.namespace.clone();
         if let Some(watch) = self.namespaces.get_mut(&ns) {
             watch.routers.remove(id);
-            if watch.routers.is_empty()
-                && let Some((mut socket, token)) = self.namespaces.remove(&ns).and_then(|w| w.socket)
-            {
-                let _ = self.registry.deregister(&mut socket);
-                self.sources.remove(&token);
+            if watch.routers.is_empty() {
+                // Its counters stay in /metrics.
+                self.close_namespace(&ns);
+                self.namespaces.remove(&ns);
             }
-        }
-        if self.namespaces.get(&ns).is_some_and(|w| w.routers.is_empty()) {
-            self.namespaces.remove(&ns);
         }
         log::info!("router {id}: removed");
     }
 }
 
-pub(super) fn remove_router_dir(layout: &Layout, id: &str) {
-    let Ok(id) = crate::core::ident::RouterId::parse(id) else { return };
-    if let Err(e) = layout.remove_router_dir(&id) {
+pub(super) fn remove_router_dir(layout: &Layout, id: &RouterId) {
+    if let Err(e) = layout.remove_router_dir(id) {
         log::warn!("router {id}: cannot remove its directory: {e}");
     }
 }

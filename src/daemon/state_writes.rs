@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use super::Daemon;
 use super::router::ErrorSource;
 use crate::core::backoff::Backoff;
-use crate::core::layout::{Layout, STATE_FILE};
+use crate::core::ident::RouterId;
+use crate::core::layout::{Layout, STATE_FILE, STATE_FILE_MODE};
 use crate::core::state::State;
 use crate::sys::event_loop::{TimerId, Timers};
 
@@ -46,9 +47,9 @@ pub(super) fn write_retry_delay(failures: u32) -> Duration {
 /// has a retry timer, never both, and only while it is in `pending`.
 #[derive(Default)]
 pub(super) struct StateWrites {
-    pub(super) order: std::collections::VecDeque<String>,
-    pub(super) pending: HashMap<String, PendingState>,
-    pub(super) retries: Timers<String>,
+    pub(super) order: std::collections::VecDeque<RouterId>,
+    pub(super) pending: HashMap<RouterId, PendingState>,
+    pub(super) retries: Timers<RouterId>,
 }
 
 pub(super) struct PendingState {
@@ -62,12 +63,12 @@ pub(super) struct PendingState {
 /// The end of one attempt to write a state file.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum StateWritten {
-    Written { id: String, state: State, after_failures: u32 },
-    Failed { id: String, state: State, error: String, failures: u32, retry_in: Duration },
+    Written { id: RouterId, state: State, after_failures: u32 },
+    Failed { id: RouterId, state: State, error: String, failures: u32, retry_in: Duration },
 }
 
 impl StateWrites {
-    pub(super) fn queue(&mut self, id: &str, state: State) {
+    pub(super) fn queue(&mut self, id: &RouterId, state: State) {
         match self.pending.get_mut(id) {
             // Latest wins; a router waiting for a retry keeps its backoff.
             Some(pending) => pending.state = state,
@@ -78,7 +79,7 @@ impl StateWrites {
         }
     }
 
-    pub(super) fn forget(&mut self, id: &str) {
+    pub(super) fn forget(&mut self, id: &RouterId) {
         if let Some(timer) = self.pending.remove(id).and_then(|p| p.retry) {
             self.retries.cancel(timer);
         }
@@ -113,12 +114,8 @@ impl StateWrites {
         for _ in 0..at_most {
             let Some(id) = self.order.pop_front() else { break };
             let Some(pending) = self.pending.get_mut(&id) else { continue };
-            let Ok(router) = crate::core::ident::RouterId::parse(&id) else {
-                self.pending.remove(&id);
-                continue;
-            };
             let state = pending.state;
-            match layout.write_router_file(&router, STATE_FILE, state.as_str().as_bytes(), 0o644) {
+            match layout.write_router_file(&id, STATE_FILE, state.as_str().as_bytes(), STATE_FILE_MODE) {
                 Ok(()) => {
                     let after_failures = pending.failures;
                     self.pending.remove(&id);
@@ -181,6 +178,10 @@ mod tests {
     use super::*;
     use crate::test_support::TempDir;
 
+    fn id(text: &str) -> RouterId {
+        RouterId::parse(text).unwrap()
+    }
+
     fn state(dir: &TempDir, id: &str) -> Option<String> {
         std::fs::read_to_string(dir.join(id).join("state")).ok()
     }
@@ -193,11 +194,11 @@ mod tests {
         }
         let layout = Layout::new(&dir);
         let mut writes = StateWrites::default();
-        writes.queue("r1", State::Primary);
-        writes.queue("r2", State::Fault);
-        writes.queue("r1", State::Backup);
-        writes.queue("r3", State::Primary);
-        writes.forget("r3");
+        writes.queue(&id("r1"), State::Primary);
+        writes.queue(&id("r2"), State::Fault);
+        writes.queue(&id("r1"), State::Backup);
+        writes.queue(&id("r3"), State::Primary);
+        writes.forget(&id("r3"));
         let now = Instant::now();
         assert_eq!(writes.next_deadline(now), Some(now));
         writes.flush(&layout, 1, now);
@@ -220,18 +221,19 @@ mod tests {
         let mut writes = StateWrites::default();
         // r1's directory is missing: the write fails (ENOENT), as it would
         // on a full or read-only disk.
-        writes.queue("r1", State::Primary);
+        writes.queue(&id("r1"), State::Primary);
         let out = writes.flush(&layout, usize::MAX, t0);
-        let [StateWritten::Failed { id, state: State::Primary, error, failures: 1, retry_in }] = &out[..] else {
+        let [StateWritten::Failed { id: failed, state: State::Primary, error, failures: 1, retry_in }] = &out[..]
+        else {
             panic!("{out:?}")
         };
-        assert_eq!((id.as_str(), *retry_in), ("r1", Duration::from_millis(100)));
+        assert_eq!((failed.as_str(), *retry_in), ("r1", Duration::from_millis(100)));
         assert!(error.contains("r1/state") && error.contains("No such file or directory"), "{error}");
         assert_eq!(writes.next_deadline(t0), Some(ms(100)), "waits for the retry: no busy loop");
         assert!(!writes.pending.is_empty(), "not forgotten");
         // Changes meanwhile: only the latest is kept, the backoff too.
-        writes.queue("r1", State::Backup);
-        writes.queue("r1", State::Fault);
+        writes.queue(&id("r1"), State::Backup);
+        writes.queue(&id("r1"), State::Fault);
         assert_eq!(writes.next_deadline(ms(10)), Some(ms(100)));
         assert!(writes.flush(&layout, usize::MAX, ms(99)).is_empty(), "not due yet");
         let out = writes.flush(&layout, usize::MAX, ms(100));
@@ -240,16 +242,16 @@ mod tests {
         // Space is back: the next retry writes the latest state.
         std::fs::create_dir(dir.join("r1")).unwrap();
         let out = writes.flush(&layout, usize::MAX, ms(300));
-        assert_eq!(out, [StateWritten::Written { id: "r1".into(), state: State::Fault, after_failures: 2 }], "{out:?}");
+        assert_eq!(out, [StateWritten::Written { id: id("r1"), state: State::Fault, after_failures: 2 }], "{out:?}");
         assert_eq!(state(&dir, "r1").as_deref(), Some("fault"));
         assert!(writes.pending.is_empty() && writes.next_deadline(ms(300)).is_none());
         // A failing router that is forgotten leaves no retry behind.
-        writes.queue("r2", State::Primary);
+        writes.queue(&id("r2"), State::Primary);
         writes.flush(&layout, usize::MAX, ms(400));
-        writes.forget("r2");
+        writes.forget(&id("r2"));
         assert!(writes.pending.is_empty() && writes.next_deadline(ms(400)).is_none());
         // Shutdown: every waiting router is tried once more at once.
-        writes.queue("r3", State::Backup);
+        writes.queue(&id("r3"), State::Backup);
         writes.flush(&layout, usize::MAX, ms(500));
         std::fs::create_dir(dir.join("r3")).unwrap();
         writes.retry_now();

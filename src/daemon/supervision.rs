@@ -8,12 +8,12 @@ use std::time::Instant;
 use super::router::{ErrorSource, Router};
 use super::state_writes::write_retry_delay;
 use super::{Daemon, Source, Timer};
-use crate::conntrackd::sync::Synced;
+use crate::core::ident::RouterId;
 use crate::keepalived;
 use crate::keepalived::conf::Secrets;
 use crate::keepalived::notify_fifo::KaState;
 use crate::keepalived::supervisor::{Outcome as KaOutcome, Sighup, Supervisor};
-use crate::sys::event_loop::TimerId;
+use crate::sys::event_loop::{Owner, TimerId};
 use crate::sys::spawn;
 
 /// How [`Daemon::revive_keepalived`] gets keepalived going again.
@@ -60,7 +60,9 @@ impl Daemon {
                 self.keepalived_outcomes(&id, outcomes, now);
             } else if let Some(sync) = router.conntrackd.as_mut() {
                 let done = sync.exited(pid, exit);
-                log_synced(&id, done);
+                for synced in &done {
+                    synced.log(&id);
+                }
             }
         }
     }
@@ -99,7 +101,7 @@ impl Daemon {
     /// `status`, counted, and retried with backoff; the answer is `false`,
     /// so keepalived is never reloaded onto a config that is not on disk.
     pub(super) fn sync_files(&mut self, router: &mut Router, now: Instant) -> bool {
-        let id = router.rt.cfg.id.to_string();
+        let id = router.rt.cfg.id.clone();
         let previous = router.files_retry.take();
         if let Some(retry) = &previous {
             self.timers.cancel(retry.timer);
@@ -126,7 +128,7 @@ impl Daemon {
                 }
                 router.rt.write_failures += 1;
                 router.rt.set_error(ErrorSource::Files, format!("{message}; keepalived not reloaded, retrying"));
-                let timer = self.timers.schedule(now + delay, Timer::RetryFiles(id));
+                let timer = self.timers.schedule(now + delay, Timer::RetryFiles(id.clone()));
                 router.files_retry = Some(FilesRetry { failures, timer, changed: changed || changed_before });
                 false
             }
@@ -135,7 +137,7 @@ impl Daemon {
 
     /// A router's keepalived files are due for another attempt; once they
     /// are written keepalived re-reads them (one throttled SIGHUP).
-    pub(super) fn retry_files(&mut self, id: &str, now: Instant) {
+    pub(super) fn retry_files(&mut self, id: &RouterId, now: Instant) {
         let Some(mut router) = self.routers.remove(id) else { return };
         if router.files_retry.is_some()
             && !router.leaving
@@ -148,7 +150,7 @@ impl Daemon {
         self.routers.insert(id.to_owned(), router);
     }
 
-    pub(super) fn keepalived_outcomes(&mut self, id: &str, outcomes: Vec<KaOutcome>, now: Instant) {
+    pub(super) fn keepalived_outcomes(&mut self, id: &RouterId, outcomes: Vec<KaOutcome>, now: Instant) {
         if outcomes.is_empty() {
             return;
         }
@@ -205,7 +207,7 @@ impl Daemon {
     /// SIGKILL after the grace) then start once stopped, which also starts
     /// at once a keepalived waiting out a respawn backoff. Not for routers
     /// leaving the config.
-    pub(super) fn revive_keepalived(&mut self, id: &str, why: &str, how: Revive, now: Instant) {
+    pub(super) fn revive_keepalived(&mut self, id: &RouterId, why: &str, how: Revive, now: Instant) {
         let Some(router) = self.routers.get_mut(id) else { return };
         if router.leaving || self.stopping.is_some() {
             return;
@@ -234,7 +236,7 @@ impl Daemon {
 
     /// The second half of [`Daemon::revive_keepalived`], once the old
     /// keepalived is gone.
-    pub(super) fn finish_revive(&mut self, id: &str, now: Instant) {
+    pub(super) fn finish_revive(&mut self, id: &RouterId, now: Instant) {
         let Some(router) = self.routers.get_mut(id) else { return };
         if !router.revive || router.leaving || self.stopping.is_some() {
             return;
@@ -245,26 +247,31 @@ impl Daemon {
         self.keepalived_outcomes(id, outcomes, now);
     }
 
-    pub(super) fn register_pidfd(&mut self, id: &str) {
-        let token = self.token(Source::Pidfd(id.to_owned()));
+    pub(super) fn register_pidfd(&mut self, id: &RouterId) {
         let Some(router) = self.routers.get_mut(id) else { return };
         let Some(sup) = router.supervisor.as_mut() else { return };
-        match sup.register_pidfd(&self.registry, token) {
-            Ok(()) => router.pidfd_token = Some(token),
+        let token = self.sources.add(Owner::Loop(Source::Pidfd(id.clone())));
+        match sup.register_pidfd(self.sources.registry(), token) {
+            Ok(()) => {
+                // The pidfd it replaces (if any) left the poll when it closed.
+                if let Some(old) = router.pidfd_token.replace(token) {
+                    self.sources.remove(old);
+                }
+            }
             Err(e) => {
-                self.sources.remove(&token);
+                self.sources.remove(token);
                 log::warn!("router {id}: cannot watch adopted keepalived: {e}");
             }
         }
     }
 
-    pub(super) fn pidfd_ready(&mut self, id: &str, now: Instant) {
+    pub(super) fn pidfd_ready(&mut self, id: &RouterId, now: Instant) {
         let Some(router) = self.routers.get_mut(id) else { return };
         let outcomes = router.supervisor.as_mut().map(|s| s.pidfd_ready(now)).unwrap_or_default();
         self.keepalived_outcomes(id, outcomes, now);
     }
 
-    pub(super) fn fifo_ready(&mut self, id: &str, now: Instant) {
+    pub(super) fn fifo_ready(&mut self, id: &RouterId, now: Instant) {
         let Some(router) = self.routers.get_mut(id) else { return };
         let Some((fifo, _)) = router.fifo.as_mut() else { return };
         let events = fifo.read();
@@ -273,16 +280,5 @@ impl Daemon {
             router.rt.keepalived_fault = event.state == KaState::Fault;
         }
         self.feed_raw(id, now);
-    }
-}
-
-/// As Neutron's monitor: the Synced line after every attempt, whatever the
-/// commands' exit status; an ERROR line naming each failed command first.
-pub(super) fn log_synced(id: &str, done: Vec<Synced>) {
-    for Synced { state, failures } in done {
-        if !failures.is_empty() {
-            log::error!("Failed to sync connection tracking state on {state} for router {id}: {}", failures.join("; "));
-        }
-        log::info!("Synced connection tracking state on {state} for router {id}");
     }
 }

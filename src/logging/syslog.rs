@@ -225,6 +225,13 @@ pub fn init_daemon_logging(foreground: bool, level: log::LevelFilter) -> Result<
         log::set_max_level(level.min(log::LevelFilter::Debug));
         return Ok(());
     }
+    install(level)
+}
+
+/// Installs a [`Syslog`] at [`DEV_LOG`], writing our records down to
+/// `level`, as the process logger (once): the daemon's when it detaches,
+/// the detached monitor's without `--log-file`.
+pub fn install(level: log::LevelFilter) -> Result<(), LoggingError> {
     // Leaked on purpose: the logger lives as long as the process.
     let logger: &'static Syslog = Box::leak(Box::new(Syslog::new(Path::new(DEV_LOG), level)));
     log::set_logger(logger).map_err(|_| LoggingError::AlreadyInitialized)?;

@@ -38,7 +38,7 @@ use std::io;
 
 pub use decode::{Addr, Header, Message, decode_message, split};
 pub use socket::{READ_BUDGET, RECV_BUFFER, Read, RtSocket};
-pub use view::{Change, Dump, NsView, Request, Tracker, resync_delay};
+pub use view::{Change, Dump, NsView, Request, Tracker, VipWatch, resync_delay};
 
 use crate::sys::netns::NetnsError;
 

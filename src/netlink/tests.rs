@@ -397,3 +397,24 @@ fn resyncs_back_off_while_losses_go_on_and_not_after_catching_up() {
     assert_eq!(run.t.resyncs(), 6);
     assert!(run.now - t0 >= ms(310));
 }
+
+#[test]
+fn a_vip_watch_tells_presence_from_the_view_and_from_each_change() {
+    let vip = Cidr::parse("169.254.0.1/24").unwrap();
+    let other = Cidr::parse("169.254.0.2/24").unwrap();
+    let watch = VipWatch { ifname: "ha-1", cidr: &vip };
+    let mut view = NsView::default();
+    view.apply(&Message::NewLink { ifindex: 3, name: "ha-1".into() });
+    assert!(!watch.present(&view));
+    view.apply(&Message::NewAddr(Addr { ifindex: 3, cidr: vip, scope: 0, label: None }));
+    assert!(watch.present(&view));
+    let addr = |ifname: &str, cidr: Cidr, added| Change::Addr { ifname: ifname.into(), cidr, added };
+    assert_eq!(watch.changed(&addr("ha-1", vip, true)), Some(true));
+    assert_eq!(watch.changed(&addr("ha-1", vip, false)), Some(false));
+    assert_eq!(watch.changed(&addr("ha-1", other, true)), None, "another address");
+    assert_eq!(watch.changed(&addr("ha-2", vip, true)), None, "another interface");
+    assert_eq!(watch.changed(&Change::LinkGone { ifname: "ha-1".into() }), Some(false));
+    assert_eq!(watch.changed(&Change::LinkGone { ifname: "ha-2".into() }), None);
+    assert_eq!(watch.changed(&Change::LinkAdded { ifname: "ha-1".into() }), None);
+    assert_eq!(watch.changed(&Change::Resynced), None);
+}

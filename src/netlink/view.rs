@@ -105,6 +105,33 @@ impl NsView {
     }
 }
 
+/// The address whose presence on an interface tells a router's state: its
+/// primary VIP on its HA interface (the daemon), `--monitor_cidr` on
+/// `--monitor_interface` (the monitor). Present means `primary`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipWatch<'a> {
+    pub ifname: &'a str,
+    pub cidr: &'a Cidr,
+}
+
+impl VipWatch<'_> {
+    /// Whether `view` holds the address on the interface now.
+    pub fn present(&self, view: &NsView) -> bool {
+        view.has_addr(self.ifname, self.cidr)
+    }
+
+    /// What `change` says about it: `Some(present)` when it added or
+    /// removed the address on the interface, or deleted the interface
+    /// (its addresses went with it); `None` when it is about something else.
+    pub fn changed(&self, change: &Change) -> Option<bool> {
+        match change {
+            Change::Addr { ifname, cidr, added } if ifname == self.ifname && cidr == self.cidr => Some(*added),
+            Change::LinkGone { ifname } if ifname == self.ifname => Some(false),
+            _ => None,
+        }
+    }
+}
+
 /// What the caller learns from a read, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {

@@ -14,7 +14,7 @@
 //! - pure parts, tested without sockets or clocks: [`build_request`],
 //!   [`parse_status_line`], [`backoff_delay`] and the latest-wins [`Queue`];
 //! - [`Notifier`], the I/O shell that owns one connection per in-flight
-//!   request and turns socket readiness into [`Outcome`]s.
+//!   request and turns socket readiness into [`Delivery`]s.
 //!
 //! Delivery rules (the agent only cares about a router's *current* state):
 //! - only the latest submitted state per router is kept pending;
@@ -34,6 +34,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use notifier::Notifier;
+
+use crate::core::ident::RouterId;
+use crate::core::state::State;
 
 use crate::http::request::InvalidHeader;
 pub use queue::{Queue, backoff_delay};
@@ -149,14 +152,14 @@ impl std::error::Error for NotifyError {
 
 /// The end of one attempt to deliver `state` for `router_id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub router_id: String,
-    pub state: String,
-    pub kind: OutcomeKind,
+pub struct Delivery {
+    pub router_id: RouterId,
+    pub state: State,
+    pub kind: DeliveryKind,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OutcomeKind {
+pub enum DeliveryKind {
     Delivered,
     /// `retry_in` is when the router is tried again; the retry carries the
     /// router's latest state, which may be newer than this outcome's.
@@ -167,19 +170,29 @@ pub enum OutcomeKind {
     },
 }
 
-impl Outcome {
+impl Delivery {
     pub fn is_delivered(&self) -> bool {
-        self.kind == OutcomeKind::Delivered
+        self.kind == DeliveryKind::Delivered
+    }
+
+    /// The daemon's and the monitor's log line for it: INFO when delivered,
+    /// WARNING when not.
+    pub fn log(&self) {
+        if self.is_delivered() {
+            log::info!("{self}");
+        } else {
+            log::warn!("{self}");
+        }
     }
 }
 
 /// The log line: `Notified agent router ID, state STATE` (SPEC section 4:
 /// operators and Neutron's functional tests grep for it) or the warning.
-impl fmt::Display for Outcome {
+impl fmt::Display for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            OutcomeKind::Delivered => write!(f, "Notified agent router {}, state {}", self.router_id, self.state),
-            OutcomeKind::Failed { reason, retry_in } => {
+            DeliveryKind::Delivered => write!(f, "Notified agent router {}, state {}", self.router_id, self.state),
+            DeliveryKind::Failed { reason, retry_in } => {
                 write!(f, "Failed to notify agent router {}, state {}: {reason}", self.router_id, self.state)?;
                 if retry_in.is_zero() { write!(f, "; not retried") } else { write!(f, "; retrying in {retry_in:?}") }
             }
@@ -195,12 +208,13 @@ mod tests {
 
     #[test]
     fn outcome_display_matches_the_grepped_log_line() {
-        let ok = Outcome { router_id: "r1".into(), state: "primary".into(), kind: OutcomeKind::Delivered };
+        let r1 = RouterId::parse("r1").unwrap();
+        let ok = Delivery { router_id: r1.clone(), state: State::Primary, kind: DeliveryKind::Delivered };
         assert_eq!(ok.to_string(), "Notified agent router r1, state primary");
-        let failed = Outcome {
-            router_id: "r1".into(),
-            state: "backup".into(),
-            kind: OutcomeKind::Failed { reason: "agent socket /s answered status 500".into(), retry_in: 100 * MS },
+        let failed = Delivery {
+            router_id: r1,
+            state: State::Backup,
+            kind: DeliveryKind::Failed { reason: "agent socket /s answered status 500".into(), retry_in: 100 * MS },
         };
         assert_eq!(
             failed.to_string(),

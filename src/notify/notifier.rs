@@ -1,25 +1,29 @@
 //! The I/O shell of agent notifications: one non-blocking connection per
-//! request in flight, driven by the event loop, turned into [`Outcome`]s.
+//! request in flight, driven by the event loop, turned into [`Delivery`]s.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Token};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, send};
 
 use super::queue::Queue;
-use super::{NotifyError, Outcome, OutcomeKind, RESPONSE_TIMEOUT};
+use super::{Delivery, DeliveryKind, NotifyError, RESPONSE_TIMEOUT};
+use crate::core::ident::RouterId;
+use crate::core::state::State;
 use crate::http::request::build_request;
 use crate::http::response::{MAX_STATUS_LINE, StatusLine, parse_status_line};
+use crate::sys::event_loop::{Owner, Sources};
 
 /// One attempt: a connected non-blocking socket and how far the exchange got.
 struct Conn {
-    router_id: String,
-    state: String,
+    router_id: RouterId,
+    state: State,
     stream: UnixStream,
     request: Vec<u8>,
     written: usize,
@@ -81,125 +85,98 @@ fn judge(path: &Path, status: StatusLine) -> Result<(), NotifyError> {
 
 /// Delivers router state changes to the agent socket from inside a mio loop.
 ///
-/// The loop owner routes readiness of every token in
-/// `token_base .. token_base + max_in_flight` to [`Notifier::ready`], polls
-/// with a timeout of [`Notifier::next_deadline`] and calls
-/// [`Notifier::tick`] after each wake-up. Outcomes come back from `ready`
-/// and `tick` only (also those of work started by `submit`), for the caller
-/// to log.
+/// Each connection is registered with the loop's [`Sources`] under a token
+/// owned by [`Owner::Notifier`]; the loop routes readiness of those tokens
+/// to [`Notifier::ready`], polls with a timeout of
+/// [`Notifier::next_deadline`] and calls [`Notifier::tick`] after each
+/// wake-up. Every call that can end an attempt returns the [`Delivery`]s it
+/// ended, for the caller to log and count.
 ///
 /// Invariant after every public call: either no router waits to start, or
-/// all slots are busy, so a wake-up is only ever needed for readiness, a
-/// response deadline, a retry time or buffered outcomes.
+/// `max_in_flight` requests are in flight, so a wake-up is only ever needed
+/// for readiness, a response deadline or a retry time.
 pub struct Notifier {
     socket_path: PathBuf,
-    token_base: usize,
     queue: Queue,
-    /// Slot `i` uses `Token(token_base + i)`.
-    slots: Vec<Option<Conn>>,
-    /// Outcomes produced inside `submit`, handed out by the next call that
-    /// returns outcomes.
-    deferred: Vec<Outcome>,
-    deferred_since: Option<Instant>,
+    /// The requests in flight, by the token of their connection.
+    conns: HashMap<Token, Conn>,
 }
 
 impl Notifier {
-    /// `max_in_flight` of 0 is taken as 1, and the range is cut short rather
-    /// than let `token_base + max_in_flight` overflow.
-    pub fn new(socket_path: PathBuf, token_base: usize, max_in_flight: usize) -> Notifier {
-        let max_in_flight = max_in_flight.min(usize::MAX - token_base).max(1);
-        Notifier {
-            socket_path,
-            token_base,
-            queue: Queue::new(max_in_flight),
-            slots: (0..max_in_flight).map(|_| None).collect(),
-            deferred: Vec::new(),
-            deferred_since: None,
-        }
+    /// `max_in_flight` of 0 is taken as 1.
+    pub fn new(socket_path: PathBuf, max_in_flight: usize) -> Notifier {
+        Notifier { socket_path, queue: Queue::new(max_in_flight), conns: HashMap::new() }
     }
 
     pub fn socket_path(&self) -> &Path {
         &self.socket_path
     }
 
-    /// Whether readiness for `token` belongs to this notifier.
-    pub fn owns(&self, token: Token) -> bool {
-        self.slot_of(token).is_some()
-    }
-
-    fn slot_of(&self, token: Token) -> Option<usize> {
-        token.0.checked_sub(self.token_base).filter(|&i| i < self.slots.len())
-    }
-
     /// Queues `state` as the router's latest state and starts sending at
-    /// once when a slot is free and the router is neither in flight nor
-    /// backing off. Any outcome this produces (e.g. the socket is missing)
-    /// is returned by the next `ready` or `tick`; `next_deadline` is then
-    /// already due.
-    pub fn submit(&mut self, registry: &Registry, router_id: &str, state: &str, now: Instant) {
+    /// once when a request may start and the router is neither in flight
+    /// nor backing off. Returns the attempts this ended already (the socket
+    /// is missing, or the agent answered at once).
+    pub fn submit<K>(
+        &mut self,
+        sources: &mut Sources<K>,
+        router_id: &RouterId,
+        state: State,
+        now: Instant,
+    ) -> Vec<Delivery> {
         let mut out = Vec::new();
-        match build_request(router_id, state) {
-            Ok(_) => {
-                self.queue.submit(router_id, state);
-                self.fill(registry, now, &mut out);
-            }
-            Err(err) => out.push(Outcome {
-                router_id: router_id.to_owned(),
-                state: state.to_owned(),
-                kind: OutcomeKind::Failed { reason: err.to_string(), retry_in: Duration::ZERO },
-            }),
-        }
-        if !out.is_empty() {
-            self.deferred_since.get_or_insert(now);
-            self.deferred.append(&mut out);
-        }
+        self.queue.submit(router_id, state);
+        self.fill(sources, now, &mut out);
+        out
     }
 
-    /// Handles readiness for one of this notifier's tokens (others are
-    /// ignored, as are stale events for a slot already closed).
-    pub fn ready(&mut self, registry: &Registry, event: &mio::event::Event, now: Instant) -> Vec<Outcome> {
-        let mut out = self.take_deferred();
-        if let Some(slot) = self.slot_of(event.token()) {
-            self.progress(registry, slot, now, &mut out);
-        }
-        self.fill(registry, now, &mut out);
+    /// Handles readiness for one of this notifier's tokens (a stale event
+    /// for a connection already closed is ignored).
+    pub fn ready<K>(&mut self, sources: &mut Sources<K>, token: Token, now: Instant) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        self.progress(sources, token, now, &mut out);
+        self.fill(sources, now, &mut out);
         out
     }
 
     /// Fails attempts past their deadline, starts due retries.
-    pub fn tick(&mut self, registry: &Registry, now: Instant) -> Vec<Outcome> {
-        let mut out = self.take_deferred();
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].as_ref().is_some_and(|c| c.deadline <= now) {
-                // An answer may be sitting unread: look before declaring it lost.
-                self.progress(registry, slot, now, &mut out);
-                if let Some(conn) = self.slots[slot].take() {
-                    let err = NotifyError::Timeout { path: self.socket_path.clone(), after: RESPONSE_TIMEOUT };
-                    self.close(registry, conn, Err(err), now, &mut out);
-                }
+    pub fn tick<K>(&mut self, sources: &mut Sources<K>, now: Instant) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let due: Vec<Token> = self.conns.iter().filter(|(_, c)| c.deadline <= now).map(|(t, _)| *t).collect();
+        for token in due {
+            // An answer may be sitting unread: look before declaring it lost.
+            self.progress(sources, token, now, &mut out);
+            if let Some(conn) = self.conns.remove(&token) {
+                let err = NotifyError::Timeout { path: self.socket_path.clone(), after: RESPONSE_TIMEOUT };
+                self.close(sources, token, conn, Err(err), now, &mut out);
             }
         }
         self.queue.promote_due(now);
-        self.fill(registry, now, &mut out);
+        self.fill(sources, now, &mut out);
         out
     }
 
     /// Retries every backing-off router now, for the shutdown flush.
-    pub fn retry_now(&mut self, registry: &Registry, now: Instant) -> Vec<Outcome> {
-        let mut out = self.take_deferred();
+    pub fn retry_now<K>(&mut self, sources: &mut Sources<K>, now: Instant) -> Vec<Delivery> {
+        let mut out = Vec::new();
         self.queue.promote_all();
-        self.fill(registry, now, &mut out);
+        self.fill(sources, now, &mut out);
         out
     }
 
-    /// The earliest instant `tick` has work: a response deadline, a retry,
-    /// or buffered outcomes (then possibly in the past: poll without
-    /// waiting). `None` when nothing is pending, so the loop may sleep
-    /// without a timeout.
+    /// The earliest instant `tick` has work: a response deadline or a
+    /// retry. `None` when nothing is pending, so the loop may sleep without
+    /// a timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let conns = self.slots.iter().flatten().map(|c| c.deadline).min();
-        let deferred = self.deferred_since.filter(|_| !self.deferred.is_empty());
-        [deferred, self.queue.next_retry(), conns].into_iter().flatten().min()
+        let conns = self.conns.values().map(|c| c.deadline).min();
+        [self.queue.next_retry(), conns].into_iter().flatten().min()
+    }
+
+    /// Drops every request in flight (the agent socket changed): their
+    /// connections close and their tokens are given back.
+    pub fn abandon<K>(mut self, sources: &mut Sources<K>) {
+        for (token, mut conn) in self.conns.drain() {
+            sources.deregister(&mut conn.stream, token);
+        }
     }
 
     /// Routers whose latest state is not delivered yet.
@@ -207,95 +184,88 @@ impl Notifier {
         self.queue.len()
     }
 
-    /// Nothing to send and no outcome left to hand out.
+    /// Nothing to send, nothing in flight.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.deferred.is_empty()
+        self.queue.is_empty()
     }
 
-    fn take_deferred(&mut self) -> Vec<Outcome> {
-        self.deferred_since = None;
-        std::mem::take(&mut self.deferred)
-    }
-
-    /// Starts waiting routers while slots are free.
-    fn fill(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
-        loop {
-            let Some(slot) = self.slots.iter().position(Option::is_none) else { return };
-            let Some((router_id, state)) = self.queue.start_next() else { return };
-            match self.open(registry, slot, &router_id, &state, now) {
-                Ok(conn) => {
-                    self.slots[slot] = Some(conn);
+    /// Starts waiting routers while requests may start.
+    fn fill<K>(&mut self, sources: &mut Sources<K>, now: Instant, out: &mut Vec<Delivery>) {
+        while let Some((router_id, state)) = self.queue.start_next() {
+            match self.open(sources, &router_id, state, now) {
+                Ok((token, conn)) => {
+                    self.conns.insert(token, conn);
                     // The socket is usually writable at once: send now rather
                     // than after one more trip through the poll.
-                    self.progress(registry, slot, now, out);
+                    self.progress(sources, token, now, out);
                 }
                 Err(err) => self.conclude(router_id, state, Err(err), now, out),
             }
         }
     }
 
-    fn open(
+    fn open<K>(
         &self,
-        registry: &Registry,
-        slot: usize,
-        router_id: &str,
-        state: &str,
+        sources: &mut Sources<K>,
+        router_id: &RouterId,
+        state: State,
         now: Instant,
-    ) -> Result<Conn, NotifyError> {
-        let request = build_request(router_id, state)?;
+    ) -> Result<(Token, Conn), NotifyError> {
+        let request = build_request(router_id.as_str(), state.as_str())?;
         log::debug!("notifying agent at {}: router {router_id}, state {state}", self.socket_path.display());
         let mut stream = UnixStream::connect(&self.socket_path)
             .map_err(|source| NotifyError::Connect { path: self.socket_path.clone(), source })?;
-        registry
-            .register(&mut stream, Token(self.token_base + slot), Interest::READABLE | Interest::WRITABLE)
+        let token = sources
+            .register(&mut stream, Owner::Notifier, Interest::READABLE | Interest::WRITABLE)
             .map_err(|source| NotifyError::Register { path: self.socket_path.clone(), source })?;
-        Ok(Conn {
-            router_id: router_id.to_owned(),
-            state: state.to_owned(),
+        let conn = Conn {
+            router_id: router_id.clone(),
+            state,
             stream,
             request,
             written: 0,
             response: Vec::new(),
             deadline: now + RESPONSE_TIMEOUT,
-        })
+        };
+        Ok((token, conn))
     }
 
-    fn progress(&mut self, registry: &Registry, slot: usize, now: Instant, out: &mut Vec<Outcome>) {
-        let Some(conn) = self.slots[slot].as_mut() else { return };
+    fn progress<K>(&mut self, sources: &mut Sources<K>, token: Token, now: Instant, out: &mut Vec<Delivery>) {
+        let Some(conn) = self.conns.get_mut(&token) else { return };
         let Some(result) = conn.drive(&self.socket_path) else { return };
-        if let Some(conn) = self.slots[slot].take() {
-            self.close(registry, conn, result, now, out);
+        if let Some(conn) = self.conns.remove(&token) {
+            self.close(sources, token, conn, result, now, out);
         }
     }
 
-    fn close(
+    fn close<K>(
         &mut self,
-        registry: &Registry,
+        sources: &mut Sources<K>,
+        token: Token,
         mut conn: Conn,
         result: Result<(), NotifyError>,
         now: Instant,
-        out: &mut Vec<Outcome>,
+        out: &mut Vec<Delivery>,
     ) {
-        // Failure is harmless: closing the descriptor removes it from epoll.
-        let _ = registry.deregister(&mut conn.stream);
+        sources.deregister(&mut conn.stream, token);
         drop(conn.stream);
         self.conclude(conn.router_id, conn.state, result, now, out);
     }
 
     fn conclude(
         &mut self,
-        router_id: String,
-        state: String,
+        router_id: RouterId,
+        state: State,
         result: Result<(), NotifyError>,
         now: Instant,
-        out: &mut Vec<Outcome>,
+        out: &mut Vec<Delivery>,
     ) {
         let retry_in = self.queue.finish(&router_id, result.is_ok(), now);
         let kind = match result {
-            Ok(()) => OutcomeKind::Delivered,
-            Err(err) => OutcomeKind::Failed { reason: err.to_string(), retry_in: retry_in.unwrap_or(Duration::ZERO) },
+            Ok(()) => DeliveryKind::Delivered,
+            Err(err) => DeliveryKind::Failed { reason: err.to_string(), retry_in: retry_in.unwrap_or(Duration::ZERO) },
         };
-        out.push(Outcome { router_id, state, kind });
+        out.push(Delivery { router_id, state, kind });
     }
 }
 
@@ -303,22 +273,41 @@ impl Notifier {
 mod tests {
     use super::*;
 
-    #[test]
-    fn zero_in_flight_is_taken_as_one() {
-        let mut q = Queue::new(0);
-        q.submit("r1", "primary");
-        assert!(q.start_next().is_some());
-        let n = Notifier::new(PathBuf::from("/nonexistent"), 10, 0);
-        assert!(n.owns(Token(10)));
-        assert!(!n.owns(Token(11)));
-        assert!(!n.owns(Token(9)));
+    fn sources() -> (mio::Poll, Sources<()>) {
+        let poll = mio::Poll::new().expect("poll");
+        let sources = Sources::new(poll.registry().try_clone().expect("registry"));
+        (poll, sources)
     }
 
     #[test]
-    fn token_range_does_not_overflow() {
-        let n = Notifier::new(PathBuf::from("/nonexistent"), usize::MAX - 2, 10);
-        assert!(n.owns(Token(usize::MAX - 2)));
-        assert!(n.owns(Token(usize::MAX - 1)));
-        assert!(!n.owns(Token(0)));
+    fn zero_in_flight_is_taken_as_one() {
+        let mut q = Queue::new(0);
+        q.submit(&RouterId::parse("r1").unwrap(), State::Primary);
+        assert!(q.start_next().is_some());
+        // A notifier made with 0 still makes its attempt.
+        let (_poll, mut sources) = sources();
+        let mut n = Notifier::new(PathBuf::from("/nonexistent/agent.sock"), 0);
+        let out = n.submit(&mut sources, &RouterId::parse("r1").unwrap(), State::Backup, Instant::now());
+        assert!(matches!(&out[..], [Delivery { kind: DeliveryKind::Failed { .. }, .. }]), "{out:?}");
+    }
+
+    #[test]
+    fn connections_take_tokens_from_the_loop_and_give_them_back() {
+        let dir = crate::test_support::TempDir::new("notifier-tokens");
+        let path = dir.join("agent.sock");
+        // Listening, never answering: the request stays in flight.
+        let _agent = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let (_poll, mut sources) = sources();
+        let mut n = Notifier::new(path, 4);
+        let t0 = Instant::now();
+        for r in ["r1", "r2"] {
+            assert!(n.submit(&mut sources, &RouterId::parse(r).unwrap(), State::Primary, t0).is_empty());
+        }
+        let tokens: Vec<Token> = n.conns.keys().copied().collect();
+        assert_eq!(tokens.len(), 2);
+        assert!(tokens.iter().all(|t| sources.owner(*t) == Some(&Owner::Notifier)));
+        let out = n.tick(&mut sources, t0 + RESPONSE_TIMEOUT);
+        assert_eq!(out.len(), 2, "both timed out: {out:?}");
+        assert!(sources.is_empty(), "every token given back");
     }
 }

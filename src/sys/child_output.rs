@@ -16,11 +16,14 @@
 //! - Nothing a child writes can forge a log line: control characters are
 //!   replaced.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Token};
+
+use crate::sys::event_loop::{Owner, Sources};
 
 /// Longest line logged; the rest of a longer line is dropped.
 pub const MAX_LINE: usize = 1024;
@@ -217,82 +220,68 @@ pub enum ReadStatus {
     Closed,
 }
 
-/// The children's pipes an event loop reads, each under a token of its own
-/// in `base .. base + slots`. Slots are reused: a stale readiness event for
-/// a closed pipe that reaches a new one only causes a read that finds
-/// nothing.
-#[derive(Debug)]
+/// The children's pipes an event loop reads, each registered with the
+/// loop's [`Sources`] under a token owned by [`Owner::ChildOutput`].
+#[derive(Debug, Default)]
 pub struct ChildOutputs {
-    base: usize,
-    slots: Vec<Option<ChildOutput>>,
+    pipes: HashMap<Token, ChildOutput>,
 }
 
 impl ChildOutputs {
-    pub fn new(base: usize) -> ChildOutputs {
-        ChildOutputs { base, slots: Vec::new() }
-    }
-
-    pub fn owns(&self, token: Token) -> bool {
-        token.0.checked_sub(self.base).is_some_and(|i| i < self.slots.len())
+    pub fn new() -> ChildOutputs {
+        ChildOutputs::default()
     }
 
     /// Pipes open.
     pub fn len(&self) -> usize {
-        self.slots.iter().flatten().count()
+        self.pipes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.pipes.is_empty()
     }
 
     /// Registers new pipes (from [`crate::sys::spawn::take_outputs`]). What is
     /// already in them is read at once: registration is edge-triggered.
-    pub fn adopt(&mut self, registry: &Registry, outputs: Vec<ChildOutput>, now: Instant) {
+    pub fn adopt<K>(&mut self, sources: &mut Sources<K>, outputs: Vec<ChildOutput>, now: Instant) {
         for output in outputs {
-            let slot = match self.slots.iter().position(Option::is_none) {
-                Some(i) => i,
-                None => {
-                    self.slots.push(None);
-                    self.slots.len() - 1
+            let fd = output.fd.as_raw_fd();
+            let token = match sources.register(&mut SourceFd(&fd), Owner::ChildOutput, Interest::READABLE) {
+                Ok(token) => token,
+                Err(e) => {
+                    // Closing the read end makes the child's writes fail
+                    // with EPIPE instead of blocking it forever.
+                    log::warn!("{} (pid {}): cannot watch its output, discarding it: {e}", output.label, output.pid);
+                    continue;
                 }
             };
-            let token = Token(self.base + slot);
-            if let Err(e) = registry.register(&mut SourceFd(&output.fd.as_raw_fd()), token, Interest::READABLE) {
-                // Closing the read end makes the child's writes fail with
-                // EPIPE instead of blocking it forever.
-                log::warn!("{} (pid {}): cannot watch its output, discarding it: {e}", output.label, output.pid);
-                continue;
-            }
-            self.slots[slot] = Some(output);
-            self.ready(registry, token, now);
+            self.pipes.insert(token, output);
+            self.ready(sources, token, now);
         }
     }
 
-    /// `token` is readable.
-    pub fn ready(&mut self, registry: &Registry, token: Token, now: Instant) {
-        let Some(slot) = token.0.checked_sub(self.base) else { return };
-        let Some(entry) = self.slots.get_mut(slot) else { return };
-        let Some(output) = entry.as_mut() else { return };
+    /// `token` is readable (a stale event for a pipe closed since finds
+    /// nothing).
+    pub fn ready<K>(&mut self, sources: &mut Sources<K>, token: Token, now: Instant) {
+        let Some(output) = self.pipes.get_mut(&token) else { return };
         match output.read(now) {
             ReadStatus::Drained => {}
             ReadStatus::More => {
                 // Re-arming an edge-triggered registration reports the
                 // data still waiting as a new event.
-                if let Err(e) = registry.reregister(&mut SourceFd(&output.fd.as_raw_fd()), token, Interest::READABLE) {
+                let fd = output.fd.as_raw_fd();
+                if let Err(e) = sources.reregister(&mut SourceFd(&fd), token, Interest::READABLE) {
                     log::warn!("{} (pid {}): cannot watch its output: {e}", output.label, output.pid);
-                    self.close(registry, slot);
+                    self.close(sources, token);
                 }
             }
-            ReadStatus::Closed => self.close(registry, slot),
+            ReadStatus::Closed => self.close(sources, token),
         }
     }
 
-    fn close(&mut self, registry: &Registry, slot: usize) {
-        if let Some(output) = self.slots.get_mut(slot).and_then(Option::take) {
-            let _ = registry.deregister(&mut SourceFd(&output.fd.as_raw_fd()));
-        }
-        while self.slots.last().is_some_and(Option::is_none) {
-            self.slots.pop();
+    fn close<K>(&mut self, sources: &mut Sources<K>, token: Token) {
+        if let Some(output) = self.pipes.remove(&token) {
+            sources.deregister(&mut SourceFd(&output.fd.as_raw_fd()), token);
         }
     }
 }
@@ -348,19 +337,21 @@ mod tests {
     fn a_chatty_child_is_drained_to_its_end() {
         let mut poll = mio::Poll::new().unwrap();
         let mut events = mio::Events::with_capacity(16);
-        let mut outputs = ChildOutputs::new(100);
+        let mut sources: Sources<()> = Sources::new(poll.registry().try_clone().unwrap());
+        let mut outputs = ChildOutputs::new();
         let script = "i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done".to_owned();
         let pid = crate::sys::spawn::spawn("/bin/sh", &["-c".to_owned(), script], None, "chatty").unwrap();
-        outputs.adopt(poll.registry(), crate::sys::spawn::take_outputs(), Instant::now());
+        outputs.adopt(&mut sources, crate::sys::spawn::take_outputs(), Instant::now());
         let deadline = Instant::now() + Duration::from_secs(20);
         while !outputs.is_empty() {
             assert!(Instant::now() < deadline, "the pipe never reached end-of-file");
             poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
             for event in events.iter() {
-                assert!(outputs.owns(event.token()));
-                outputs.ready(poll.registry(), event.token(), Instant::now());
+                assert_eq!(sources.owner(event.token()), Some(&Owner::ChildOutput));
+                outputs.ready(&mut sources, event.token(), Instant::now());
             }
         }
+        assert!(sources.is_empty(), "the pipe's token is given back");
         let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
         assert!(matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)), "{status:?}");
     }

@@ -1,8 +1,16 @@
-//! The pieces every harouterd event loop is made of: one `mio::Poll`, a
-//! signalfd for the signals the process handles, and one ordered structure
-//! of timers whose earliest deadline is the poll timeout.
+//! The pieces every harouterd event loop is made of: one `mio::Poll`, the
+//! tokens of every source registered with it ([`Sources`]), a signalfd for
+//! the signals the process handles, and one ordered structure of timers
+//! whose earliest deadline is the poll timeout.
 //!
 //! Invariants:
+//! - One token scheme: every source, the loop's own and those of the shared
+//!   components (control connections, agent notifications, children's
+//!   output), gets its token from [`Sources`], which says who owns it. A
+//!   token is not given out again while it is in use, nor until the counter
+//!   has gone once round all of `usize` (2^32 on a 32-bit target), so an
+//!   event still queued for a source closed in the same pass cannot reach a
+//!   new one.
 //! - With no timer pending, [`EventLoop::wait`] sleeps with no timeout: an
 //!   idle process makes no wake-ups at all.
 //! - Time is always passed in (`now: Instant`), never read inside the
@@ -10,15 +18,111 @@
 //! - Handled signals are blocked and read from the signalfd; children get
 //!   an empty mask and default dispositions back ([`crate::sys::spawn`]).
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Events, Poll, Registry};
+use mio::{Events, Interest, Poll, Registry, Token};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// Who a token belongs to: one of the loop's own kinds of sources (`K`), or
+/// one of the components that register their own connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner<K> {
+    Loop(K),
+    /// The control socket: its listener and its connections.
+    Control,
+    /// A connection to the agent socket ([`crate::notify::Notifier`]).
+    Notifier,
+    /// A child's output pipe ([`crate::sys::child_output::ChildOutputs`]).
+    ChildOutput,
+}
+
+/// The poll's registry and the owner of every token registered with it.
+#[derive(Debug)]
+pub struct Sources<K> {
+    registry: Registry,
+    /// The next token to try.
+    next: usize,
+    owners: HashMap<Token, Owner<K>>,
+}
+
+impl<K> Sources<K> {
+    pub fn new(registry: Registry) -> Sources<K> {
+        Sources { registry, next: 0, owners: HashMap::new() }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A fresh token for `owner`, not registered with anything yet.
+    pub fn add(&mut self, owner: Owner<K>) -> Token {
+        loop {
+            let token = Token(self.next);
+            self.next = self.next.wrapping_add(1);
+            if let Entry::Vacant(free) = self.owners.entry(token) {
+                free.insert(owner);
+                return token;
+            }
+        }
+    }
+
+    /// Registers `source` under a fresh token for `owner`.
+    pub fn register<S>(&mut self, source: &mut S, owner: Owner<K>, interest: Interest) -> io::Result<Token>
+    where
+        S: mio::event::Source + ?Sized,
+    {
+        let token = self.add(owner);
+        match self.registry.register(source, token, interest) {
+            Ok(()) => Ok(token),
+            Err(e) => {
+                self.owners.remove(&token);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn reregister<S>(&self, source: &mut S, token: Token, interest: Interest) -> io::Result<()>
+    where
+        S: mio::event::Source + ?Sized,
+    {
+        self.registry.reregister(source, token, interest)
+    }
+
+    /// Deregisters `source` (failure is harmless: closing the descriptor
+    /// removes it from epoll) and forgets its token.
+    pub fn deregister<S>(&mut self, source: &mut S, token: Token)
+    where
+        S: mio::event::Source + ?Sized,
+    {
+        let _ = self.registry.deregister(source);
+        self.owners.remove(&token);
+    }
+
+    /// Forgets `token` (its source was closed, or never registered).
+    pub fn remove(&mut self, token: Token) -> Option<Owner<K>> {
+        self.owners.remove(&token)
+    }
+
+    /// Who `token` belongs to; `None` for a token given up since.
+    pub fn owner(&self, token: Token) -> Option<&Owner<K>> {
+        self.owners.get(&token)
+    }
+
+    /// Tokens in use.
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+}
 
 /// A handle to cancel a scheduled timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,6 +285,28 @@ mod tests {
         assert_eq!(timers.len(), 1);
         assert_eq!(timers.pop_due(t0 + Duration::from_millis(30)), Some("c"));
         assert!(timers.is_empty() && timers.next_deadline().is_none());
+    }
+
+    #[test]
+    fn tokens_are_never_given_twice_while_in_use_and_wrap_round() {
+        let poll = Poll::new().unwrap();
+        let mut sources: Sources<&str> = Sources::new(poll.registry().try_clone().unwrap());
+        let a = sources.add(Owner::Loop("a"));
+        let b = sources.add(Owner::Notifier);
+        assert_ne!(a, b);
+        assert_eq!((sources.owner(a), sources.owner(b)), (Some(&Owner::Loop("a")), Some(&Owner::Notifier)));
+        assert_eq!(sources.remove(a), Some(Owner::Loop("a")));
+        assert_eq!(sources.owner(a), None, "a token given up belongs to nobody");
+        let c = sources.add(Owner::Control);
+        assert!(c != a && c != b, "not reused at once");
+        // Near the end of usize the counter wraps, skipping tokens in use.
+        sources.next = usize::MAX;
+        let last = sources.add(Owner::ChildOutput);
+        assert_eq!(last, Token(usize::MAX));
+        let wrapped = sources.add(Owner::ChildOutput);
+        assert_eq!(wrapped, Token(0), "token 0 was given up");
+        assert_eq!(sources.add(Owner::ChildOutput), Token(3), "1 (b) and 2 (c) are in use");
+        assert_eq!(sources.len(), 5);
     }
 
     #[test]

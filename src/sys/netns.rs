@@ -8,9 +8,13 @@
 
 use std::fmt;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 
+use mio::unix::SourceFd;
 use nix::sched::{CloneFlags, setns};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::core::ident::Namespace;
 
@@ -105,4 +109,70 @@ pub fn in_namespace_identified<T>(
     let result = work();
     setns(home.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Restore { source })?;
     Ok((result, Some(identity)))
+}
+
+/// Where iproute2 keeps named namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// A namespace file under [`NETNS_RUN_DIR`] that appeared or went away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetnsDirChange {
+    /// The namespace file's path, as [`Namespace::path`] spells it.
+    pub path: String,
+    pub deleted: bool,
+}
+
+/// An inotify watch on [`NETNS_RUN_DIR`]: a deleted namespace is seen at
+/// once and a re-created one picked up, without polling (a process's own
+/// rtnetlink socket keeps a deleted namespace alive, so netlink alone never
+/// tells). Register it with the loop for readability.
+#[derive(Debug)]
+pub struct NetnsDirWatch {
+    inotify: Inotify,
+}
+
+impl NetnsDirWatch {
+    /// Starts watching. With `create`, the directory is made first, as `ip
+    /// netns add` would make it (0755), when it does not exist yet.
+    pub fn new(create: bool) -> Result<NetnsDirWatch, String> {
+        if create
+            && let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(NETNS_RUN_DIR)
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            return Err(format!("cannot create {NETNS_RUN_DIR} to watch it: {e}"));
+        }
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| format!("cannot watch {NETNS_RUN_DIR}: inotify: {e}"))?;
+        inotify
+            .add_watch(NETNS_RUN_DIR, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_DELETE)
+            .map_err(|e| format!("cannot watch {NETNS_RUN_DIR}: {e}"))?;
+        Ok(NetnsDirWatch { inotify })
+    }
+
+    /// What changed since the last call.
+    pub fn changes(&self) -> Vec<NetnsDirChange> {
+        let events = self.inotify.read_events().unwrap_or_default();
+        events
+            .into_iter()
+            .filter_map(|event| {
+                let name = event.name.as_ref()?.to_str()?;
+                let deleted = event.mask.contains(AddWatchFlags::IN_DELETE);
+                Some(NetnsDirChange { path: format!("{NETNS_RUN_DIR}/{name}"), deleted })
+            })
+            .collect()
+    }
+}
+
+impl mio::event::Source for NetnsDirWatch {
+    fn register(&mut self, registry: &mio::Registry, token: mio::Token, interests: mio::Interest) -> io::Result<()> {
+        SourceFd(&self.inotify.as_fd().as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(&mut self, registry: &mio::Registry, token: mio::Token, interests: mio::Interest) -> io::Result<()> {
+        SourceFd(&self.inotify.as_fd().as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        SourceFd(&self.inotify.as_fd().as_raw_fd()).deregister(registry)
+    }
 }
