@@ -5,9 +5,9 @@
 use super::Exit;
 use crate::cli::RunArgs;
 use crate::config;
-use crate::core::layout::Layout;
 use crate::daemon::Daemon;
 use crate::logging::syslog;
+use crate::sys::files::confs::HaConfs;
 use crate::sys::{daemonize, pidfile, process};
 
 pub fn run(args: RunArgs) -> Exit {
@@ -24,8 +24,8 @@ pub fn run(args: RunArgs) -> Exit {
     }
     // Checked (and created) before detaching, so a refusal reaches the
     // terminal: exit 2, as for any other configuration error.
-    let layout = match Layout::prepare(&parsed.config.daemon) {
-        Ok(layout) => layout,
+    let confs = match HaConfs::prepare(&parsed.config.daemon) {
+        Ok(confs) => confs,
         Err(e) if e.is_refusal() => {
             eprintln!("harouterd: refusing directory {e}");
             return Exit::Usage;
@@ -69,7 +69,7 @@ pub fn run(args: RunArgs) -> Exit {
         log::warn!("cannot become a child subreaper ({e}): orphaned keepalived children may linger");
     }
     let debug = args.log_level >= log::LevelFilter::Debug;
-    let exit = match Daemon::new(args.config.clone(), parsed.config, layout, debug) {
+    let exit = match Daemon::new(args.config.clone(), parsed.config, confs, debug) {
         Ok(mut daemon) => daemon.run(),
         Err(e) => {
             log::error!("{e}");

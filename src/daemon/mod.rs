@@ -42,12 +42,12 @@ use crate::control::api::Counters;
 use crate::control::server::ControlServer;
 use crate::core::ident::Namespace;
 use crate::core::ident::RouterId;
-use crate::core::layout::Layout;
 use crate::keepalived::supervisor::Supervisor;
 use crate::netlink::RECV_BUFFER;
 use crate::notify::Notifier;
 use crate::sys::child_output::ChildOutputs;
 use crate::sys::event_loop::{EventLoop, Owner, Signals, Sources, Timers, earliest};
+use crate::sys::files::confs::HaConfs;
 use crate::sys::netns::NetnsDirWatch;
 use crate::sys::spawn;
 use namespaces::{NsWatch, watch_netns_dir};
@@ -88,7 +88,8 @@ enum Timer {
 pub struct Daemon {
     config_path: PathBuf,
     config: Config,
-    layout: Layout,
+    /// `ha_confs_path`, held open: every router file goes through it.
+    confs: HaConfs,
     debug: bool,
     event_loop: EventLoop,
     /// Every token of the poll and who owns it.
@@ -123,7 +124,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(config_path: PathBuf, config: Config, layout: Layout, debug: bool) -> Result<Daemon, String> {
+    pub fn new(config_path: PathBuf, config: Config, confs: HaConfs, debug: bool) -> Result<Daemon, String> {
         let event_loop = EventLoop::new(1024).map_err(|e| format!("cannot create the event loop: {e}"))?;
         let registry = event_loop.registry().try_clone().map_err(|e| format!("cannot clone the poll registry: {e}"))?;
         let mut sources = Sources::new(registry);
@@ -151,7 +152,7 @@ impl Daemon {
         control.set_allowed_uids(&allowed_uids);
         let mut daemon = Daemon {
             config_path,
-            layout,
+            confs,
             debug,
             event_loop,
             sources,
@@ -223,7 +224,7 @@ impl Daemon {
                 }
             }
             self.tick(Instant::now());
-            let written = self.state_writes.flush(&self.layout, STATE_WRITES_PER_PASS, Instant::now());
+            let written = self.state_writes.flush(&self.confs, STATE_WRITES_PER_PASS, Instant::now());
             self.state_written(written);
         }
     }
@@ -304,11 +305,11 @@ impl Daemon {
         }
         // Last chance for writes still failing: one more attempt each.
         self.state_writes.retry_now();
-        let written = self.state_writes.flush(&self.layout, usize::MAX, now);
+        let written = self.state_writes.flush(&self.confs, usize::MAX, now);
         self.state_written(written);
         if self.config.daemon.on_exit == OnExit::Stop {
             for id in self.routers.keys() {
-                remove_router_dir(&self.layout, id);
+                remove_router_dir(&self.confs, id);
             }
         }
         Some(if self.failed { Exit::Runtime } else { Exit::Ok })

@@ -173,7 +173,7 @@ impl Daemon {
         } else if router.conntrackd.is_none() {
             router.conntrackd = Some(ConntrackdSync::new(
                 &self.config.daemon.conntrackd_path,
-                self.layout.router_dir(&router.rt.cfg.id),
+                self.confs.layout().router_dir(&router.rt.cfg.id),
                 router.rt.cfg.namespace.clone(),
                 id,
             ));

@@ -11,10 +11,11 @@ use super::{Daemon, Source};
 use crate::config::RouterConfig;
 use crate::conntrackd::sync::ConntrackdSync;
 use crate::core::ident::RouterId;
-use crate::core::layout::{Layout, NOTIFY_FIFO};
+use crate::core::layout::NOTIFY_FIFO;
 use crate::keepalived::notify_fifo::NotifyFifo;
 use crate::keepalived::supervisor::{Outcome as KaOutcome, Supervisor};
 use crate::sys::event_loop::Owner;
+use crate::sys::files::confs::HaConfs;
 
 impl Daemon {
     pub(super) fn start_router(&mut self, cfg: RouterConfig, now: Instant) {
@@ -33,7 +34,7 @@ impl Daemon {
             files_retry: None,
         };
         // The state file lives there for every router, monitor-only ones too.
-        let dir = match self.layout.router_dir_fd(&router.rt.cfg.id, true) {
+        let dir = match self.confs.router_dir_fd(&router.rt.cfg.id, true) {
             Ok(dir) => Some(dir),
             Err(e) => {
                 log::error!("router {id}: {e}");
@@ -44,7 +45,7 @@ impl Daemon {
         if self.config.daemon.conntrackd_enabled {
             router.conntrackd = Some(ConntrackdSync::new(
                 &self.config.daemon.conntrackd_path,
-                self.layout.router_dir(&router.rt.cfg.id),
+                self.confs.layout().router_dir(&router.rt.cfg.id),
                 ns.clone(),
                 &id,
             ));
@@ -62,7 +63,7 @@ impl Daemon {
                 Some(Err(e)) => log::warn!("router {id}: {e}"),
                 None => {}
             }
-            let mut sup = Supervisor::new(&self.config.daemon, &router.rt.cfg, &self.layout, self.debug);
+            let mut sup = Supervisor::new(&self.config.daemon, &router.rt.cfg, &self.confs, self.debug);
             let outcomes = sup.start(now);
             // An adopted keepalived runs the config it read before we
             // started; if that file just changed, it must re-read it.
@@ -127,7 +128,7 @@ impl Daemon {
         if let Some(token) = router.pidfd_token.take() {
             self.sources.remove(token);
         }
-        remove_router_dir(&self.layout, id);
+        remove_router_dir(&self.confs, id);
         let ns = router.rt.cfg.namespace.clone();
         if let Some(watch) = self.namespaces.get_mut(&ns) {
             watch.routers.remove(id);
@@ -141,8 +142,8 @@ impl Daemon {
     }
 }
 
-pub(super) fn remove_router_dir(layout: &Layout, id: &RouterId) {
-    if let Err(e) = layout.remove_router_dir(id) {
+pub(super) fn remove_router_dir(confs: &HaConfs, id: &RouterId) {
+    if let Err(e) = confs.remove_router_dir(id) {
         log::warn!("router {id}: cannot remove its directory: {e}");
     }
 }

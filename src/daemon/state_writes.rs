@@ -9,9 +9,9 @@ use super::Daemon;
 use super::router::ErrorSource;
 use crate::core::backoff::Backoff;
 use crate::core::ident::RouterId;
-use crate::core::layout::{Layout, STATE_FILE, STATE_FILE_MODE};
 use crate::core::state::State;
 use crate::sys::event_loop::{TimerId, Timers};
+use crate::sys::files::confs::HaConfs;
 
 /// State files written per loop pass; the rest wait for the next pass (with
 /// a zero poll timeout), so readiness (agent answers, control requests,
@@ -108,14 +108,14 @@ impl StateWrites {
     }
 
     /// Writes up to `at_most` due state files, oldest first.
-    pub(super) fn flush(&mut self, layout: &Layout, at_most: usize, now: Instant) -> Vec<StateWritten> {
+    pub(super) fn flush(&mut self, confs: &HaConfs, at_most: usize, now: Instant) -> Vec<StateWritten> {
         self.promote_due(now);
         let mut out = Vec::new();
         for _ in 0..at_most {
             let Some(id) = self.order.pop_front() else { break };
             let Some(pending) = self.pending.get_mut(&id) else { continue };
             let state = pending.state;
-            match layout.write_router_file(&id, STATE_FILE, state.as_str().as_bytes(), STATE_FILE_MODE) {
+            match confs.write_state(&id, state) {
                 Ok(()) => {
                     let after_failures = pending.failures;
                     self.pending.remove(&id);
@@ -176,6 +176,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::layout::Layout;
     use crate::test_support::TempDir;
 
     fn id(text: &str) -> RouterId {
@@ -192,7 +193,7 @@ mod tests {
         for id in ["r1", "r2", "r3"] {
             std::fs::create_dir(dir.join(id)).unwrap();
         }
-        let layout = Layout::new(&dir);
+        let layout = HaConfs::new(Layout::new(&dir));
         let mut writes = StateWrites::default();
         writes.queue(&id("r1"), State::Primary);
         writes.queue(&id("r2"), State::Fault);
@@ -215,7 +216,7 @@ mod tests {
     #[test]
     fn a_failed_state_write_is_retried_with_backoff_and_the_latest_state_wins() {
         let dir = TempDir::new("statewrites-retry");
-        let layout = Layout::new(&dir);
+        let layout = HaConfs::new(Layout::new(&dir));
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut writes = StateWrites::default();

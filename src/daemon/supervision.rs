@@ -72,11 +72,11 @@ impl Daemon {
     pub(super) fn write_files(&self, router: &Router) -> Result<bool, FilesFailed> {
         let cfg = &router.rt.cfg;
         let dir = self
-            .layout
+            .confs
             .router_dir_fd(&cfg.id, true)
             .map_err(|e| FilesFailed { message: e.to_string(), changed: false })?;
         let mut changed = false;
-        for file in keepalived::router_files(&self.config.daemon, cfg, &self.layout, Secrets::Show) {
+        for file in keepalived::router_files(&self.config.daemon, cfg, self.confs.layout(), Secrets::Show) {
             let name = match file.path.file_name() {
                 Some(name) if file.path.parent() == Some(dir.path()) => name,
                 _ => {

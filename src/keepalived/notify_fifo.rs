@@ -63,7 +63,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, mkfifoat, unlinkat};
 
-use crate::core::layout::RouterDir;
+use crate::sys::files::confs::RouterDir;
 
 /// The longest line kept (newline excluded). keepalived's lines are under
 /// 100 bytes; anything longer is not from keepalived and is dropped.

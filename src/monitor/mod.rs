@@ -25,14 +25,13 @@ use crate::Exit;
 use crate::conntrackd::sync::{ConntrackdSync, Synced};
 use crate::core::backoff::{Backoff, Retry};
 use crate::core::ident::{Namespace, RouterId, namespace_name};
-use crate::core::layout::{STATE_FILE, STATE_FILE_MODE};
 use crate::core::net::Cidr;
 use crate::core::state::State;
 use crate::netlink::{Change, NetlinkError, RECV_BUFFER, Read, RtSocket, VipWatch};
 use crate::notify::{Delivery, Notifier};
 use crate::sys::child_output::ChildOutputs;
 use crate::sys::event_loop::{EventLoop, Owner, Signals, Sources, Timers, earliest};
-use crate::sys::files::nofollow;
+use crate::sys::files::{self, nofollow};
 use crate::sys::netns::{NetnsDirWatch, NetnsError};
 use crate::sys::{privdrop, spawn};
 
@@ -383,13 +382,7 @@ impl Monitor {
             Some(dir) => dir,
             None => nofollow::open_dir(&self.conf_dir).map_err(|e| e.to_string())?,
         };
-        let written = nofollow::write_atomic_in(
-            dir.as_fd(),
-            &self.conf_dir,
-            STATE_FILE,
-            state.as_str().as_bytes(),
-            STATE_FILE_MODE,
-        );
+        let written = files::write_state(dir.as_fd(), &self.conf_dir, state);
         self.conf_dir_fd = Some(dir);
         written.map_err(|e| e.to_string())
     }

@@ -330,7 +330,7 @@ impl Supervisor {
     /// `None` when missing, empty or not a pid (an unreadable one, or a
     /// symlink, which is never followed, is reported too).
     pub(super) fn read_pidfile(&mut self, path: &Path) -> Option<(u32, SystemTime)> {
-        match self.layout.read_pidfile(path, MAX_PIDFILE) {
+        match self.confs.read_pidfile(path, MAX_PIDFILE) {
             Ok(found) => found.and_then(|(text, written)| Some((parse_pid(&text)?, written))),
             Err(e) => {
                 let source = io::Error::other(e.to_string());
@@ -344,7 +344,7 @@ impl Supervisor {
     }
 
     pub(super) fn remove_pidfile(&mut self, path: &Path) {
-        match self.layout.remove_pidfile(path) {
+        match self.confs.remove_pidfile(path) {
             Ok(true) => log::debug!("router {}: removed stale pidfile {}", self.id, path.display()),
             Ok(false) => {}
             Err(e) => {

@@ -76,7 +76,7 @@ pub use respawn::{RespawnBackoff, RespawnPolicy};
 use super::throttle::SighupThrottle;
 use crate::config::{ChildAction, DaemonConfig, RouterConfig};
 use crate::core::ident::{Namespace, RouterId};
-use crate::core::layout::Layout;
+use crate::sys::files::confs::HaConfs;
 use crate::sys::pidfd::Pidfd;
 use crate::sys::spawn::Exit;
 
@@ -158,7 +158,7 @@ enum Run {
 pub struct Supervisor {
     id: RouterId,
     program: String,
-    layout: Layout,
+    confs: HaConfs,
     /// The binary a running keepalived must be, instead of `program`, in
     /// unit tests whose stand-in keepalived is `sh`.
     #[cfg(test)]
@@ -194,11 +194,12 @@ impl fmt::Debug for Supervisor {
 impl Supervisor {
     /// A supervisor for `router`'s keepalived; nothing happens until
     /// [`Supervisor::start`]. `debug` adds `-D` (detailed keepalived logs).
-    pub fn new(daemon: &DaemonConfig, router: &RouterConfig, layout: &Layout, debug: bool) -> Supervisor {
+    pub fn new(daemon: &DaemonConfig, router: &RouterConfig, confs: &HaConfs, debug: bool) -> Supervisor {
+        let layout = confs.layout();
         Supervisor {
             id: router.id.clone(),
             program: daemon.keepalived_path.clone(),
-            layout: layout.clone(),
+            confs: confs.clone(),
             #[cfg(test)]
             expect_exe: None,
             namespace: router.namespace.clone(),

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use nix::sys::signal::Signal;
 
 use super::*;
+use crate::core::layout::Layout;
 use crate::sys::pidfd::kill;
 
 const MS: Duration = Duration::from_millis(1);
@@ -59,8 +60,8 @@ fn supervisor_with(dir: &Path, program: &str, namespace: Option<&str>, daemon_ex
         dir.display()
     );
     let config = crate::config::parse(Path::new("test.conf"), &text).expect("valid config").config;
-    let layout = Layout::new(&config.daemon.ha_confs_path);
-    let mut sup = Supervisor::new(&config.daemon, &config.routers[0], &layout, false);
+    let confs = HaConfs::new(Layout::new(&config.daemon.ha_confs_path));
+    let mut sup = Supervisor::new(&config.daemon, &config.routers[0], &confs, false);
     // The stand-in keepalived below is `sh`: a running process is ours
     // when it runs that binary (the proof is otherwise unchanged).
     sup.expect_exe = Some(PathBuf::from("/bin/sh"));

@@ -24,16 +24,17 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, openat, renameat};
+use nix::fcntl::{OFlag, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use super::{is_plain_name, open_at};
 
 /// The step of [`write_atomic`] that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,41 +88,15 @@ impl std::error::Error for StateFileError {
     }
 }
 
-/// Removes the temporary file unless disarmed: every early return before the
-/// rename cleans up, whichever step failed.
-struct TempGuard<'a> {
-    path: &'a Path,
-    armed: bool,
-}
-
-impl Drop for TempGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = std::fs::remove_file(self.path);
-        }
-    }
-}
-
-/// Creates the temporary file exclusively, without following a symlink
-/// planted at its name. A leftover of the same name can only come from an
-/// earlier process with our pid (the name embeds it) that crashed between
-/// create and rename: it is removed and creation retried once.
-fn create_temp(temp: &Path, mode: u32) -> io::Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode & 0o7777)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
-            .open(temp)
-    };
-    match open() {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(temp)?;
-            open()
-        }
-        other => other,
-    }
+/// The temporary file's name for `name`: `.NAME.tmp.PID`, hidden, and
+/// unique per process (callers are single-threaded and write one file at a
+/// time). A leftover of that name can only come from an earlier process
+/// with our pid that crashed between create and rename.
+fn temp_name(name: &OsStr) -> OsString {
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".tmp.{}", std::process::id()));
+    temp
 }
 
 /// The directory of `path` (`.` for a bare name) and the temporary file
@@ -132,60 +107,36 @@ fn temp_path(path: &Path) -> Option<(PathBuf, PathBuf)> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".tmp.{}", std::process::id()));
-    Some((dir.to_path_buf(), dir.join(temp_name)))
+    Some((dir.to_path_buf(), dir.join(temp_name(name))))
 }
 
-/// Replaces `path` with `contents`, atomically, with permission
-/// bits exactly `mode`. The temporary file is `.NAME.tmp.PID` beside the
-/// target (hidden, and unique per process: callers are single-threaded and
-/// write one file at a time).
+/// Replaces `path` with `contents`, atomically, with permission bits
+/// exactly `mode`: [`write_atomic_at`] in the directory `path` names.
 ///
 /// The new file is owned by the caller's effective uid/gid; writing needs
 /// write and search permission on the directory, not on the old file.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StateFileError> {
-    let fail = |step, temp: Option<&Path>, source| StateFileError {
-        path: path.to_path_buf(),
-        temp: temp.map(Path::to_path_buf),
-        step,
-        source,
+    let Some((dir, temp)) = temp_path(path) else {
+        let source = io::Error::new(io::ErrorKind::InvalidInput, "no file name");
+        return Err(StateFileError { path: path.to_path_buf(), temp: None, step: Step::CheckPath, source });
     };
-    let Some((_, temp)) = temp_path(path) else {
-        return Err(fail(Step::CheckPath, None, io::Error::new(io::ErrorKind::InvalidInput, "no file name")));
-    };
-
-    let mut file = create_temp(&temp, mode).map_err(|e| fail(Step::CreateTemp, Some(&temp), e))?;
-    let mut guard = TempGuard { path: &temp, armed: true };
-    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
-        .map_err(|e| fail(Step::SetMode, Some(&temp), e))?;
-    file.write_all(contents).map_err(|e| fail(Step::Write, Some(&temp), e))?;
-    file.sync_data().map_err(|e| fail(Step::SyncTemp, Some(&temp), e))?;
-    drop(file);
-    std::fs::rename(&temp, path).map_err(|e| fail(Step::Rename, Some(&temp), e))?;
-    guard.armed = false;
-    Ok(())
+    let name = path.file_name().unwrap_or_default();
+    let dir_fd =
+        nix::fcntl::open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(
+            |e| StateFileError { path: path.to_path_buf(), temp: Some(temp), step: Step::CreateTemp, source: e.into() },
+        )?;
+    write_atomic_at(dir_fd.as_fd(), &dir, name, contents, mode)
 }
 
-// ---------------------------------------------------------------------------
-// Relative to a directory descriptor
-
-/// Whether `name` is one plain file name: not empty, no `/`, not `.` or
-/// `..` (so an `*at` call on it stays inside the directory).
-fn is_plain_name(name: &OsStr) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty() && !bytes.contains(&b'/') && bytes != b"." && bytes != b".."
-}
-
-/// Removes `dir/name` unless disarmed (see [`TempGuard`]).
-struct TempGuardAt<'a> {
+/// Removes `dir/name` unless disarmed: every early return before the
+/// rename cleans up, whichever step failed.
+struct TempGuard<'a> {
     dir: BorrowedFd<'a>,
     name: &'a OsStr,
     armed: bool,
 }
 
-impl Drop for TempGuardAt<'_> {
+impl Drop for TempGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             let _ = unlinkat(self.dir, self.name, UnlinkatFlags::NoRemoveDir);
@@ -193,10 +144,12 @@ impl Drop for TempGuardAt<'_> {
     }
 }
 
+/// Creates the temporary file exclusively, without following a symlink
+/// planted at its name; a leftover of the same name is removed and
+/// creation retried once.
 fn create_temp_at(dir: BorrowedFd<'_>, temp: &OsStr, mode: u32) -> io::Result<File> {
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let open = || openat(dir, temp, flags, Mode::from_bits_truncate(mode & 0o7777)).map(File::from);
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
+    let open = || open_at(dir, temp, flags, mode).map(File::from);
     match open() {
         Err(nix::errno::Errno::EEXIST) => {
             unlinkat(dir, temp, UnlinkatFlags::NoRemoveDir)?;
@@ -206,11 +159,12 @@ fn create_temp_at(dir: BorrowedFd<'_>, temp: &OsStr, mode: u32) -> io::Result<Fi
     }
 }
 
-/// [`write_atomic`] of the file `name` in the open directory `dir`
-/// (`dir_path` names it in errors): every step (create the temporary file
-/// `O_EXCL|O_NOFOLLOW`, rename it over `name`, remove it on failure) is
-/// relative to `dir`, so a directory swapped for a symlink after `dir` was
-/// opened and checked cannot redirect the write (issue 15.4).
+/// Replaces the file `name` in the open directory `dir` (`dir_path` names
+/// it in errors) with `contents`, atomically, with permission bits exactly
+/// `mode`: the temporary file is created `O_EXCL|O_NOFOLLOW`, written,
+/// `fdatasync`ed and renamed over `name`, and removed on failure. Every
+/// step is relative to `dir`, so a directory swapped for a symlink after
+/// `dir` was opened and checked cannot redirect the write (issue 15.4).
 pub fn write_atomic_at(
     dir: BorrowedFd<'_>,
     dir_path: &Path,
@@ -219,9 +173,7 @@ pub fn write_atomic_at(
     mode: u32,
 ) -> Result<(), StateFileError> {
     let path = dir_path.join(name);
-    let mut temp = OsString::from(".");
-    temp.push(name);
-    temp.push(format!(".tmp.{}", std::process::id()));
+    let temp = temp_name(name);
     let temp_path = dir_path.join(&temp);
     let fail = |step, with_temp: bool, source| StateFileError {
         path: path.clone(),
@@ -233,7 +185,7 @@ pub fn write_atomic_at(
         return Err(fail(Step::CheckPath, false, io::Error::new(io::ErrorKind::InvalidInput, "not a file name")));
     }
     let mut file = create_temp_at(dir, &temp, mode).map_err(|e| fail(Step::CreateTemp, true, e))?;
-    let mut guard = TempGuardAt { dir, name: &temp, armed: true };
+    let mut guard = TempGuard { dir, name: &temp, armed: true };
     file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777)).map_err(|e| fail(Step::SetMode, true, e))?;
     file.write_all(contents).map_err(|e| fail(Step::Write, true, e))?;
     file.sync_data().map_err(|e| fail(Step::SyncTemp, true, e))?;
@@ -249,8 +201,7 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &OsStr, limit: u64) -> io::Result<Vec<
     if !is_plain_name(name) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name"));
     }
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let file = File::from(openat(dir.as_fd(), name, flags, Mode::empty())?);
+    let file = File::from(open_at(dir, name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)?);
     let mut out = Vec::new();
     file.take(limit).read_to_end(&mut out)?;
     Ok(out)

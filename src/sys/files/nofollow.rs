@@ -20,26 +20,23 @@
 //! open of a planted FIFO from hanging before that check).
 //!
 //! Callers keep the directory descriptor when they later create, rename or
-//! unlink in it ([`write_atomic_in`], the pidfile's removal): the name is
-//! then resolved in the directory that was checked, not looked up again.
+//! unlink in it ([`super::atomic::write_atomic_at`], the pidfile's
+//! removal): the name is then resolved in the directory that was checked,
+//! not looked up again.
 
-use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat, renameat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
-use crate::sys::files::atomic::{StateFileError, Step};
-
-/// Links followed in one resolution before giving up (the kernel's limit).
-const MAX_LINKS: u32 = 40;
+use super::open_at;
+use super::walk::{Entered, Level, Rules, Walk, parts};
 
 /// Why a path was refused or could not be opened; [`PathError`] adds the
 /// path that was asked for.
@@ -140,36 +137,17 @@ pub struct Opened {
     pub file: File,
 }
 
-/// One step of a walk, owned so that link targets can be spliced in.
-enum Part {
-    Root,
-    Up,
-    Name(OsString),
-}
+const DIR_FLAGS: OFlag = OFlag::O_PATH.union(OFlag::O_DIRECTORY);
 
-fn parts(path: &Path) -> VecDeque<Part> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::RootDir => Some(Part::Root),
-            Component::ParentDir => Some(Part::Up),
-            Component::Normal(name) => Some(Part::Name(name.to_owned())),
-            Component::CurDir | Component::Prefix(_) => None,
-        })
-        .collect()
-}
-
-const DIR_FLAGS: OFlag = OFlag::O_PATH.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
-
-/// A resolution in progress: the directory reached, how it was named, and
-/// the links followed so far.
-struct Walk<'a> {
+/// The rules of a walk through directories others may control: nothing is
+/// judged but the symbolic links, followed only in a directory root alone
+/// could have put them in ([`trusted`]).
+struct Untrusted<'a> {
+    /// The path asked for, for errors.
     whole: &'a Path,
-    dir: OwnedFd,
-    shown: PathBuf,
-    links: u32,
 }
 
-impl<'a> Walk<'a> {
+impl Untrusted<'_> {
     fn io(&self, step: &'static str, at: PathBuf, e: Errno) -> PathError {
         PathError { path: self.whole.to_path_buf(), problem: Problem::Io { step, at, source: e.into() } }
     }
@@ -178,56 +156,11 @@ impl<'a> Walk<'a> {
         PathError { path: self.whole.to_path_buf(), problem }
     }
 
-    /// Starts at `/` or at the current directory, as `path` says.
-    fn start(whole: &'a Path, path: &Path) -> Result<Walk<'a>, PathError> {
-        let (from, shown) = if path.is_absolute() { ("/", PathBuf::from("/")) } else { (".", PathBuf::new()) };
-        let dir = openat(AT_FDCWD, from, DIR_FLAGS, Mode::empty()).map_err(|e| PathError {
-            path: whole.to_path_buf(),
-            problem: Problem::Io { step: "cannot open", at: PathBuf::from(from), source: e.into() },
-        })?;
-        Ok(Walk { whole, dir, shown, links: 0 })
-    }
-
-    /// Walks `todo` from the current directory; symbolic links met on the
-    /// way are followed when [`trusted`] allows it.
-    fn walk(&mut self, mut todo: VecDeque<Part>) -> Result<(), PathError> {
-        while let Some(part) = todo.pop_front() {
-            match part {
-                Part::Root => {
-                    self.dir = openat(AT_FDCWD, "/", DIR_FLAGS, Mode::empty())
-                        .map_err(|e| self.io("cannot open", PathBuf::from("/"), e))?;
-                    self.shown = PathBuf::from("/");
-                }
-                Part::Up => {
-                    // ".." is never a link; it names the real parent.
-                    self.dir = openat(&self.dir, "..", DIR_FLAGS, Mode::empty())
-                        .map_err(|e| self.io("cannot open", self.shown.join(".."), e))?;
-                    self.shown.push("..");
-                }
-                Part::Name(name) => match openat(&self.dir, name.as_os_str(), DIR_FLAGS, Mode::empty()) {
-                    Ok(fd) => {
-                        self.dir = fd;
-                        self.shown.push(&name);
-                    }
-                    Err(Errno::ENOTDIR | Errno::ELOOP) => {
-                        let target = self.follow(&name, true)?;
-                        let mut spliced = parts(Path::new(&target));
-                        spliced.append(&mut todo);
-                        todo = spliced;
-                    }
-                    Err(e) => return Err(self.io("cannot open directory", self.shown.join(&name), e)),
-                },
-            }
-        }
-        Ok(())
-    }
-
-    /// `name` in the current directory could not be opened without
-    /// following it: returns the link's target if it is a link root alone
-    /// could have made.
-    fn follow(&mut self, name: &OsStr, want_dir: bool) -> Result<OsString, PathError> {
-        let at = self.shown.join(name);
-        let st = fstatat(&self.dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+    /// `name` in `top` could not be opened without following it: fine only
+    /// if it is a link root alone could have made.
+    fn check_link(&self, top: &Level, name: &OsStr, want_dir: bool) -> Result<(), PathError> {
+        let at = top.shown.join(name);
+        let st = fstatat(top.fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| self.io("cannot stat", at.clone(), e))?;
         if !is(&st, SFlag::S_IFLNK) {
             return Err(if want_dir {
@@ -236,7 +169,7 @@ impl<'a> Walk<'a> {
                 self.io("cannot open", at, Errno::ELOOP)
             });
         }
-        let dir = fstat(&self.dir).map_err(|e| self.io("cannot stat", self.shown.clone(), e))?;
+        let dir = fstat(top.fd.as_fd()).map_err(|e| self.io("cannot stat", top.shown.clone(), e))?;
         if !trusted(&dir) {
             return Err(self.fail(Problem::UntrustedSymlink {
                 link: at,
@@ -244,11 +177,47 @@ impl<'a> Walk<'a> {
                 mode: dir.st_mode & 0o7777,
             }));
         }
-        self.links += 1;
-        if self.links > MAX_LINKS {
-            return Err(self.fail(Problem::TooManySymlinks));
+        Ok(())
+    }
+}
+
+impl Rules for Untrusted<'_> {
+    type Error = PathError;
+
+    fn start(&mut self, absolute: bool) -> Result<Level, PathError> {
+        let (from, shown) = if absolute { ("/", PathBuf::from("/")) } else { (".", PathBuf::new()) };
+        let fd = openat(AT_FDCWD, from, DIR_FLAGS | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| self.io("cannot open", PathBuf::from(from), e))?;
+        Ok(Level { fd, shown, shared: false })
+    }
+
+    fn enter(&mut self, top: &Level, name: &OsStr, _from_link: bool) -> Result<Entered, PathError> {
+        match open_at(top.fd.as_fd(), name, DIR_FLAGS, 0) {
+            Ok(fd) => Ok(Entered::Dir(Level { fd, shown: top.shown.join(name), shared: false })),
+            Err(Errno::ENOTDIR | Errno::ELOOP) => {
+                self.check_link(top, name, true)?;
+                Ok(Entered::Link)
+            }
+            Err(e) => Err(self.io("cannot open directory", top.shown.join(name), e)),
         }
-        readlinkat(&self.dir, name).map_err(|e| self.io("cannot read the link", at, e))
+    }
+
+    /// `..` is never a link; it names the real parent.
+    fn up(&mut self, stack: &mut Vec<Level>) -> Result<(), PathError> {
+        let top = stack.last_mut().expect("a walk always holds its start");
+        let at = top.shown.join("..");
+        top.fd = openat(top.fd.as_fd(), "..", DIR_FLAGS | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| self.io("cannot open", at, e))?;
+        top.shown.push("..");
+        Ok(())
+    }
+
+    fn read_link(&mut self, top: &Level, name: &OsStr) -> Result<OsString, PathError> {
+        readlinkat(top.fd.as_fd(), name).map_err(|e| self.io("cannot read the link", top.shown.join(name), e))
+    }
+
+    fn too_many_links(&self, _at: PathBuf) -> PathError {
+        self.fail(Problem::TooManySymlinks)
     }
 }
 
@@ -266,9 +235,9 @@ pub fn trusted(st: &FileStat) -> bool {
 /// only trusted links. The descriptor is `O_PATH`: it names the directory,
 /// it does not read it.
 pub fn open_dir(path: &Path) -> Result<OwnedFd, PathError> {
-    let mut walk = Walk::start(path, path)?;
+    let mut walk = Walk::start(Untrusted { whole: path }, path)?;
     walk.walk(parts(path))?;
-    Ok(walk.dir)
+    Ok(walk.stack.pop().expect("a walk always holds its start").fd)
 }
 
 /// Opens the file `path` as `access` says, creating it if missing, without
@@ -279,35 +248,37 @@ pub fn open_file(path: &Path, access: Access) -> Result<Opened, PathError> {
     let no_name = || PathError { path: path.to_path_buf(), problem: Problem::NoFileName };
     let mut name = file_name(path).ok_or_else(no_name)?;
     let dir = parent(path);
-    let mut walk = Walk::start(path, dir)?;
+    let mut walk = Walk::start(Untrusted { whole: path }, dir)?;
     walk.walk(parts(dir))?;
     let (flags, mode) = match access {
         Access::ReadWrite { create_mode } => (OFlag::O_RDWR, create_mode),
         Access::Append { create_mode } => (OFlag::O_WRONLY | OFlag::O_APPEND, create_mode),
     };
-    let flags = flags | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+    let flags = flags | OFlag::O_CREAT | OFlag::O_NONBLOCK;
     loop {
-        match openat(&walk.dir, name.as_os_str(), flags, Mode::from_bits_truncate(mode & 0o7777)) {
+        match open_at(walk.top().fd.as_fd(), name.as_os_str(), flags, mode) {
             Ok(fd) => {
                 let file = File::from(fd);
-                check_regular(&walk, &file, walk.shown.join(&name))?;
-                return Ok(Opened { dir: walk.dir, name, file });
+                check_regular(&walk.rules, &file, walk.top().shown.join(&name))?;
+                let dir = walk.stack.pop().expect("a walk always holds its start").fd;
+                return Ok(Opened { dir, name, file });
             }
             Err(Errno::ELOOP) => {
                 // The file itself is a link: follow it only if trusted,
                 // resolving its target from the link's directory.
-                let target = PathBuf::from(walk.follow(&name, false)?);
+                walk.rules.check_link(walk.top(), &name, false)?;
+                let target = PathBuf::from(walk.follow(&name)?);
                 let next = file_name(&target).ok_or_else(no_name)?;
                 walk.walk(parts(parent(&target)))?;
                 name = next;
             }
-            Err(e) => return Err(walk.io("cannot open", walk.shown.join(&name), e)),
+            Err(e) => return Err(walk.rules.io("cannot open", walk.top().shown.join(&name), e)),
         }
     }
 }
 
-fn check_regular(walk: &Walk<'_>, file: &File, at: PathBuf) -> Result<(), PathError> {
-    let st = fstat(file).map_err(|e| walk.io("cannot stat", at, e))?;
+fn check_regular(rules: &Untrusted<'_>, file: &File, at: PathBuf) -> Result<(), PathError> {
+    let st = fstat(file).map_err(|e| rules.io("cannot stat", at, e))?;
     let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
         SFlag::S_IFREG => None,
         SFlag::S_IFDIR => Some("directory"),
@@ -318,10 +289,13 @@ fn check_regular(walk: &Walk<'_>, file: &File, at: PathBuf) -> Result<(), PathEr
         _ => Some("special file"),
     };
     if let Some(kind) = kind {
-        return Err(walk.fail(Problem::NotRegular { kind }));
+        return Err(rules.fail(Problem::NotRegular { kind }));
     }
     if st.st_nlink > 1 {
-        return Err(walk.fail(Problem::HardLinked { links: st.st_nlink }));
+        // nlink_t is 64 bits on x86_64, 32 on 32-bit targets.
+        #[allow(clippy::useless_conversion)]
+        let links = u64::from(st.st_nlink);
+        return Err(rules.fail(Problem::HardLinked { links }));
     }
     Ok(())
 }
@@ -339,49 +313,6 @@ fn parent(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
-}
-
-/// Replaces `name` in the directory `dir` with `contents`, atomically and
-/// with permission bits exactly `mode`, as [`crate::sys::files::atomic::write_atomic`]
-/// does by path: a temporary `.NAME.tmp.PID` created exclusively and without
-/// following links, `fdatasync`, `renameat` over the target. Every name is
-/// resolved in `dir`, the directory that was checked when it was opened;
-/// `dir_path` is only for messages.
-pub fn write_atomic_in(
-    dir: BorrowedFd<'_>,
-    dir_path: &Path,
-    name: &str,
-    contents: &[u8],
-    mode: u32,
-) -> Result<(), StateFileError> {
-    let temp = format!(".{name}.tmp.{}", std::process::id());
-    let fail = |step, source: io::Error| StateFileError {
-        path: dir_path.join(name),
-        temp: Some(dir_path.join(&temp)),
-        step,
-        source,
-    };
-    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mode_bits = Mode::from_bits_truncate(mode & 0o7777);
-    let fd = match openat(dir, temp.as_str(), flags, mode_bits) {
-        // A leftover of an earlier process with our pid: remove, retry once.
-        Err(Errno::EEXIST) => unlinkat(dir, temp.as_str(), UnlinkatFlags::NoRemoveDir)
-            .and_then(|()| openat(dir, temp.as_str(), flags, mode_bits)),
-        other => other,
-    }
-    .map_err(|e| fail(Step::CreateTemp, e.into()))?;
-    let result = (|| {
-        fchmod(&fd, mode_bits).map_err(|e| (Step::SetMode, e.into()))?;
-        let mut file = File::from(fd);
-        file.write_all(contents).map_err(|e| (Step::Write, e))?;
-        file.sync_data().map_err(|e| (Step::SyncTemp, e))?;
-        drop(file);
-        renameat(dir, temp.as_str(), dir, name).map_err(|e| (Step::Rename, e.into()))
-    })();
-    result.map_err(|(step, e): (Step, io::Error)| {
-        let _ = unlinkat(dir, temp.as_str(), UnlinkatFlags::NoRemoveDir);
-        fail(step, e)
-    })
 }
 
 #[cfg(test)]
@@ -505,8 +436,9 @@ mod tests {
     fn atomic_write_in_a_held_directory() {
         let dir = TempDir::new("nofollow-write");
         let fd = open_dir(&dir).expect("open dir");
-        write_atomic_in(fd.as_fd(), &dir, "state", b"primary", 0o644).expect("write");
-        write_atomic_in(fd.as_fd(), &dir, "state", b"backup", 0o644).expect("replace");
+        super::super::atomic::write_atomic_at(fd.as_fd(), &dir, OsStr::new("state"), b"primary", 0o644).expect("write");
+        super::super::atomic::write_atomic_at(fd.as_fd(), &dir, OsStr::new("state"), b"backup", 0o644)
+            .expect("replace");
         assert_eq!(std::fs::read(dir.join("state")).expect("read"), b"backup");
         assert_eq!(std::fs::metadata(dir.join("state")).expect("stat").permissions().mode() & 0o777, 0o644);
         // The directory is renamed away: writes still land in it, not at
@@ -514,7 +446,7 @@ mod tests {
         let moved = TempDir::new("nofollow-moved");
         std::fs::rename(&dir, moved.join("d")).expect("rename dir");
         std::fs::create_dir(&*dir).expect("recreate");
-        write_atomic_in(fd.as_fd(), &dir, "state", b"primary", 0o644).expect("write");
+        super::super::atomic::write_atomic_at(fd.as_fd(), &dir, OsStr::new("state"), b"primary", 0o644).expect("write");
         assert_eq!(std::fs::read(moved.join("d/state")).expect("read"), b"primary");
         assert!(!dir.join("state").exists());
         let names: Vec<_> =

@@ -14,26 +14,27 @@
 //!   a shared directory, only if root owns the symlink (others could remove
 //!   theirs and plant another); its target is checked from `/` again.
 //!
-//! [`ensure_dir`] walks with directory descriptors (`openat` with
-//! `O_NOFOLLOW` from the checked parent, then `fstat` of what was opened),
+//! [`ensure_dir`] walks with directory descriptors ([`super::walk`]:
+//! `openat` with `O_NOFOLLOW` from the checked parent, then `fstat` of what
+//! was opened),
 //! creates what is missing with an exact mode whatever the umask, and
 //! returns the final directory open: callers do their file operations
 //! relative to it, so nothing checked can be swapped between the check and
 //! the use. The path stays meaningful too (keepalived opens its files by
 //! name), because nobody but root can change any directory on it.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat, readlinkat};
+use nix::fcntl::{OFlag, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 
-/// Symlinks followed at most while resolving one path (the kernel's limit).
-const MAX_SYMLINKS: u32 = 40;
+use super::open_at;
+use super::walk::{Entered, Level, Rules, Walk, parts};
 
 /// Why a directory on the path is not trusted.
 #[derive(Debug)]
@@ -167,8 +168,7 @@ fn is(st: &FileStat, kind: SFlag) -> bool {
 
 /// Opens `name` in `dir` as a directory without following a symlink.
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<OwnedFd, DirError> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    openat(dir, name, flags, Mode::empty()).map_err(|e| match e {
+    open_at(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0).map_err(|e| match e {
         Errno::ELOOP => DirError::new(path, Reason::Symlink),
         Errno::ENOTDIR => match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if is(&st, SFlag::S_IFLNK) => DirError::new(path, Reason::Symlink),
@@ -211,10 +211,19 @@ pub fn create_dir_at(dir: BorrowedFd<'_>, name: &OsStr, path: &Path, mode: u32) 
 
 /// Checks every directory `path` goes through and returns the final one
 /// open, creating missing components with `mode` (exactly). Nothing is
-/// created when `mode` is `None`.
+/// created when `mode` is `None`, nor ever inside a symlink's target.
 pub fn ensure_dir(path: &Path, mode: Option<u32>) -> Result<OwnedFd, DirError> {
-    let mut budget = MAX_SYMLINKS;
-    walk(path, mode, true, &mut budget).map(|(fd, _, _)| fd)
+    if !path.is_absolute() {
+        return Err(DirError::new(path, Reason::NotAbsolute));
+    }
+    let mut walk = Walk::start(Checked { create: mode }, path)?;
+    walk.walk(parts(path))?;
+    // Each directory was judged as one on the way; the one asked for must
+    // also pass as the last (a shared directory may not be it).
+    let under_shared = walk.stack.len() >= 2 && walk.stack[walk.stack.len() - 2].shared;
+    let last = walk.stack.pop().expect("a walk always holds its start");
+    judge_fd(last.fd.as_fd(), &last.shown, Position { last: true, under_shared })?;
+    Ok(last.fd)
 }
 
 /// Checks without creating anything (`ensure_dir(path, None)`).
@@ -222,68 +231,62 @@ pub fn check_dir(path: &Path) -> Result<OwnedFd, DirError> {
     ensure_dir(path, None)
 }
 
-/// The walk: returns the directory open, its canonical path, and whether
-/// it is a shared directory. `last`: `path`'s final component is the
-/// directory the caller asked for (false while resolving a symlink met on
-/// the way).
-fn walk(path: &Path, create: Option<u32>, last: bool, budget: &mut u32) -> Result<(OwnedFd, PathBuf, bool), DirError> {
-    if !path.is_absolute() {
-        return Err(DirError::new(path, Reason::NotAbsolute));
+/// The rules of [`ensure_dir`]'s walk: every directory is judged (from
+/// `/` down, link targets included), a symlink is followed (in a shared
+/// directory only if root owns it), and what is missing is created.
+struct Checked {
+    create: Option<u32>,
+}
+
+impl Rules for Checked {
+    type Error = DirError;
+
+    fn start(&mut self, _absolute: bool) -> Result<Level, DirError> {
+        let here = PathBuf::from("/");
+        let fd = nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| DirError::io(&here, "open", e))?;
+        let shared = judge_fd(fd.as_fd(), &here, Position { last: false, under_shared: false })?;
+        Ok(Level { fd, shown: here, shared })
     }
-    let components: Vec<Component> = path.components().filter(|c| !matches!(c, Component::CurDir)).collect();
-    let mut here = PathBuf::from("/");
-    let root = nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| DirError::io(&here, "open", e))?;
-    let only_root = components.iter().all(|c| matches!(c, Component::RootDir));
-    let mut shared = judge_fd(root.as_fd(), &here, Position { last: last && only_root, under_shared: false })?;
-    let mut fd = root;
-    let count = components.len();
-    for (i, component) in components.into_iter().enumerate() {
-        let is_last = last && i + 1 == count;
-        let name = match component {
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
-            Component::ParentDir => {
-                // `here` is canonical, so its parent is too; checked again
-                // from the root, which also gives its shared-ness.
-                let parent = here.parent().unwrap_or(Path::new("/")).to_path_buf();
-                let (pfd, ppath, pshared) = walk(&parent, None, is_last, budget)?;
-                (fd, here, shared) = (pfd, ppath, pshared);
-                continue;
-            }
-            Component::Normal(name) => name,
-        };
-        let next = here.join(name);
-        let st = match fstatat(fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+
+    fn enter(&mut self, top: &Level, name: &OsStr, from_link: bool) -> Result<Entered, DirError> {
+        let next = top.shown.join(name);
+        let create = self.create.filter(|_| !from_link);
+        let st = match fstatat(top.fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => Some(st),
             Err(Errno::ENOENT) if create.is_some() => None,
             Err(e) => return Err(DirError::io(&next, "stat", e)),
         };
-        match st {
+        let child = match st {
             Some(st) if is(&st, SFlag::S_IFLNK) => {
-                if shared && st.st_uid != 0 && st.st_uid != trusted_uid() {
+                if top.shared && st.st_uid != 0 && st.st_uid != trusted_uid() {
                     return Err(DirError::new(&next, Reason::SymlinkOwner { uid: st.st_uid }));
                 }
-                *budget = budget.checked_sub(1).ok_or_else(|| DirError::new(&next, Reason::TooManySymlinks))?;
-                let target = readlinkat(fd.as_fd(), name).map_err(|e| DirError::io(&next, "readlink", e))?;
-                let target = here.join(target);
-                let (tfd, tpath, tshared) = walk(&target, None, is_last, budget)?;
-                (fd, here, shared) = (tfd, tpath, tshared);
+                return Ok(Entered::Link);
             }
             Some(st) if !is(&st, SFlag::S_IFDIR) => return Err(DirError::new(&next, Reason::NotADirectory)),
-            Some(_) => {
-                let child = open_dir_at(fd.as_fd(), name, &next)?;
-                shared = judge_fd(child.as_fd(), &next, Position { last: is_last, under_shared: shared })?;
-                (fd, here) = (child, next);
-            }
-            None => {
-                let mode = create.unwrap_or(0o755);
-                let child = create_dir_at(fd.as_fd(), name, &next, mode)?;
-                shared = judge_fd(child.as_fd(), &next, Position { last: is_last, under_shared: shared })?;
-                (fd, here) = (child, next);
-            }
-        }
+            Some(_) => open_dir_at(top.fd.as_fd(), name, &next)?,
+            None => create_dir_at(top.fd.as_fd(), name, &next, create.unwrap_or(0o755))?,
+        };
+        let shared = judge_fd(child.as_fd(), &next, Position { last: false, under_shared: top.shared })?;
+        Ok(Entered::Dir(Level { fd: child, shown: next, shared }))
     }
-    Ok((fd, here, shared))
+
+    /// `..` of a canonical directory is the one before it (of `/`, `/`).
+    fn up(&mut self, stack: &mut Vec<Level>) -> Result<(), DirError> {
+        if stack.len() > 1 {
+            stack.pop();
+        }
+        Ok(())
+    }
+
+    fn read_link(&mut self, top: &Level, name: &OsStr) -> Result<OsString, DirError> {
+        readlinkat(top.fd.as_fd(), name).map_err(|e| DirError::io(&top.shown.join(name), "readlink", e))
+    }
+
+    fn too_many_links(&self, at: PathBuf) -> DirError {
+        DirError::new(&at, Reason::TooManySymlinks)
+    }
 }
 
 #[cfg(test)]
