@@ -5,6 +5,8 @@
 //! I/O and tested directly; `sys` is the operating system, and the only
 //! module allowed `unsafe`.
 
+#![deny(unsafe_code)]
+
 pub mod actions;
 pub mod cli;
 pub mod cmd;
@@ -19,6 +21,7 @@ pub mod logging;
 pub mod monitor;
 pub mod netlink;
 pub mod notify;
+#[allow(unsafe_code)]
 pub mod sys;
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-static NEXT: AtomicU64 = AtomicU64::new(0);
+static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh directory under the system temp dir, unique per process and
 /// call, removed with everything in it on drop (so a failing test leaves

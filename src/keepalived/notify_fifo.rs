@@ -277,8 +277,7 @@ impl NotifyFifo {
 
     fn create_at(dir: BorrowedFd<'_>, path: &Path, name: &OsStr) -> Result<NotifyFifo, FifoError> {
         let owned = |source| FifoError::Inspect { path: path.to_path_buf(), source };
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = nix::unistd::geteuid().as_raw();
         match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFIFO.bits() && st.st_uid == euid => {}
             Ok(_) => match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {

@@ -39,7 +39,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use nix::sys::socket::MsgFlags;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why the logger could not be set up.
@@ -115,18 +117,12 @@ impl Sink {
             let result = match self {
                 Sink::Own(file) => (&*file).write(rest),
                 Sink::StderrSocket => {
-                    // SAFETY: `rest` is a valid readable buffer of `rest.len()`
-                    // bytes for the duration of the call; fd 2 is only read.
-                    let n = unsafe {
-                        libc::send(STDERR_FD, rest.as_ptr().cast(), rest.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                    };
-                    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+                    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+                    nix::sys::socket::send(STDERR_FD, rest, flags).map_err(io::Error::from)
                 }
-                Sink::Stderr => {
-                    // SAFETY: as above; write(2) on fd 2 reads `rest` only.
-                    let n = unsafe { libc::write(STDERR_FD, rest.as_ptr().cast(), rest.len()) };
-                    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-                }
+                // write(2) itself: std's stderr would pretend a closed fd 2
+                // took the line.
+                Sink::Stderr => nix::unistd::write(io::stderr(), rest).map_err(io::Error::from),
             };
             match result {
                 Ok(n) if n > 0 => rest = rest.get(n..).unwrap_or_default(),
@@ -145,7 +141,7 @@ pub struct LogFile {
     sink: Sink,
     debug: bool,
     component: &'static str,
-    dropped: AtomicU64,
+    dropped: AtomicUsize,
     /// The last line was cut short without its newline (a partial write to a
     /// full pipe): the next line starts with one, so it is not glued to the
     /// torn one.
@@ -171,7 +167,7 @@ impl LogFile {
     }
 
     fn with_sink(sink: Sink, debug: bool, component: &'static str) -> LogFile {
-        LogFile { sink, debug, component, dropped: AtomicU64::new(0), torn: AtomicBool::new(false) }
+        LogFile { sink, debug, component, dropped: AtomicUsize::new(0), torn: AtomicBool::new(false) }
     }
 
     /// The most verbose level written: DEBUG with `--debug`, else INFO
@@ -182,7 +178,7 @@ impl LogFile {
 
     /// Lines that could not be written (full disk, stalled reader).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.load(Ordering::Relaxed) as u64
     }
 
     /// The file descriptor written to, for tests and for callers that must
@@ -307,6 +303,7 @@ pub fn format_line(time: SystemTime, pid: u32, level: log::Level, component: &st
 mod tests {
     use super::*;
     use log::Log;
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     use std::time::Duration;
 
     fn at(secs: u64, millis: u64) -> SystemTime {
@@ -401,8 +398,8 @@ mod tests {
         let fresh = LogFile::open(Some(&new_path), true, "c").expect("open new");
         let mode = std::fs::metadata(&new_path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode & !0o644, 0, "mode {mode:o}");
-        // SAFETY: F_GETFD on a descriptor we own.
-        let flags = unsafe { libc::fcntl(fresh.raw_fd(), libc::F_GETFD) };
+        let Sink::Own(file) = &fresh.sink else { panic!("a file sink") };
+        let flags = fcntl(file, FcntlArg::F_GETFD).expect("F_GETFD");
         assert!(flags & libc::FD_CLOEXEC != 0);
     }
 
@@ -434,16 +431,9 @@ mod tests {
 
     #[test]
     fn full_pipe_drops_instead_of_blocking() {
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe2 fills two descriptors we then own.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: fds[0] and fds[1] are fresh descriptors owned by nobody else.
-        let (reader, writer) = unsafe {
-            use std::os::fd::FromRawFd;
-            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
-        };
-        // SAFETY: F_SETFL on a descriptor owned by `writer`.
-        unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe2");
+        let (reader, writer) = (File::from(reader), File::from(writer));
+        fcntl(&writer, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("F_SETFL");
         let logger = LogFile::with_sink(Sink::Own(writer), false, "c");
         let big = "x".repeat(4000);
         for _ in 0..64 {
@@ -454,8 +444,7 @@ mod tests {
         // Drain the pipe, then log again: every complete line read back is
         // well formed, and the torn one (if any) does not swallow the next.
         let mut reader = reader;
-        // SAFETY: F_SETFL on a descriptor owned by `reader`.
-        unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("F_SETFL");
         let mut buf = vec![0u8; 1 << 20];
         let mut got = Vec::new();
         while let Ok(n @ 1..) = std::io::Read::read(&mut reader, &mut buf) {

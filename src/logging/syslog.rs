@@ -33,7 +33,7 @@ use std::fmt;
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::logging::logfile::{self, LogFileError};
@@ -95,7 +95,7 @@ pub struct Syslog {
     socket: Mutex<Option<UnixDatagram>>,
     pid: u32,
     max: log::LevelFilter,
-    dropped: AtomicU64,
+    dropped: AtomicUsize,
 }
 
 impl Syslog {
@@ -108,13 +108,13 @@ impl Syslog {
             socket: Mutex::new(None),
             pid: std::process::id(),
             max,
-            dropped: AtomicU64::new(0),
+            dropped: AtomicUsize::new(0),
         }
     }
 
     /// Datagrams that could not be sent.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.load(Ordering::Relaxed) as u64
     }
 
     fn connect(&self) -> io::Result<UnixDatagram> {

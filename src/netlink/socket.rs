@@ -200,16 +200,8 @@ impl RtSocket {
 
 /// The port the kernel bound our netlink socket to (`nl_pid`).
 fn local_port(fd: RawFd) -> io::Result<u32> {
-    // SAFETY: an all-zero sockaddr_nl is valid; getsockname writes at most
-    // `len` bytes into it.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-    // SAFETY: valid fd, pointer and length.
-    let rc = unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_nl).cast(), &mut len) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(addr.nl_pid)
+    let addr: nix::sys::socket::NetlinkAddr = nix::sys::socket::getsockname(fd)?;
+    Ok(addr.pid())
 }
 
 impl AsRawFd for RtSocket {

@@ -188,7 +188,10 @@ impl Pidfile {
     }
 }
 
-/// `flock(LOCK_EX | LOCK_NB)`, retried on EINTR.
+/// `flock(LOCK_EX | LOCK_NB)`, retried on EINTR. By hand: nix deprecated
+/// its `flock` for `Flock`, which unlocks when dropped (see the module docs
+/// for why that must never happen here), and std's `File::try_lock` needs
+/// a newer Rust than the crate's `rust-version`.
 fn lock(file: &File) -> io::Result<()> {
     loop {
         // SAFETY: flock on a descriptor owned by `file`, valid for the call.
@@ -270,8 +273,7 @@ mod tests {
     fn descriptor_is_close_on_exec() {
         let dir = TempDir::new("cloexec");
         let pidfile = Pidfile::acquire(&dir.join("x.pid")).expect("acquire");
-        // SAFETY: F_GETFD on a descriptor owned by `pidfile`.
-        let flags = unsafe { libc::fcntl(pidfile.file.as_raw_fd(), libc::F_GETFD) };
+        let flags = nix::fcntl::fcntl(&pidfile.file, nix::fcntl::FcntlArg::F_GETFD).expect("F_GETFD");
         assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0, "flags {flags}");
         drop(pidfile);
     }
@@ -293,7 +295,20 @@ mod tests {
             .spawn()
             .expect("spawn sh");
         drop(pidfile);
-        let reacquired = Pidfile::acquire(&path);
+        // Other tests of this process fork children too: one forked while
+        // we held the lock shares it until its own exec, a matter of
+        // milliseconds. Our child, running until its stdin closes, would
+        // hold it for as long as we keep trying.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let reacquired = loop {
+            match Pidfile::acquire(&path) {
+                Err(PidfileError::Held { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other,
+            }
+        };
+        assert!(child.try_wait().expect("try_wait").is_none(), "the child still runs");
         drop(child.stdin.take());
         child.wait().expect("wait");
         reacquired.expect("lock free while the child still runs");

@@ -419,9 +419,7 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>, keep_caps: &[Capability]
             let result = nix::unistd::setresuid(uid, uid, uid)
                 .map_err(sys("setresuid"))
                 .and_then(|()| keep(keep_caps, &sys))
-                .and_then(|()| {
-                    prctl2(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop).map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))
-                });
+                .and_then(|()| nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)")));
             if keepcaps {
                 // Exec clears it too; clear it now so nothing relies on it.
                 let _ = nix::sys::prctl::set_keepcaps(false);
@@ -489,7 +487,7 @@ fn verify(plan: &Plan, gid: Gid, keep_caps: Option<&[Capability]>) -> Result<(),
     if bounding != mask {
         return Err(fail(format!("the bounding set is {bounding:#x}, expected {mask:#x}")));
     }
-    if prctl2(libc::PR_GET_NO_NEW_PRIVS, 0) != Ok(1) {
+    if nix::sys::prctl::get_no_new_privs() != Ok(true) {
         return Err(fail("no_new_privs is not set".to_string()));
     }
     Ok(())

@@ -196,6 +196,20 @@ fn clear_nonblock(fd: &OwnedFd) -> nix::Result<()> {
     fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).map(drop)
 }
 
+/// Makes `command` start with an empty signal mask and default dispositions,
+/// as every child of ours does, without the rest of [`spawn`]'s set-up: for
+/// tests whose stand-in processes must not inherit a test runner's ignored
+/// SIGHUP (`nohup`).
+pub fn start_with_clean_signals(command: &mut Command) {
+    // SAFETY: reset_signals only makes async-signal-safe calls on stack data.
+    unsafe {
+        command.pre_exec(|| {
+            reset_signals();
+            Ok(())
+        });
+    }
+}
+
 /// Between fork and exec: an empty signal mask, and every signal back to
 /// its default disposition (handlers are reset by `exec` anyway; *ignored*
 /// signals would survive it).

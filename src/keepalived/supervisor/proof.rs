@@ -223,17 +223,10 @@ impl ProcFacts {
 /// time (now on the wall clock minus now on CLOCK_BOOTTIME, which counts
 /// from boot, suspend included, as process start times do) plus the ticks.
 fn boot_ticks_to_wall_clock(ticks: u64) -> Option<SystemTime> {
-    // SAFETY: sysconf and clock_gettime with a valid clock id and a local
-    // timespec.
-    let (hz, boot) = unsafe {
-        let hz = libc::sysconf(libc::_SC_CLK_TCK);
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        let rc = libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
-        (hz, (rc == 0).then_some(ts))
-    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
     let hz = u64::try_from(hz).ok().filter(|&hz| hz > 0)?;
-    let boot = boot?;
-    let since_boot = Duration::new(u64::try_from(boot.tv_sec).ok()?, u32::try_from(boot.tv_nsec).ok()?);
+    let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    let since_boot = Duration::new(u64::try_from(boot.tv_sec()).ok()?, u32::try_from(boot.tv_nsec()).ok()?);
     let booted = SystemTime::now().checked_sub(since_boot)?;
     booted.checked_add(Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz))
 }

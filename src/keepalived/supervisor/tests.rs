@@ -95,13 +95,7 @@ impl Fake {
         command.args(["-c", script, "sh"]).arg(&fifo).arg("-f").arg(conf).args(extra);
         // Started clean like the daemon's children, so a test runner
         // started under `nohup` does not hand sh an ignored SIGHUP.
-        // SAFETY: reset_signals only makes async-signal-safe calls.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                crate::sys::spawn::reset_signals();
-                Ok(())
-            });
-        }
+        crate::sys::spawn::start_with_clean_signals(&mut command);
         let child = command.spawn().expect("spawn sh");
         // Until sh has exec'd, its cmdline is still ours.
         let deadline = Instant::now() + Duration::from_secs(5);

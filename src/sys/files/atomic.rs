@@ -344,8 +344,7 @@ mod tests {
     /// nothing shows outside and nothing needs unmounting on failure.
     #[test]
     fn full_disk_is_reported_and_cleaned_up() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "full_disk test needs root (CI=true: failing)");
             eprintln!("SKIP full_disk_is_reported_and_cleaned_up: needs root");
             return;
