@@ -186,6 +186,8 @@ pub struct Counters {
     pub events: u64,
     pub control_refused: u64,
     pub control_evicted: u64,
+    /// Log lines the logger could not deliver (syslog full or gone).
+    pub log_dropped: u64,
 }
 
 /// Prometheus text format (version 0.0.4).
@@ -261,6 +263,11 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
             "harouterd_control_evicted_total",
             "Idle unprivileged control connections closed to make room for root or allowed_uids.",
             counters.control_evicted,
+        ),
+        (
+            "harouterd_log_dropped_total",
+            "Log lines dropped because syslog (or stderr) would not take them.",
+            counters.log_dropped,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
@@ -376,7 +383,7 @@ mod tests {
             "{\"seq\":7,\"router\":\"r1\",\"state\":\"backup\",\"previous\":\"primary\",\"time\":\"1970-01-01T00:00:00.000Z\"}"
         );
         assert_eq!(event_text(&e), "1970-01-01T00:00:00.000Z r1 primary -> backup");
-        let m = metrics(&[status("r1")], &Counters { netlink_resyncs: 4, ..Counters::default() });
+        let m = metrics(&[status("r1")], &Counters { netlink_resyncs: 4, log_dropped: 3, ..Counters::default() });
         assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"primary\"} 1\n"), "{m}");
         assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"backup\"} 0\n"), "{m}");
         assert!(m.contains("harouterd_keepalived_restarts_total{router=\"r1\"} 2\n"), "{m}");
@@ -390,6 +397,7 @@ mod tests {
             m.contains("# TYPE harouterd_netlink_resyncs_total counter\nharouterd_netlink_resyncs_total 4\n"),
             "{m}"
         );
+        assert!(m.contains("# TYPE harouterd_log_dropped_total counter\nharouterd_log_dropped_total 3\n"), "{m}");
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -12,6 +12,7 @@ use crate::core::ident::RouterId;
 use crate::core::state::State;
 use crate::http::response as http;
 use crate::keepalived::supervisor::Supervisor;
+use crate::logging::syslog;
 
 impl Daemon {
     pub(super) fn status_rows(&self) -> Vec<RouterStatus> {
@@ -95,6 +96,7 @@ impl Daemon {
                 counters.netlink_undecodable = self.netlink_closed.1 + live.map(|(s, _)| s.undecodable()).sum::<u64>();
                 counters.control_refused = self.control.refused;
                 counters.control_evicted = self.control.evicted;
+                counters.log_dropped = syslog::dropped_messages();
                 let body = api::metrics(&self.status_rows(), &counters);
                 Reply::Response(http::response(200, "text/plain; version=0.0.4", body.as_bytes()))
             }

@@ -19,6 +19,7 @@
 //! [`keepalived::conf`]: crate::keepalived::conf
 
 mod control;
+mod error;
 mod namespaces;
 pub mod reload;
 pub mod router;
@@ -50,6 +51,8 @@ use crate::sys::event_loop::{EventLoop, Owner, Signals, Sources, Timers, earlies
 use crate::sys::files::confs::HaConfs;
 use crate::sys::netns::NetnsDirWatch;
 use crate::sys::spawn;
+pub use error::DaemonError;
+use error::setup;
 use namespaces::{NsWatch, watch_netns_dir};
 use router::Router;
 use routers::remove_router_dir;
@@ -124,15 +127,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(config_path: PathBuf, config: Config, confs: HaConfs, debug: bool) -> Result<Daemon, String> {
-        let event_loop = EventLoop::new(1024).map_err(|e| format!("cannot create the event loop: {e}"))?;
-        let registry = event_loop.registry().try_clone().map_err(|e| format!("cannot clone the poll registry: {e}"))?;
+    /// Sets up the loop and its sources, then starts every router.
+    pub fn new(config_path: PathBuf, config: Config, confs: HaConfs, debug: bool) -> Result<Daemon, DaemonError> {
+        let event_loop = EventLoop::new(1024).map_err(setup("create the event loop"))?;
+        let registry = event_loop.registry().try_clone().map_err(setup("clone the poll registry"))?;
         let mut sources = Sources::new(registry);
         let mut signals = Signals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD])
-            .map_err(|e| format!("cannot set up signal handling: {e}"))?;
+            .map_err(setup("set up signal handling"))?;
         sources
             .register(&mut signals, Owner::Loop(Source::Signals), Interest::READABLE)
-            .map_err(|e| format!("cannot watch signals: {e}"))?;
+            .map_err(setup("watch signals"))?;
         let netns_dir = watch_netns_dir(&mut sources, false);
         let notifier = notifier_for(&config);
         let gid = match &config.daemon.socket_group {
@@ -140,15 +144,16 @@ impl Daemon {
             Some(Principal::Id(gid)) => Some(*gid),
             Some(Principal::Name(name)) => match nix::unistd::Group::from_name(name) {
                 Ok(Some(group)) => Some(group.gid.as_raw()),
-                Ok(None) => return Err(format!("socket_group: no group '{name}'")),
-                Err(e) => return Err(format!("socket_group: cannot look up '{name}': {e}")),
+                Ok(None) => {
+                    let name = name.clone();
+                    return Err(DaemonError::UnknownPrincipal { key: "socket_group", kind: "group", name });
+                }
+                Err(source) => return Err(DaemonError::Lookup { key: "socket_group", name: name.clone(), source }),
             },
         };
         let allowed_uids = resolve_uids(&config.daemon.allowed_uids)?;
-        let listener =
-            ControlServer::bind(&config.daemon.socket, config.daemon.socket_mode, gid).map_err(|e| e.to_string())?;
-        let mut control =
-            ControlServer::new(&config.daemon.socket, listener, &mut sources).map_err(|e| e.to_string())?;
+        let listener = ControlServer::bind(&config.daemon.socket, config.daemon.socket_mode, gid)?;
+        let mut control = ControlServer::new(&config.daemon.socket, listener, &mut sources)?;
         control.set_allowed_uids(&allowed_uids);
         let mut daemon = Daemon {
             config_path,
@@ -353,15 +358,17 @@ fn notifier_for(config: &Config) -> Option<Notifier> {
     config.daemon.notify_agent_socket.clone().map(|path| Notifier::new(path, NOTIFIER_IN_FLIGHT))
 }
 
-fn resolve_uids(principals: &[Principal]) -> Result<Vec<u32>, String> {
+fn resolve_uids(principals: &[Principal]) -> Result<Vec<u32>, DaemonError> {
     principals
         .iter()
         .map(|p| match p {
             Principal::Id(uid) => Ok(*uid),
             Principal::Name(name) => match nix::unistd::User::from_name(name) {
                 Ok(Some(user)) => Ok(user.uid.as_raw()),
-                Ok(None) => Err(format!("allowed_uids: no user '{name}'")),
-                Err(e) => Err(format!("allowed_uids: cannot look up '{name}': {e}")),
+                Ok(None) => {
+                    Err(DaemonError::UnknownPrincipal { key: "allowed_uids", kind: "user", name: name.clone() })
+                }
+                Err(source) => Err(DaemonError::Lookup { key: "allowed_uids", name: name.clone(), source }),
             },
         })
         .collect()

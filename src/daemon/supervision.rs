@@ -188,8 +188,9 @@ impl Daemon {
                     }
                 }
                 KaOutcome::SpawnFailed { retry_in } => {
+                    // The supervisor's errors name the router already.
                     let error = last_error();
-                    log::error!("router {id}: {error}; retrying in {} ms", retry_in.as_millis());
+                    log::error!("{error}; retrying in {} ms", retry_in.as_millis());
                     router.rt.set_error(ErrorSource::Keepalived, error);
                 }
                 KaOutcome::Stopped => log::info!("router {id}: keepalived stopped"),

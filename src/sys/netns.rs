@@ -4,7 +4,9 @@
 //! Invariant: [`in_namespace`] always puts the thread back in the namespace
 //! it started in, whether the work inside succeeded, failed or the entry
 //! itself failed half way; a daemon left in the wrong namespace would open
-//! every later socket in the wrong place.
+//! every later socket (and "come back" from every later entry) in the wrong
+//! place. Should coming back ever fail, the process does not go on: it
+//! logs why and exits 1 on the spot, whoever called.
 
 use std::fmt;
 use std::fs::File;
@@ -24,9 +26,6 @@ pub enum NetnsError {
     Open { namespace: String, path: String, source: std::io::Error },
     /// `setns` into the target was refused (not a netns file, no privilege).
     Enter { namespace: String, source: nix::Error },
-    /// Coming back failed: the process is in an unknown namespace and must
-    /// not go on.
-    Restore { source: nix::Error },
     /// The current namespace could not be saved before leaving it.
     Save { source: std::io::Error },
 }
@@ -40,7 +39,6 @@ impl fmt::Display for NetnsError {
             NetnsError::Enter { namespace, source } => {
                 write!(f, "cannot enter network namespace {namespace}: {source}")
             }
-            NetnsError::Restore { source } => write!(f, "cannot return to the original network namespace: {source}"),
             NetnsError::Save { source } => write!(f, "cannot open the current network namespace: {source}"),
         }
     }
@@ -107,8 +105,20 @@ pub fn in_namespace_identified<T>(
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
         .map_err(|source| NetnsError::Enter { namespace: namespace.to_string(), source })?;
     let result = work();
-    setns(home.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Restore { source })?;
+    if let Err(source) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
+        lost(namespace, source);
+    }
     Ok((result, Some(identity)))
+}
+
+/// The thread cannot come back from `namespace`: it is in an unknown
+/// namespace, where every later socket would be opened, so the process
+/// stops at once (exit status 1), with the reason in the log and on stderr.
+fn lost(namespace: &Namespace, source: nix::Error) -> ! {
+    let message = format!("cannot return to the original network namespace from {namespace}: {source}; exiting");
+    log::error!("{message}");
+    eprintln!("harouterd: {message}");
+    std::process::exit(1)
 }
 
 /// Where iproute2 keeps named namespaces.
