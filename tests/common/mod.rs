@@ -269,7 +269,9 @@ pub fn subscribe_events(
     stream
         .write_all(format!("GET /v1/events HTTP/1.1\r\nHost: h\r\nAccept: {accept}\r\n\r\n").as_bytes())
         .expect("send the events request");
-    stream.set_read_timeout(Some(read_timeout)).expect("read timeout");
+    // The head comes at once, but a daemon busy writing state files may
+    // take longer than the caller's (short, polling) timeout to send it.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("read timeout");
     let mut reader = std::io::BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).expect("status line");
@@ -278,6 +280,7 @@ pub fn subscribe_events(
         line.clear();
         reader.read_line(&mut line).expect("header line");
     }
+    reader.get_ref().set_read_timeout(Some(read_timeout)).expect("read timeout");
     reader
 }
 
