@@ -8,80 +8,40 @@
 
 mod common;
 
-use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Netns, TempDir};
+use common::TempDir;
+use common::lab::{Lab, RouterSpec, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harouterd");
 
-struct Lab {
-    ns: Netns,
-    dir: TempDir,
-    daemon: Child,
+/// r1 (VIP present: primary) and r2 (absent: backup), both monitor-only in
+/// one namespace; uid 65533 may POST. Started, the socket answering and r1
+/// primary.
+fn start(tag: &str) -> Lab {
+    let routers = vec![
+        RouterSpec::monitor_only("r1", 1).in_namespace("ctl").with_ha_interface("ha-a"),
+        RouterSpec::monitor_only("r2", 2).in_namespace("ctl").with_ha_interface("ha-b"),
+    ];
+    let lab = Lab::plain(tag, &["node"], routers, &["socket_mode = 0666", "allowed_uids = 65533"]);
+    lab.ns(0, "r1").ip(&["addr", "add", "169.254.0.1/24", "dev", "ha-a"]);
+    lab.nodes[0].start();
+    wait(&lab, "the socket answers and r1 is primary", || {
+        get(&lab.nodes[0].socket(), "/v1/routers/r1").1.contains("\"effective_state\":\"primary\"")
+    });
+    lab
 }
 
-impl Lab {
-    /// r1 (VIP present: primary) and r2 (absent: backup), both
-    /// monitor-only in one namespace; uid 65533 may POST.
-    fn start(name: &str) -> Lab {
-        let ns = Netns::new(name);
-        common::add_veth_pair(&ns, "ha-a", "ha-b");
-        ns.ip(&["addr", "add", "169.254.0.1/24", "dev", "ha-a"]);
-        let dir = TempDir::new(name);
-        let config = format!(
-            "[daemon]\nstate_path = {d}\nha_vrrp_advert_int = 1\nsocket_mode = 0666\nallowed_uids = 65533\n\
-             [router r1]\nnamespace = {ns}\nha_interface = ha-a\nvrid = 1\nkeepalived = false\n\
-             [router r2]\nnamespace = {ns}\nha_interface = ha-b\nvrid = 2\nkeepalived = false\n",
-            d = dir.path().display(),
-            ns = ns.name()
-        );
-        let path = dir.join("harouterd.conf");
-        fs::write(&path, config).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        let log = fs::File::create(dir.join("daemon.log")).unwrap();
-        let daemon = Command::new(BIN)
-            .args(["run", "--foreground", "--log-level", "debug", "-c"])
-            .arg(&path)
-            .arg("--pidfile")
-            .arg(dir.join("harouterd.pid"))
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let lab = Lab { ns, dir, daemon };
-        lab.wait_until("the socket answers and r1 is primary", || {
-            get(&lab.socket(), "/v1/routers/r1").1.contains("\"effective_state\":\"primary\"")
-        });
-        lab
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("harouterd.sock")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
-    }
-
-    fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}\nlog:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+/// Waits up to 10 s for `done`; panics with the daemon's log.
+fn wait(lab: &Lab, what: &str, done: impl FnMut() -> bool) {
+    if wait_until(Duration::from_secs(10), done).is_none() {
+        panic!("timed out waiting for {what}\nlog:\n{}", lab.nodes[0].log_text());
     }
 }
 
@@ -160,8 +120,8 @@ fn every_endpoint_over_the_real_socket() {
     if !needs_root() {
         return;
     }
-    let lab = Lab::start("ctl");
-    let s = lab.socket();
+    let lab = start("ctl");
+    let s = lab.nodes[0].socket();
 
     let (status, body) = get(&s, "/v1/routers");
     assert_eq!(status, Some(200));
@@ -173,7 +133,7 @@ fn every_endpoint_over_the_real_socket() {
     assert_eq!(status, Some(200));
     assert_eq!(
         python_json(&body, "(d['id'], d['namespace'], d['keepalived'], d['keepalived_pid'])"),
-        format!("('r2', '{}', False, None)", lab.ns.name())
+        format!("('r2', '{}', False, None)", lab.ns(0, "r2").name())
     );
     assert_eq!(get(&s, "/v1/routers/nope").0, Some(404));
     assert_eq!(get(&s, "/v1/nothing").0, Some(404));
@@ -186,11 +146,9 @@ fn every_endpoint_over_the_real_socket() {
     assert_eq!(post(&s, "r2", "fault").0, Some(200));
     assert!(get(&s, "/v1/routers/r2").1.contains("\"effective_state\":\"fault\""));
     // The state file follows within the same loop pass or the next.
-    lab.wait_until("r2's state file says fault", || {
-        fs::read_to_string(lab.dir.join("ha_confs/r2/state")).is_ok_and(|s| s == "fault")
-    });
+    wait(&lab, "r2's state file says fault", || lab.nodes[0].state("r2").is_some_and(|s| s == "fault"));
     assert_eq!(post(&s, "r2", "master").0, Some(200), "Neutron's 'master' is 'primary'");
-    lab.wait_until("r2 primary after advert_int", || {
+    wait(&lab, "r2 primary after advert_int", || {
         get(&s, "/v1/routers/r2").1.contains("\"effective_state\":\"primary\"")
     });
     assert_eq!(post(&s, "r2", "backup").0, Some(200));
@@ -232,8 +190,8 @@ fn every_endpoint_over_the_real_socket() {
     assert!(lines[2].starts_with("r2 ") && lines[2].contains("backup"), "{table}");
     let out = Command::new(BIN).args(["status", "--json", "--socket"]).arg(&s).output().unwrap();
     assert_eq!(python_json(&String::from_utf8(out.stdout).unwrap(), "len(d)"), "2");
-    let config = lab.dir.join("harouterd.conf");
-    let out = Command::new(BIN).args(["status", "-c"]).arg(&config).output().unwrap();
+    let config = &lab.nodes[0].config;
+    let out = Command::new(BIN).args(["status", "-c"]).arg(config).output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("r2"));
 }
 
@@ -260,18 +218,16 @@ fn events_reach_every_subscriber_in_order_and_slow_ones_are_dropped() {
     if !needs_root() {
         return;
     }
-    let lab = Lab::start("ctle");
-    let s = lab.socket();
+    let lab = start("ctle");
+    let s = lab.nodes[0].socket();
     let mut json_sub = subscribe(&s, "application/json");
     let mut text_sub = subscribe(&s, "text/plain");
     let mut cli = Command::new(BIN).args(["events", "--socket"]).arg(&s).stdout(Stdio::piped()).spawn().unwrap();
-    // A subscriber that never reads.
-    let mut stuck = UnixStream::connect(&s).unwrap();
-    stuck.write_all(b"GET /v1/events HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // A subscriber that never reads an event: subscribed once its head came.
+    let mut stuck = subscribe(&s, "application/json").into_inner();
 
     // A real address change: r2 becomes primary after advert_int.
-    lab.ns.ip(&["addr", "add", "169.254.0.2/24", "dev", "ha-b"]);
+    lab.ns(0, "r2").ip(&["addr", "add", "169.254.0.2/24", "dev", "ha-b"]);
     let mut line = String::new();
     json_sub.read_line(&mut line).unwrap();
     let first = python_json(&line, "(d['router'], d['previous'], d['state'], d['seq'])");
@@ -308,7 +264,8 @@ fn events_reach_every_subscriber_in_order_and_slow_ones_are_dropped() {
     assert!(seqs == expected, "events lost or reordered: got {} events, first {:?}", seqs.len(), seqs.first());
     let (_, metrics) = get(&s, "/metrics");
     assert!(metrics.contains(&format!("harouterd_events_total {}", first_seq + n)), "{metrics}");
-    assert!(lab.log().contains("dropping an events subscriber that does not keep up"), "{}", lab.log());
+    let log = lab.nodes[0].log_text();
+    assert!(log.contains("dropping an events subscriber that does not keep up"), "{log}");
     stuck.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut sink = Vec::new();
     let _ = stuck.read_to_end(&mut sink);
@@ -358,8 +315,8 @@ fn hostile_requests_get_4xx_and_change_nothing() {
         return;
     }
     raise_fd_limit();
-    let lab = Lab::start("ctlh");
-    let s = lab.socket();
+    let lab = start("ctlh");
+    let s = lab.nodes[0].socket();
     let before = get(&s, "/v1/routers").1;
 
     let big_head = format!("GET /v1/routers HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(9000));
@@ -493,10 +450,19 @@ fn hostile_requests_get_4xx_and_change_nothing() {
             Err(e) => panic!("connect failed: {e}"),
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon closes each connection it refuses: wait for all of them.
+    for c in &held {
+        c.set_nonblocking(true).unwrap();
+    }
+    let closed = |c: &UnixStream| matches!((&*c).read(&mut [0u8; 1]), Ok(0));
+    wait(&lab, "the connections over the cap refused", || held.iter().filter(|c| closed(c)).count() >= 1000 - 256 - 1);
     drop(held);
-    std::thread::sleep(Duration::from_millis(300));
-    let (status, metrics) = get(&s, "/metrics");
+    let mut answered = (None, String::new());
+    wait(&lab, "an answer once the flood is gone", || {
+        answered = get(&s, "/metrics");
+        answered.0.is_some()
+    });
+    let (status, metrics) = answered;
     assert_eq!(status, Some(200), "the daemon must answer once the flood is gone");
     let refused: u64 = metrics
         .lines()

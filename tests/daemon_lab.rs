@@ -23,12 +23,24 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::lab::{Lab, OpenWatch, RouterSpec, epoch_now, ms, send_signal, wait_for, wait_until};
+use common::lab::{
+    Lab, OpenWatch, RouterSpec, epoch_now, expect_nothing_happens, ms, process_age, send_signal, wait_for, wait_until,
+};
 
 const SEC: Duration = Duration::from_secs(1);
 /// Election with advert_int 1: 3 × advert_int + skew ≈ 3.8 s, plus the
 /// 1 s effective-primary delay; generous for a loaded 2-core box.
 const CONVERGE: Duration = Duration::from_secs(20);
+/// The SIGHUP throttle window with advert_int 1 (1.5 × advert_int).
+const THROTTLE: Duration = Duration::from_millis(1500);
+
+/// Waits until every keepalived in `pids` has run longer than the throttle
+/// window a freshly spawned keepalived gets before its first SIGHUP.
+fn wait_past_the_first_window(lab: &Lab, pids: &[(Key, (u32, u32))]) {
+    let past = THROTTLE + Duration::from_millis(100);
+    wait_until(10 * SEC, || pids.iter().all(|(_, (main, _))| process_age(*main).is_some_and(|age| age >= past)))
+        .unwrap_or_else(|| panic!("a keepalived is gone\n{}", lab.dump()));
+}
 
 fn gate() -> bool {
     common::require_root_and(&["keepalived", "ip"])
@@ -348,15 +360,16 @@ fn restarted_daemon_adopts_keepalived_and_the_peer_sees_nothing() {
     .unwrap_or_else(|| panic!("A never adopted every keepalived\n{}", lab.dump()));
     println!("restart: A adopted its 3 keepalived {:.0} ms after starting", ms(adopted));
 
-    // 5 s of watching: VIPs stay put, B hears of nothing.
+    // 5 s of watching (longer than B needs to take over from a silent A):
+    // VIPs stay put, B hears of nothing.
     let mut samples = 0;
-    while restarted.elapsed() < 5 * SEC + adopted {
-        for id in &ids {
-            assert_eq!(lab.holders(id), [0], "{id}: VIP moved during the restart\n{}", lab.dump());
-        }
+    expect_nothing_happens((5 * SEC + adopted).saturating_sub(restarted.elapsed()), "during A's restart", || {
         samples += 1;
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        match ids.iter().find(|id| lab.holders(id) != [0]) {
+            Some(id) => Err(format!("{id}: VIP moved\n{}", lab.dump())),
+            None => Ok(()),
+        }
+    });
     let b = &lab.nodes[1];
     assert_eq!(b.transitions(), b_records.0, "B ran its transition script during A's restart");
     assert_eq!(b.agent.notifications().len(), b_records.1, "B notified its agent during A's restart");
@@ -409,7 +422,17 @@ fn restarted_daemon_adopts_keepalived_and_the_peer_sees_nothing() {
         })
     })
     .unwrap_or_else(|| panic!("A did not adopt after a clean stop\n{}", lab.dump()));
-    std::thread::sleep(3 * SEC);
+    // Whatever A does when it starts is done once it answers; a SIGHUP
+    // would show as a keepalived reading its config within milliseconds.
+    a.wait_answering(10 * SEC);
+    expect_nothing_happens(SEC, "after A adopted again", || {
+        let reloads: Vec<_> = ids.iter().flat_map(|id| opens.keepalived_opens(&a.conf(id))).collect();
+        match (as_options(&before) == current_pids(&lab), reloads.is_empty()) {
+            (false, _) => Err("a keepalived was restarted".into()),
+            (_, false) => Err(format!("a keepalived re-read its config: {reloads:?}")),
+            _ => Ok(()),
+        }
+    });
     assert_eq!(as_options(&before), current_pids(&lab));
     assert_eq!(lab.nodes[1].transitions(), b_records.0, "B ran its transition script");
     assert_eq!(lab.nodes[1].agent.notifications().len(), b_records.1, "B notified its agent");
@@ -440,7 +463,7 @@ fn sighup_reloads_only_the_changed_router_and_rejects_a_broken_config() {
     // A keepalived just spawned gets a whole throttle window (1.5 ×
     // advert_int) before its first SIGHUP: let B's pass, so the SIGHUP below
     // goes out at once on both nodes.
-    std::thread::sleep(Duration::from_millis(1600));
+    wait_past_the_first_window(&lab, &pids);
     let confs = |lab: &Lab| -> Vec<Vec<u8>> {
         (0..2)
             .flat_map(|n| ids.iter().map(move |id| (n, id.clone())))
@@ -484,8 +507,19 @@ fn sighup_reloads_only_the_changed_router_and_rejects_a_broken_config() {
         .map(|o| format!("{} ({}) {}", o.comm, o.pid, o.path.display()))
         .collect();
     println!("  opens of r2's keepalived.conf (the daemon reads it too, to compare): {r2_opens:?}");
-    // Longer than the throttle window: a second SIGHUP would show by now.
-    std::thread::sleep(Duration::from_millis(2500));
+    // A second SIGHUP would come at the end of the throttle window that
+    // the first one opened: watch past it.
+    let window_end = t0 + reloaded + THROTTLE + Duration::from_millis(500);
+    expect_nothing_happens(window_end.saturating_duration_since(Instant::now()), "after the reload", || {
+        let opened = |n: usize, id: &str| opens.keepalived_opens(&lab.nodes[n].conf(id)).len();
+        match (0..2)
+            .flat_map(|n| ids.iter().map(move |id| (n, id)))
+            .find(|(n, id)| opened(*n, id) != usize::from(id.as_str() == "r2"))
+        {
+            Some((n, id)) => Err(format!("node {n} {id}: keepalived config opens {:?}", opens.events())),
+            None => Ok(()),
+        }
+    });
     for (n, node) in lab.nodes.iter().enumerate() {
         for id in &ids {
             let got = opens.keepalived_opens(&node.conf(id));
@@ -550,7 +584,14 @@ fn sighup_reloads_only_the_changed_router_and_rejects_a_broken_config() {
         assert!(line.contains(" ERROR harouterd.daemon [-] "), "{line}");
         assert!(line.contains("999"), "the error names the bad value: {line}");
     }
-    std::thread::sleep(Duration::from_millis(2000));
+    // The rejection is all a daemon does with that SIGHUP, in the pass that
+    // logged it; a keepalived signalled anyway would read its file at once.
+    expect_nothing_happens(Duration::from_millis(500), "after the broken config", || {
+        match opens.events().len() == seen {
+            true => Ok(()),
+            false => Err(format!("something opened a router file: {:?}", &opens.events()[seen..])),
+        }
+    });
     assert_eq!(opens.events().len(), seen, "something opened a router file: {:?}", &opens.events()[seen..]);
     assert_eq!(as_options(&pids), current_pids(&lab), "a keepalived was restarted");
     assert!(confs(&lab) == confs_before, "a keepalived.conf was rewritten");
@@ -583,7 +624,21 @@ fn sighup_reloads_only_the_changed_router_and_rejects_a_broken_config() {
     }
     let took = wait_until(10 * SEC, || vips.iter().all(|v| lab.has_addr(0, "r2", "qr-r2", v)))
         .unwrap_or_else(|| panic!("the three VIPs never all reached A's qr-r2\n{}", lab.dump()));
-    std::thread::sleep(2 * SEC);
+    // The deferred SIGHUP has been read on both nodes; a third one would
+    // come a throttle window after it.
+    let reloads = |n: usize| opens.keepalived_opens(&lab.nodes[n].conf("r2"));
+    wait_until(5 * SEC, || (0..2).all(|n| reloads(n).len() - base[n] >= 2))
+        .unwrap_or_else(|| panic!("r2's keepalived did not reload twice: {:?}", opens.events()));
+    let last = (0..2).flat_map(reloads).map(|o| o.seen).max().expect("opens");
+    let window_end = last + THROTTLE + Duration::from_millis(500);
+    expect_nothing_happens(
+        window_end.saturating_duration_since(Instant::now()),
+        "after the three changes",
+        || match (0..2).find(|&n| reloads(n).len() - base[n] != 2) {
+            Some(n) => Err(format!("node {n}: r2's keepalived reloaded {:?}", reloads(n))),
+            None => Ok(()),
+        },
+    );
     for (n, node) in lab.nodes.iter().enumerate() {
         let got = opens.keepalived_opens(&node.conf("r2")).len() - base[n];
         assert_eq!(
@@ -667,11 +722,11 @@ fn sighup_throttle_window_runs_from_the_real_send() {
     write(&lab);
     let node = &lab.nodes[0];
     node.start();
-    let (main, _) = wait_keepalived_up(&lab, 0, "r1", 10 * SEC);
+    let (main, vrrp) = wait_keepalived_up(&lab, 0, "r1", 10 * SEC);
     wait_until(CONVERGE, || node.state("r1").as_deref() == Some("primary"))
         .unwrap_or_else(|| panic!("r1 never primary\n{}", lab.dump()));
     // Past the window a freshly spawned keepalived gets.
-    std::thread::sleep(Duration::from_millis(1600));
+    wait_past_the_first_window(&lab, &[((0, "r1".into()), (main, vrrp))]);
     let opens = OpenWatch::new(&[node.router_dir("r1")]);
     let log_offset = node.log_text().len();
     let mut signalled = Vec::new();
@@ -746,10 +801,18 @@ fn flap_inside_advert_int_is_never_announced() {
         new.find("router m1: raw state primary").is_some_and(|p| new[p..].contains("router m1: raw state backup"))
     });
     assert!(seen.is_some(), "the daemon never saw the flap:\n{}", node.log_text());
-    // ... and announces nothing, even well past advert_int; the agent, which
-    // applies its own advert_int rule, is told both raw changes (issue 10.4).
-    std::thread::sleep(Duration::from_secs(4));
+    // ... and announces nothing, even well past advert_int (1 s: a primary
+    // that lasted would be announced then); the agent, which applies its own
+    // advert_int rule, is told both raw changes (issue 10.4).
+    expect_nothing_happens((flap + 2 * SEC).saturating_duration_since(Instant::now()), "after the flap", || {
+        match node.transitions_of("m1") == ["backup"] && !node.log_text().contains("router m1: transitioned to primary")
+        {
+            true => Ok(()),
+            false => Err(format!("a flap of {flap_took:?} was announced: {:?}", node.transitions_of("m1"))),
+        }
+    });
     assert_eq!(node.transitions_of("m1"), ["backup"], "a flap of {flap_took:?} ran the transition script");
+    wait_until(5 * SEC, || node.notifications_of("m1").len() >= 3);
     let agent: Vec<String> = node.notifications_of("m1").into_iter().map(|n| n.state).collect();
     assert_eq!(agent, ["backup", "primary", "backup"], "the agent hears raw changes");
     assert!(!node.log_text().contains("router m1: transitioned to primary"));
@@ -924,11 +987,22 @@ fn events_subscriber_sees_each_lab_transition_once_in_order() {
     common::lab::send_signal(pid, libc::SIGKILL);
     let gave_back = wait_until(10 * SEC, || b.transitions_of(r1).last().map(String::as_str) == Some("backup"));
     assert!(gave_back.is_some(), "r1 never went backup on B\n{}", lab.dump());
-    std::thread::sleep(3 * SEC);
 
+    // Read events until they tell, router by router, what the transition
+    // script recorded (a lost or doubled event never gets there).
     let mut events: Vec<(u64, String, String)> = Vec::new();
-    let deadline = Instant::now() + 2 * SEC;
+    let per_router = |events: &[(u64, String, String)], script: &[common::lab::Transition], id: &str| {
+        let from_events: Vec<String> = events.iter().filter(|e| e.1 == id).map(|e| e.2.clone()).collect();
+        let from_script: Vec<String> = script.iter().filter(|t| t.router == id).map(|t| t.state.clone()).collect();
+        from_events == from_script
+    };
+    let deadline = Instant::now() + 10 * SEC;
+    let mut script: Vec<common::lab::Transition> = Vec::new();
     while Instant::now() < deadline {
+        script = b.transitions()[before..].to_vec();
+        if !script.is_empty() && ids.iter().all(|id| per_router(&events, &script, id)) {
+            break;
+        }
         line.clear();
         match reader.read_line(&mut line) {
             Ok(0) => break,
@@ -944,7 +1018,8 @@ fn events_subscriber_sees_each_lab_transition_once_in_order() {
             Err(_) => {}
         }
     }
-    let script: Vec<_> = b.transitions()[before..].to_vec();
+    // The script's lines as they were when the events matched them (a
+    // later transition may run the script while the checks below run).
     assert!(!script.is_empty());
     for pair in events.windows(2) {
         assert_eq!(pair[1].0, pair[0].0 + 1, "seq not consecutive: {events:?}");

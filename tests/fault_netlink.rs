@@ -297,64 +297,60 @@ impl Drop for EventLog {
 /// sentinel's `status` row shows (or stops showing) the missing-interface
 /// error, the daemon has read everything the burst queued before it.
 struct Fleet {
-    dir: TempDir,
-    namespaces: Vec<(Netns, Vec<u32>)>,
-    socket: PathBuf,
-    ha_confs: PathBuf,
-    log: PathBuf,
-    child: Child,
+    /// One node, one namespace per size, every router monitor-only.
+    lab: Lab,
+    /// Each namespace's name and the VRIDs of its routers `m{v}` (on
+    /// `ha{v}`); its sentinel is `s{k}` (on `sent`).
+    namespaces: Vec<(String, Vec<u32>)>,
 }
 
 impl Fleet {
     fn new(tag: &str, sizes: &[u32]) -> Fleet {
-        let dir = TempDir::new(tag);
-        let mut namespaces = Vec::new();
+        let mut routers = Vec::new();
+        let mut groups = Vec::new();
         let mut next = 1;
-        let mut config = format!("[daemon]\nstate_path = {}\nha_vrrp_advert_int = 1\n", dir.join("state").display());
         for (k, &size) in sizes.iter().enumerate() {
-            let ns = Netns::new(&format!("{tag}{k}"));
+            let group = k.to_string();
             let vrids: Vec<u32> = (next..next + size).collect();
             next += size;
-            let setup = dir.join(format!("setup-{k}"));
-            let mut text = String::new();
-            for v in &vrids {
-                let _ = writeln!(text, "link add ha{v} type veth peer name hp{v}");
-                let _ = writeln!(config, "\n[router m{v}]\nnamespace = {}\nha_interface = ha{v}", ns.name());
-                let _ = writeln!(config, "vrid = {v}\nkeepalived = false");
+            for &v in &vrids {
+                let vrid = u8::try_from(v).expect("a VRID");
+                routers.push(
+                    RouterSpec::monitor_only(&format!("m{v}"), vrid)
+                        .in_namespace(&group)
+                        .with_ha_interface(&format!("ha{v}")),
+                );
             }
-            text.push_str("link add sent type veth peer name sentp\n");
-            let _ = writeln!(config, "\n[router s{k}]\nnamespace = {}\nha_interface = sent", ns.name());
-            let _ = writeln!(config, "vrid = {}\nkeepalived = false", 200 + k);
-            fs::write(&setup, text).expect("write setup batch");
-            run_batches(&[(ns.name().to_owned(), setup)]);
-            namespaces.push((ns, vrids));
+            let sentinel = u8::try_from(200 + k).expect("a VRID");
+            routers.push(
+                RouterSpec::monitor_only(&format!("s{k}"), sentinel).in_namespace(&group).with_ha_interface("sent"),
+            );
+            groups.push(vrids);
         }
-        let config_path = dir.join("harouterd.conf");
-        fs::write(&config_path, config).expect("write config");
-        fs::set_permissions(&config_path, fs::Permissions::from_mode(0o600)).expect("chmod config");
-        let log = dir.join("harouterd.log");
-        let out = fs::File::create(&log).expect("log");
-        let child = Command::new(harouterd())
-            .args(["run", "--foreground", "--log-level", "info", "-c"])
-            .arg(&config_path)
-            .arg("--pidfile")
-            .arg(dir.join("harouterd.pid"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("start harouterd");
-        let socket = dir.join("state/harouterd.sock");
-        let ha_confs = dir.join("state/ha_confs");
-        Fleet { dir, namespaces, socket, ha_confs, log, child }
+        let lab = Lab::plain(tag, &["node"], routers, &[]);
+        let namespaces = groups
+            .into_iter()
+            .enumerate()
+            .map(|(k, vrids)| (lab.ns(0, &format!("s{k}")).name().to_owned(), vrids))
+            .collect();
+        lab.nodes[0].start();
+        Fleet { lab, namespaces }
+    }
+
+    fn dir(&self) -> &Path {
+        self.lab.dir()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.lab.nodes[0].socket()
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.lab.nodes[0].pid().expect("the daemon runs")
     }
 
     fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.lab.nodes[0].log_text()
     }
 
     fn ids(&self) -> Vec<String> {
@@ -367,14 +363,14 @@ impl Fleet {
     }
 
     fn state_file(&self, id: &str) -> Option<String> {
-        fs::read_to_string(self.ha_confs.join(id).join("state")).ok()
+        self.lab.nodes[0].state(id)
     }
 
     /// Waits until every router reports `backup`, then subscribes to events.
     fn ready(&self) -> EventLog {
         let ids = self.ids();
         let ok = wait_until(20 * SEC, || {
-            rows(&self.socket).is_some_and(|rows| {
+            rows(&self.socket()).is_some_and(|rows| {
                 ids.iter().all(|id| {
                     rows.get(id).is_some_and(|r| {
                         r.state.as_deref() == Some("backup")
@@ -385,7 +381,7 @@ impl Fleet {
             })
         });
         assert!(ok.is_some(), "the daemon never reported every router backup\n{}", self.log_text());
-        EventLog::subscribe(&self.socket, ids.into_iter().map(|id| (id, "backup".to_owned())))
+        EventLog::subscribe(&self.socket(), ids.into_iter().map(|id| (id, "backup".to_owned())))
     }
 
     /// One burst per namespace, all at once: `rounds` × (add every VIP,
@@ -411,18 +407,18 @@ impl Fleet {
             } else {
                 "link add sent type veth peer name sentp\n"
             });
-            let file = self.dir.join(format!("burst-{k}"));
+            let file = self.dir().join(format!("burst-{k}"));
             fs::write(&file, text).expect("write burst");
-            batches.push((ns.name().to_owned(), file));
+            batches.push((ns.clone(), file));
         }
         run_batches(&batches);
         // The truth, from the kernel.
         let mut truth = BTreeMap::new();
         for (k, (ns, vrids)) in self.namespaces.iter().enumerate() {
-            let addrs = kernel_addrs(ns.name());
+            let addrs = kernel_addrs(ns);
             for v in vrids {
                 let present = addrs.contains(&(format!("ha{v}"), vip(*v)));
-                assert_eq!(present, finals.contains(v), "the burst did not leave m{v} as intended in {}", ns.name());
+                assert_eq!(present, finals.contains(v), "the burst did not leave m{v} as intended in {ns}");
                 truth.insert(format!("m{v}"), if present { "primary" } else { "backup" });
             }
             truth.insert(format!("s{k}"), "backup");
@@ -442,7 +438,7 @@ impl Fleet {
         let sentinel_missing = b.is_multiple_of(2);
         let mut last = String::new();
         wait_until(SETTLE, || {
-            let Some(rows) = rows(&self.socket) else {
+            let Some(rows) = rows(&self.socket()) else {
                 last = "no answer from the control socket".into();
                 return false;
             };
@@ -485,7 +481,7 @@ impl Fleet {
     /// diff; an add and a delete lost in it, not at all).
     fn run_bursts(&self, stopped: bool) -> (u64, Vec<f64>) {
         let events = self.ready();
-        let resyncs_before = metric(&self.socket, "harouterd_netlink_resyncs_total").expect("metrics");
+        let resyncs_before = metric(&self.socket(), "harouterd_netlink_resyncs_total").expect("metrics");
         let all: Vec<u32> = self.namespaces.iter().flat_map(|(_, v)| v.clone()).collect();
         let mut took = Vec::new();
         for b in 0..BURSTS {
@@ -520,15 +516,8 @@ impl Fleet {
                 .collect();
             assert!(extra.is_empty(), "{variant} burst {b}: more than one event for {extra:?}");
         }
-        let resyncs = metric(&self.socket, "harouterd_netlink_resyncs_total").expect("metrics") - resyncs_before;
+        let resyncs = metric(&self.socket(), "harouterd_netlink_resyncs_total").expect("metrics") - resyncs_before;
         (resyncs, took)
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -850,10 +839,9 @@ fn undecodable_messages_and_sustained_overruns_keep_the_loop_served() {
         return;
     }
     let fleet = Fleet::new("udc", &[4]);
-    let (ns, _) = &fleet.namespaces[0];
-    let ns = ns.name().to_owned();
+    let ns = fleet.namespaces[0].0.clone();
     // 2000 addresses make every dump of the namespace big.
-    let big = fleet.dir.join("big");
+    let big = fleet.dir().join("big");
     let mut text = String::from("link add big type veth peer name bigp\n");
     for i in 0..2000u32 {
         let _ = writeln!(text, "addr add 10.{}.{}.{}/32 dev big", 1 + i / 62500, (i / 250) % 250, 1 + i % 250);
@@ -861,19 +849,19 @@ fn undecodable_messages_and_sustained_overruns_keep_the_loop_served() {
     fs::write(&big, text).expect("big batch");
     run_batches(&[(ns.clone(), big)]);
     let events = fleet.ready();
-    let receiver = Receiver::start(fleet.dir.join("keepalived-state-change"));
-    fs::create_dir_all(fleet.dir.join("r1")).expect("conf dir");
-    let monitor_log = fleet.dir.join("r1.log");
+    let receiver = Receiver::start(fleet.dir().join("keepalived-state-change"));
+    fs::create_dir_all(fleet.dir().join("r1")).expect("conf dir");
+    let monitor_log = fleet.dir().join("r1.log");
     let mut monitor = Children(vec![
         Command::new(harouterd())
             .args(["state-change", "--foreground"])
             .args(["--router_id", "r1", "--namespace", &ns, "--monitor_interface", "ha1", "--monitor_cidr", &vip(1)])
             .arg("--conf_dir")
-            .arg(fleet.dir.join("r1"))
+            .arg(fleet.dir().join("r1"))
             .arg("--log-file")
             .arg(&monitor_log)
             .arg("--state_path")
-            .arg(fleet.dir.path())
+            .arg(fleet.dir())
             .stdin(Stdio::null())
             .spawn()
             .expect("start state-change"),
@@ -884,7 +872,7 @@ fn undecodable_messages_and_sustained_overruns_keep_the_loop_served() {
     let daemon_port = netlink_portid(fleet.pid(), &ns).expect("the daemon's rtnetlink socket");
     let monitor_port = netlink_portid(monitor.0[0].id(), &ns).expect("the monitor's rtnetlink socket");
     let injector = Injector::new(&ns);
-    let resyncs_before = metric(&fleet.socket, "harouterd_netlink_resyncs_total").expect("metrics");
+    let resyncs_before = metric(&fleet.socket(), "harouterd_netlink_resyncs_total").expect("metrics");
     let started = Instant::now();
     let to_daemon = injector.garbage(daemon_port, 5000);
     let to_monitor = injector.garbage(monitor_port, 5000);
@@ -902,10 +890,10 @@ fn undecodable_messages_and_sustained_overruns_keep_the_loop_served() {
     });
     assert!(seen.is_some(), "the change after the garbage was missed\n{}", tail(&fleet.log_text(), 20));
     let counted = wait_for(5 * SEC, || {
-        metric(&fleet.socket, "harouterd_netlink_undecodable_total").filter(|&n| n >= to_daemon as u64)
+        metric(&fleet.socket(), "harouterd_netlink_undecodable_total").filter(|&n| n >= to_daemon as u64)
     });
-    let undecodable = metric(&fleet.socket, "harouterd_netlink_undecodable_total").unwrap_or(0);
-    let resyncs = metric(&fleet.socket, "harouterd_netlink_resyncs_total").expect("metrics") - resyncs_before;
+    let undecodable = metric(&fleet.socket(), "harouterd_netlink_undecodable_total").unwrap_or(0);
+    let resyncs = metric(&fleet.socket(), "harouterd_netlink_resyncs_total").expect("metrics") - resyncs_before;
     println!("daemon: {undecodable} undecodable counted, {resyncs} resyncs");
     assert!(counted.is_some(), "{undecodable} undecodable messages counted, {to_daemon} sent");
     assert_eq!(resyncs, 0, "undecodable messages triggered re-dumps");
@@ -925,7 +913,7 @@ fn undecodable_messages_and_sustained_overruns_keep_the_loop_served() {
 
     // Sustained overruns: three writers churn 1000 addresses on `big`
     // while the namespace holds 2000 more (every dump is ~200 KiB).
-    let churn_file = fleet.dir.join("churn");
+    let churn_file = fleet.dir().join("churn");
     let mut text = String::new();
     for verb in ["add", "del"] {
         for i in 0..1000u32 {
@@ -933,14 +921,14 @@ fn undecodable_messages_and_sustained_overruns_keep_the_loop_served() {
         }
     }
     fs::write(&churn_file, text).expect("churn");
-    let resyncs_before = metric(&fleet.socket, "harouterd_netlink_resyncs_total").expect("metrics");
+    let resyncs_before = metric(&fleet.socket(), "harouterd_netlink_resyncs_total").expect("metrics");
     let churn = Churn::start(&ns, &churn_file, 3);
     let t0 = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut answers = 0;
     while t0.elapsed() < 4 * SEC {
         let asked = Instant::now();
-        let answer = http_get(&fleet.socket, "/v1/routers/m1", 5 * SEC);
+        let answer = http_get(&fleet.socket(), "/v1/routers/m1", 5 * SEC);
         let took = asked.elapsed();
         assert!(
             answer.as_ref().is_some_and(|(s, _)| *s == 200),
@@ -955,14 +943,13 @@ fn undecodable_messages_and_sustained_overruns_keep_the_loop_served() {
         answers += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
-    let resyncs = metric(&fleet.socket, "harouterd_netlink_resyncs_total").expect("metrics") - resyncs_before;
+    let resyncs = metric(&fleet.socket(), "harouterd_netlink_resyncs_total").expect("metrics") - resyncs_before;
     // SIGTERM while the churn goes on.
     let daemon_pid = fleet.pid();
     send_signal(daemon_pid, libc::SIGTERM);
     send_signal(monitor.0[0].id(), libc::SIGTERM);
     let signalled = Instant::now();
-    let mut child = fleet;
-    let status = wait_for(3 * SEC, || child.child.try_wait().ok().flatten());
+    let status = fleet.lab.nodes[0].wait_exit(3 * SEC);
     let mstatus = wait_for(3 * SEC, || monitor.0[0].try_wait().ok().flatten());
     let runs = churn.stop();
     println!(
@@ -972,14 +959,13 @@ fn undecodable_messages_and_sustained_overruns_keep_the_loop_served() {
         t0.elapsed().as_secs_f64(),
         ms(signalled.elapsed())
     );
-    let (status, _) =
-        status.unwrap_or_else(|| panic!("the daemon ignored SIGTERM under overruns\n{}", tail(&child.log_text(), 20)));
+    let status =
+        status.unwrap_or_else(|| panic!("the daemon ignored SIGTERM under overruns\n{}", tail(&fleet.log_text(), 20)));
     assert_eq!(status.code(), Some(0), "daemon exit: {status}");
     let (mstatus, _) = mstatus.expect("the monitor ignored SIGTERM under overruns");
     assert_eq!(mstatus.code(), Some(0), "monitor exit: {mstatus}");
     // Backoff: far fewer re-dumps than a re-dump per overrun would make.
     assert!(resyncs < 200, "{resyncs} resyncs in 4 s: no backoff");
-    let _ = child.child.kill();
 }
 
 // ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::http_receiver::{Notification, Receiver};
-use super::{Netns, TempDir, add_interfaces, run_ok, tool};
+use super::{Netns, TempDir, run_ok, tool};
 
 /// How often the `wait_*` helpers look again.
 pub const POLL: Duration = Duration::from_millis(20);
@@ -58,6 +58,37 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 /// Polls `f` until it holds or `timeout` passes; how long it took.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     wait_for(timeout, || f().then_some(())).map(|((), d)| d)
+}
+
+/// Asserts that nothing happens for `window`: `check` (what must stay true,
+/// `Err` saying what changed) is looked at every [`POLL`] through the whole
+/// window and once more at its end, and the first failure panics at once
+/// with `what`. For tests whose point is an absence (no reload, no flap, no
+/// announcement); the window is the time the thing would need to show.
+pub fn expect_nothing_happens(window: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let end = Instant::now() + window;
+    loop {
+        if let Err(e) = check() {
+            panic!("{what}: {e}");
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(POLL));
+    }
+}
+
+/// How long process `pid` has been running (from `/proc/PID/stat` and
+/// `/proc/uptime`), `None` when it is gone.
+pub fn process_age(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let start_ticks: f64 = fields.get(22 - 3)?.parse().ok()?;
+    // SAFETY: sysconf with a valid name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let uptime: f64 = fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_secs_f64((uptime - start_ticks / hz).max(0.0)))
 }
 
 /// Milliseconds, for printing.
@@ -110,11 +141,24 @@ pub struct RouterSpec {
     pub extra_interfaces: Vec<String>,
     /// Extra lines for the `[router ID]` section (`vip = ...`, `advert_int = 3`).
     pub extra: Vec<String>,
+    /// Routers with the same name here share one namespace on each node
+    /// (by default each router has its own).
+    pub namespace: Option<String>,
+    /// The HA interface's name, when not `ha-ID`.
+    pub ha: Option<String>,
 }
 
 impl RouterSpec {
     pub fn new(id: &str, vrid: u8) -> RouterSpec {
-        RouterSpec { id: id.into(), vrid, keepalived: true, extra_interfaces: Vec::new(), extra: Vec::new() }
+        RouterSpec {
+            id: id.into(),
+            vrid,
+            keepalived: true,
+            extra_interfaces: Vec::new(),
+            extra: Vec::new(),
+            namespace: None,
+            ha: None,
+        }
     }
 
     pub fn monitor_only(id: &str, vrid: u8) -> RouterSpec {
@@ -131,8 +175,24 @@ impl RouterSpec {
         self
     }
 
+    /// Shares the namespace named `group` with the other routers in it.
+    pub fn in_namespace(mut self, group: &str) -> RouterSpec {
+        self.namespace = Some(group.into());
+        self
+    }
+
+    pub fn with_ha_interface(mut self, name: &str) -> RouterSpec {
+        self.ha = Some(name.into());
+        self
+    }
+
     pub fn ha_interface(&self) -> String {
-        format!("ha-{}", self.id)
+        self.ha.clone().unwrap_or_else(|| format!("ha-{}", self.id))
+    }
+
+    /// Which namespace of a node the router lives in.
+    fn namespace_key(&self) -> String {
+        self.namespace.clone().unwrap_or_else(|| self.id.clone())
     }
 
     /// What the renderer computes for the default HA network (SPEC 3.3).
@@ -163,6 +223,8 @@ pub struct Node {
     pub agent: Receiver,
     /// Extra `[daemon]` lines.
     pub daemon_extra: Vec<String>,
+    /// `--log-level` (`debug` unless a test floods the log).
+    pub log_level: &'static str,
     /// Behind a lock so a test can wait for one node while it holds
     /// references to another.
     child: Mutex<Option<Child>>,
@@ -245,6 +307,19 @@ impl Node {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The control socket (the default under `state_path`).
+    pub fn socket(&self) -> PathBuf {
+        self.state_path.join("harouterd.sock")
+    }
+
+    /// Waits until the daemon answers on its control socket: its loop runs,
+    /// so everything it does when it starts (adopting, reloading, stopping
+    /// keepalived) or on a signal it has read is done.
+    pub fn wait_answering(&self, timeout: Duration) {
+        wait_until(timeout, || super::http_get(&self.socket(), "/v1/routers").0 == Some(200))
+            .unwrap_or_else(|| panic!("node {} does not answer on its control socket\n{}", self.name, self.log_text()));
+    }
+
     /// Starts the daemon in the foreground, stderr appended to the log.
     pub fn start(&self) {
         assert!(!self.is_running(), "node {} already running", self.name);
@@ -256,7 +331,7 @@ impl Node {
             .arg("--foreground")
             .arg("--pidfile")
             .arg(&self.pidfile)
-            .args(["--log-level", "debug"])
+            .args(["--log-level", self.log_level])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -297,10 +372,13 @@ impl Node {
     }
 }
 
-/// The lab: nodes, routers, namespaces, one directory.
+/// The lab: nodes, routers, namespaces, one directory. The one harness
+/// of every test that runs `harouterd run`: VRRP between two nodes, a
+/// control socket's peers, hundreds of monitor-only routers under fire.
 pub struct Lab {
     pub nodes: Vec<Node>,
     pub routers: Vec<RouterSpec>,
+    /// By node and namespace key (see [`RouterSpec::in_namespace`]).
     namespaces: BTreeMap<(usize, String), Netns>,
     dir: TempDir,
 }
@@ -311,6 +389,18 @@ impl Lab {
     /// (each node's own can be changed through `nodes[i].daemon_extra`
     /// before [`Lab::write_config`]). Nothing is started.
     pub fn new(tag: &str, node_names: &[&str], routers: Vec<RouterSpec>, daemon_extra: &[&str]) -> Lab {
+        Lab::build(tag, node_names, routers, daemon_extra, true)
+    }
+
+    /// [`Lab::new`] without the transition script and the agent socket in
+    /// the config (their receivers see nothing), and logging at `info`: for
+    /// tests that make thousands of changes, where a script run or a debug
+    /// line for each would be the load.
+    pub fn plain(tag: &str, node_names: &[&str], routers: Vec<RouterSpec>, daemon_extra: &[&str]) -> Lab {
+        Lab::build(tag, node_names, routers, daemon_extra, false)
+    }
+
+    fn build(tag: &str, node_names: &[&str], routers: Vec<RouterSpec>, daemon_extra: &[&str], hooks: bool) -> Lab {
         assert!(matches!(node_names.len(), 1 | 2), "one or two nodes");
         let dir = TempDir::new(&format!("lab-{tag}"));
         let mut nodes = Vec::new();
@@ -328,9 +418,11 @@ impl Lab {
                 format!("state_path = {}", state_path.display()),
                 format!("keepalived_path = {}", tool("keepalived").display()),
                 "ha_vrrp_advert_int = 1".to_string(),
-                format!("transition_script = {}", script.display()),
-                format!("notify_agent_socket = {}", agent_socket.display()),
             ];
+            if hooks {
+                extra.push(format!("transition_script = {}", script.display()));
+                extra.push(format!("notify_agent_socket = {}", agent_socket.display()));
+            }
             extra.extend(daemon_extra.iter().map(|s| s.to_string()));
             nodes.push(Node {
                 name: name.to_string(),
@@ -342,6 +434,7 @@ impl Lab {
                 transitions_file,
                 agent: Receiver::start(&agent_socket),
                 daemon_extra: extra,
+                log_level: if hooks { "debug" } else { "info" },
                 dir: node_dir,
                 child: Mutex::new(None),
             });
@@ -357,14 +450,18 @@ impl Lab {
 
     fn build_networks(&mut self, tag: &str) {
         let two = self.nodes.len() == 2;
+        // Each namespace, and what goes into it in one `ip -batch`.
+        let mut batches: BTreeMap<(usize, String), String> = BTreeMap::new();
         for r in self.routers.clone() {
-            let ha = r.ha_interface();
+            let key = r.namespace_key();
             for (i, node) in self.nodes.iter().enumerate() {
-                let ns = Netns::new(&format!("{tag}-{}-{}", node.name, r.id));
-                self.namespaces.insert((i, r.id.clone()), ns);
+                self.namespaces
+                    .entry((i, key.clone()))
+                    .or_insert_with(|| Netns::new(&format!("{tag}-{}-{key}", node.name)));
             }
+            let ha = r.ha_interface();
             if two && r.keepalived {
-                let (a, b) = (&self.namespaces[&(0, r.id.clone())], &self.namespaces[&(1, r.id.clone())]);
+                let (a, b) = (&self.namespaces[&(0, key.clone())], &self.namespaces[&(1, key.clone())]);
                 run_ok(
                     tool("ip"),
                     &["link", "add", &ha, "netns", a.name(), "type", "veth", "peer", "name", &ha, "netns", b.name()],
@@ -375,17 +472,26 @@ impl Lab {
                 }
             } else {
                 for i in 0..self.nodes.len() {
-                    let ns = &self.namespaces[&(i, r.id.clone())];
-                    add_interfaces(ns, &[ha.as_str()]);
+                    let batch = batches.entry((i, key.clone())).or_default();
+                    veth_lines(batch, &ha);
                     if r.keepalived {
                         // keepalived goes FAULT on an interface without IPv4.
-                        ns.ip(&["addr", "add", &format!("169.254.192.{}/18", i + 1), "dev", &ha]);
+                        batch.push_str(&format!("addr add 169.254.192.{}/18 dev {ha}\n", i + 1));
                     }
                 }
             }
             for i in 0..self.nodes.len() {
-                add_interfaces(&self.namespaces[&(i, r.id.clone())], &r.extra_interfaces);
+                let batch = batches.entry((i, key.clone())).or_default();
+                for name in &r.extra_interfaces {
+                    veth_lines(batch, name);
+                }
             }
+        }
+        for ((i, key), text) in batches {
+            let ns = &self.namespaces[&(i, key.clone())];
+            let file = self.dir.join(format!("net-{i}-{key}"));
+            fs::write(&file, text).expect("write the network batch");
+            run_ok(tool("ip"), &["-n", ns.name(), "-batch", &file.display().to_string()]);
         }
     }
 
@@ -415,7 +521,7 @@ impl Lab {
 
     /// The namespace of router `id` on node `node`.
     pub fn ns(&self, node: usize, id: &str) -> &Netns {
-        &self.namespaces[&(node, id.to_string())]
+        &self.namespaces[&(node, self.router(id).namespace_key())]
     }
 
     /// The config text for a node, from the current router specs.
@@ -557,6 +663,17 @@ impl Lab {
         }
         s
     }
+}
+
+/// `ip -batch` lines for the interface `name`: one end of a veth pair whose
+/// peer (a generated name) stays in the same namespace, both ends up. (The
+/// `dummy` link type is not available on every test kernel; veth is.)
+fn veth_lines(batch: &mut String, name: &str) {
+    if batch.contains(&format!("link add {name} ")) {
+        return;
+    }
+    let peer = super::unique_ifname();
+    batch.push_str(&format!("link add {name} type veth peer name {peer}\nlink set {name} up\nlink set {peer} up\n"));
 }
 
 impl Drop for Lab {
