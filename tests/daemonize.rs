@@ -1,8 +1,9 @@
-//! `daemonize()` with real forks. The test re-executes its own binary with
-//! `HAROUTERD_DAEMONIZE_REPORT=FILE`, running only `daemonized_child`, which
-//! calls `daemonize()` and writes what the grandchild sees (pid, ppid,
-//! session, process group, cwd, umask, where fds 0-2 point) to FILE. No root
-//! needed.
+//! `daemonize()` with real forks. Each test re-executes its own binary,
+//! running only itself, with an environment variable that makes the re-run
+//! play the child: `daemonize_detaches_into_a_new_session` with
+//! `HAROUTERD_DAEMONIZE_REPORT=FILE` calls `daemonize()` and writes what the
+//! grandchild sees (pid, ppid, session, process group, cwd, umask, where fds
+//! 0-2 point) to FILE. No root needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,11 +11,9 @@ use std::time::{Duration, Instant};
 
 const REPORT_ENV: &str = "HAROUTERD_DAEMONIZE_REPORT";
 
-/// Runs only when re-executed by `daemonize_detaches_into_a_new_session`;
-/// a no-op in a normal test run.
-#[test]
-fn daemonized_child() {
-    let Some(report) = std::env::var_os(REPORT_ENV).map(PathBuf::from) else { return };
+/// The re-executed test binary of `daemonize_detaches_into_a_new_session`:
+/// daemonizes, reports to `report`, never returns.
+fn daemonized_child(report: PathBuf) -> ! {
     let original = std::process::id();
     if let Err(e) = harouterd::sys::daemonize::daemonize() {
         // Still in the original or the session leader: the test sees the
@@ -79,6 +78,9 @@ fn wait_for_file(path: &Path, within: Duration) -> Option<String> {
 
 #[test]
 fn daemonize_detaches_into_a_new_session() {
+    if let Some(report) = std::env::var_os(REPORT_ENV) {
+        daemonized_child(PathBuf::from(report));
+    }
     let dir = std::env::temp_dir().join(format!("hrt-daemonize-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let report = dir.join("report");
@@ -86,7 +88,7 @@ fn daemonize_detaches_into_a_new_session() {
 
     let exe = std::env::current_exe().unwrap();
     let output = Command::new(&exe)
-        .args(["--exact", "daemonized_child", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "daemonize_detaches_into_a_new_session", "--nocapture", "--test-threads=1"])
         .env(REPORT_ENV, &report)
         .current_dir(&dir)
         .output()
@@ -130,9 +132,9 @@ fn daemonize_detaches_into_a_new_session() {
 const DETACH_CASE_ENV: &str = "HAROUTERD_DETACH_CASE";
 const DETACH_DIR_ENV: &str = "HAROUTERD_DETACH_DIR";
 
-/// Runs only when re-executed by the `detach_reporting_*` tests: detaches
-/// with `detach_reporting()` and then reports as the case says.
-#[test]
+/// In the test binary re-executed by a `detach_reporting_*` test (see
+/// [`run_detach_case`]): detaches with `detach_reporting()`, then reports as
+/// the case says; never returns. Elsewhere, nothing.
 fn detach_reporting_child() {
     let Some(case) = std::env::var_os(DETACH_CASE_ENV) else { return };
     let dir = PathBuf::from(std::env::var_os(DETACH_DIR_ENV).expect("dir"));
@@ -166,12 +168,13 @@ fn detach_reporting_child() {
 }
 
 /// Runs `case` the way Neutron up to 28 runs the monitor: stdin, stdout and
-/// stderr on pipes, read to EOF, and the exit status waited for.
-fn run_detach_case(case: &str, dir: &Path) -> (std::process::Output, Duration) {
+/// stderr on pipes, read to EOF, and the exit status waited for. `test` is
+/// the calling test, re-executed alone to play the child.
+fn run_detach_case(test: &str, case: &str, dir: &Path) -> (std::process::Output, Duration) {
     let exe = std::env::current_exe().unwrap();
     let started = Instant::now();
     let output = Command::new(&exe)
-        .args(["--exact", "detach_reporting_child", "--nocapture", "--test-threads=1"])
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(DETACH_CASE_ENV, case)
         .env(DETACH_DIR_ENV, dir)
         .stdin(std::process::Stdio::piped())
@@ -187,9 +190,11 @@ fn alive(pid: i64) -> bool {
 
 #[test]
 fn detach_reporting_returns_once_ready_and_the_detached_process_lives_on() {
+    detach_reporting_child();
     let dir = std::env::temp_dir().join(format!("hrt-detach-ready-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (output, took) = run_detach_case("ready", &dir);
+    let (output, took) =
+        run_detach_case("detach_reporting_returns_once_ready_and_the_detached_process_lives_on", "ready", &dir);
     let report = std::fs::read_to_string(dir.join("report")).unwrap_or_default();
     let pid = if report.is_empty() { 0 } else { num(&report, "pid") };
     let was_alive = pid > 0 && alive(pid);
@@ -208,9 +213,10 @@ fn detach_reporting_returns_once_ready_and_the_detached_process_lives_on() {
 
 #[test]
 fn detach_reporting_passes_on_a_failure_and_its_reason() {
+    detach_reporting_child();
     let dir = std::env::temp_dir().join(format!("hrt-detach-failed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (output, _) = run_detach_case("failed", &dir);
+    let (output, _) = run_detach_case("detach_reporting_passes_on_a_failure_and_its_reason", "failed", &dir);
     std::fs::write(dir.join("release"), "").unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(output.status.code(), Some(2));
@@ -220,9 +226,10 @@ fn detach_reporting_passes_on_a_failure_and_its_reason() {
 
 #[test]
 fn detach_reporting_fails_when_the_detached_process_dies_silently() {
+    detach_reporting_child();
     let dir = std::env::temp_dir().join(format!("hrt-detach-silent-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (output, _) = run_detach_case("silent", &dir);
+    let (output, _) = run_detach_case("detach_reporting_fails_when_the_detached_process_dies_silently", "silent", &dir);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
