@@ -24,12 +24,14 @@ const OWNED_DIR_ENV: &str = "HAROUTERD_PRIVDROP_OWNED_DIR";
 const NOBODY: u32 = 65534;
 const DONE: &str = "PRIVDROP-CASE-DONE";
 
-/// Runs `case` in a child process (see the module doc) and returns its
-/// stdout; panics with the child's output unless it passed.
-fn run_case(case: &str, env: &[(&str, &Path)]) -> String {
+/// Runs `case` in a child process (see the module doc): the test binary
+/// re-running `test`, the calling test, alone, which then plays the child
+/// ([`child_entry`]). Returns its stdout; panics with the child's output
+/// unless it passed.
+fn run_case(test: &str, case: &str, env: &[(&str, &Path)]) -> String {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
-    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"]).env(CASE_ENV, case);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(CASE_ENV, case);
     for (key, value) in env {
         cmd.env(key, value);
     }
@@ -91,8 +93,9 @@ fn exec_in_netns(ns: &File, caps: Option<(u64, u64)>, script: &str) -> (bool, St
     }
 }
 
-/// The child side. In the parent (no `CASE_ENV`) it does nothing.
-#[test]
+/// The child side, called first by every test: with `CASE_ENV` (in the
+/// re-run test binary) it runs the case and exits, a panic failing the
+/// test; without, it does nothing.
 fn child_entry() {
     let Ok(case) = std::env::var(CASE_ENV) else { return };
     match case.as_str() {
@@ -104,6 +107,7 @@ fn child_entry() {
         other => panic!("unknown case {other}"),
     }
     println!("{DONE}");
+    std::process::exit(0);
 }
 
 fn child_keep() {
@@ -259,20 +263,21 @@ impl Fixture {
         Fixture { ns, dir }
     }
 
-    fn run(&self, case: &str) -> String {
+    fn run(&self, test: &str, case: &str) -> String {
         let ns = self.ns.path();
         let (root_dir, owned_dir) = (self.dir.join("root-owned"), self.dir.join("owned"));
-        run_case(case, &[(NETNS_ENV, &ns), (ROOT_DIR_ENV, &root_dir), (OWNED_DIR_ENV, &owned_dir)])
+        run_case(test, case, &[(NETNS_ENV, &ns), (ROOT_DIR_ENV, &root_dir), (OWNED_DIR_ENV, &owned_dir)])
     }
 }
 
 #[test]
 fn kept_caps_are_permitted_only_and_raised_in_the_child_alone() {
+    child_entry();
     if !common::require_root_and(&["ip", "sh", "grep"]) {
         return;
     }
     let fx = Fixture::new("pdkeep");
-    fx.run("keep");
+    fx.run("kept_caps_are_permitted_only_and_raised_in_the_child_alone", "keep");
     // The address added by uid 65534 from inside the namespace is there.
     let out = fx.ns.ip(&["-o", "addr", "show", "dev", "lo"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("192.0.2.77/32"));
@@ -280,27 +285,30 @@ fn kept_caps_are_permitted_only_and_raised_in_the_child_alone() {
 
 #[test]
 fn keeping_nothing_leaves_no_capability() {
+    child_entry();
     if !common::require_root_and(&["ip", "sh", "grep"]) {
         return;
     }
     let fx = Fixture::new("pdnone");
-    fx.run("none");
+    fx.run("keeping_nothing_leaves_no_capability", "none");
     assert_eq!(std::fs::read(fx.dir.join("owned").join("state")).expect("state written"), b"primary");
     assert!(!fx.dir.join("root-owned").join("state").exists());
 }
 
 #[test]
 fn conntrackd_caps_are_permitted_not_effective() {
+    child_entry();
     if !common::require_root_and(&["ip"]) {
         return;
     }
     let fx = Fixture::new("pdct");
-    fx.run("conntrackd");
+    fx.run("conntrackd_caps_are_permitted_not_effective", "conntrackd");
     assert!(!fx.dir.join("root-owned").join("state").exists());
 }
 
 #[test]
 fn user_name_without_group_takes_its_primary_group() {
+    child_entry();
     if !common::require_root_and(&[]) {
         return;
     }
@@ -308,13 +316,14 @@ fn user_name_without_group_takes_its_primary_group() {
         eprintln!("SKIP user_name_without_group_takes_its_primary_group: no user nobody with uid 65534");
         return;
     }
-    run_case("names", &[]);
+    run_case("user_name_without_group_takes_its_primary_group", "names", &[]);
 }
 
 #[test]
 fn already_root_is_a_no_op() {
+    child_entry();
     if !common::require_root_and(&[]) {
         return;
     }
-    run_case("root", &[]);
+    run_case("already_root_is_a_no_op", "root", &[]);
 }
