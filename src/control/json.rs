@@ -13,7 +13,9 @@
 //!     o.int("vrid", 7);
 //!     o.bool("keepalived", true);
 //!     o.opt_str("last_error", None);
-//!     o.array("vips", |a| a.str("10.0.0.1/24"));
+//!     o.array("vips", |a| {
+//!         a.str("10.0.0.1/24");
+//!     });
 //! });
 //! assert_eq!(doc, r#"{"id":"r1","vrid":7,"keepalived":true,"last_error":null,"vips":["10.0.0.1/24"]}"#);
 //! ```
