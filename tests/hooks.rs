@@ -12,19 +12,19 @@ use common::{Netns, TempDir};
 use harouterd::actions::hooks::{self, Hooks};
 use harouterd::core::ident::{Namespace, RouterId};
 use harouterd::core::state::State;
-use harouterd::sys::spawn::Exit;
+use harouterd::sys::spawn::ChildExit;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 /// Waits (bounded) for one specific child. Not `spawn::reap` (waitpid -1):
 /// it would steal the children of tests running beside this one.
-fn wait_child(pid: u32, within: Duration) -> Exit {
+fn wait_child(pid: u32, within: Duration) -> ChildExit {
     let deadline = Instant::now() + within;
     let pid = Pid::from_raw(i32::try_from(pid).unwrap());
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
-            WaitStatus::Exited(_, code) => return Exit::Code(code),
-            WaitStatus::Signaled(_, sig, _) => return Exit::Signal(sig as i32),
+            WaitStatus::Exited(_, code) => return ChildExit::Code(code),
+            WaitStatus::Signaled(_, sig, _) => return ChildExit::Signal(sig as i32),
             _ if Instant::now() >= deadline => panic!("child {pid} still running after {within:?}"),
             _ => std::thread::sleep(Duration::from_millis(10)),
         }
@@ -88,7 +88,7 @@ fn transition_script_gets_router_and_state_in_our_namespace() {
     let mut hooks = Hooks::default();
     let first = hooks.run_transition_script(&script, &r1(), State::Primary).expect("script starts");
     let exit = wait_child(first, Duration::from_secs(10));
-    assert_eq!(exit, Exit::Code(0));
+    assert_eq!(exit, ChildExit::Code(0));
     assert_eq!(hooks.running_for(&r1()), 1, "not forgotten until reaped");
     assert!(hooks.child_exited(first, exit), "recognized as our script");
     assert!(!hooks.child_exited(first, exit), "only once");
@@ -102,7 +102,7 @@ fn transition_script_gets_router_and_state_in_our_namespace() {
     let b = hooks.run_transition_script(&script, &RouterId::parse("r-2.x").unwrap(), State::Fault).expect("starts");
     assert_eq!(hooks.running_for(&RouterId::parse("r-2.x").unwrap()), 2);
     let (ea, eb) = (wait_child(a, Duration::from_secs(10)), wait_child(b, Duration::from_secs(10)));
-    assert_eq!((ea, eb), (Exit::Code(0), Exit::Code(3)));
+    assert_eq!((ea, eb), (ChildExit::Code(0), ChildExit::Code(3)));
     let run_b = hooks.finished(b).expect("ours");
     assert_eq!((run_b.router.as_str(), run_b.state), ("r-2.x", State::Fault));
     assert!(hooks.child_exited(a, ea));

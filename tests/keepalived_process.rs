@@ -30,7 +30,7 @@ use harouterd::keepalived::supervisor::{self, Outcome, Sighup, Supervisor, cmdli
 use harouterd::sys::event_loop::{EventLoop, Signals, earliest};
 use harouterd::sys::files::atomic::write_atomic;
 use harouterd::sys::files::confs::HaConfs;
-use harouterd::sys::spawn::{self, Exit};
+use harouterd::sys::spawn::{self, ChildExit};
 use mio::Token;
 use nix::sys::signal::Signal;
 
@@ -252,7 +252,7 @@ struct Driver {
     /// Every outcome, when and how it came.
     log: Vec<(Instant, Via, Outcome)>,
     /// Exits of children no supervisor claimed (a detached keepalived).
-    unclaimed: Vec<(u32, Exit)>,
+    unclaimed: Vec<(u32, ChildExit)>,
 }
 
 impl Driver {
@@ -439,7 +439,10 @@ fn spawn_respawn_backoff_reload_stop() {
     }
     assert_eq!(delays, [100, 200, 400, 800, 1600]);
     assert_eq!(sup.restarts(), 6);
-    assert!(matches!(sup.last_error(), Some(supervisor::SupervisorError::Died { exit: Some(Exit::Signal(9)), .. })));
+    assert!(matches!(
+        sup.last_error(),
+        Some(supervisor::SupervisorError::Died { exit: Some(ChildExit::Signal(9)), .. })
+    ));
 
     // Reload: throttled to one SIGHUP per 1.5 × advert_int (1.5 s here).
     let pid = sup.pid().expect("running");

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use crate::core::ident::{Namespace, RouterId, namespace_name};
 use crate::core::state::State;
 use crate::sys::netns::{self, NetnsError};
-use crate::sys::spawn::{self, Exit, SpawnError};
+use crate::sys::spawn::{self, ChildExit, SpawnError};
 
 /// The sysctl written for IPv6 forwarding, relative to the opener's netns.
 pub const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
@@ -150,7 +150,7 @@ impl Hooks {
     /// Hands a reaped child to us: `true` (and its end is logged with its
     /// router and state) when it was one of our scripts, `false` when it
     /// belongs to someone else.
-    pub fn child_exited(&mut self, pid: u32, exit: Exit) -> bool {
+    pub fn child_exited(&mut self, pid: u32, exit: ChildExit) -> bool {
         match self.finished(pid) {
             Some(run) => {
                 log_exit(&run, exit, run.started.elapsed());
@@ -175,7 +175,7 @@ impl Hooks {
     }
 }
 
-fn log_exit(run: &ScriptRun, exit: Exit, took: Duration) {
+fn log_exit(run: &ScriptRun, exit: ChildExit, took: Duration) {
     let ScriptRun { router, state, .. } = run;
     let ms = took.as_millis();
     if exit.success() {
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn foreign_children_are_not_ours() {
         let mut hooks = Hooks::default();
-        assert!(!hooks.child_exited(12345, Exit::Code(0)));
+        assert!(!hooks.child_exited(12345, ChildExit::Code(0)));
         assert_eq!(hooks.running(), 0);
     }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::core::ident::{Namespace, RouterId};
 use crate::core::state::State;
-use crate::sys::spawn::{self, Exit, SpawnOptions};
+use crate::sys::spawn::{self, ChildExit, SpawnOptions};
 
 /// Where [`locate`] looks for conntrackd, in order: oslo.rootwrap's
 /// `exec_dirs` as Neutron ships them (`etc/neutron/rootwrap.conf`), which is
@@ -174,7 +174,7 @@ impl ConntrackdSync {
     }
 
     /// A child of ours exited.
-    pub fn exited(&mut self, pid: u32, exit: Exit) -> Vec<Synced> {
+    pub fn exited(&mut self, pid: u32, exit: ChildExit) -> Vec<Synced> {
         let Some(job) = self.job.as_mut() else { return Vec::new() };
         if let Some((running, option)) = job.running.take_if(|(p, _)| *p == pid) {
             debug_assert_eq!(running, pid);

@@ -203,7 +203,7 @@ impl ControlServer {
     ///
     /// Nothing here follows a name someone else could change (issue 15.5):
     /// the socket's directory must be root's alone, checked from `/` down
-    /// ([`trusted_dir`]) and held open; the old socket is inspected without
+    /// ([`trusted`]) and held open; the old socket is inspected without
     /// following a symlink and removed by name in that directory; the new
     /// one is bound through `/proc/self/fd/DIR/NAME` (so into the directory
     /// checked), born with the daemon's umask 077, then opened `O_PATH |

@@ -11,8 +11,9 @@
 //! time only moves through the `now` the caller passes in.
 //!
 //! The module is two layers:
-//! - pure parts, tested without sockets or clocks: [`build_request`],
-//!   [`parse_status_line`], [`backoff_delay`] and the latest-wins [`Queue`];
+//! - pure parts, tested without sockets or clocks: the latest-wins
+//!   [`Queue`] and its [`backoff_delay`] (the request and the status line
+//!   are the shared HTTP subset's: [`crate::http`]);
 //! - [`Notifier`], the I/O shell that owns one connection per in-flight
 //!   request and turns socket readiness into [`Delivery`]s.
 //!

@@ -233,33 +233,33 @@ pub(crate) fn reset_signals() {
 
 /// How a reaped child ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
+pub enum ChildExit {
     Code(i32),
     Signal(i32),
 }
 
-impl Exit {
+impl ChildExit {
     pub fn success(self) -> bool {
-        self == Exit::Code(0)
+        self == ChildExit::Code(0)
     }
 }
 
-impl fmt::Display for Exit {
+impl fmt::Display for ChildExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Exit::Code(c) => write!(f, "exit code {c}"),
-            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+            ChildExit::Code(c) => write!(f, "exit code {c}"),
+            ChildExit::Signal(s) => write!(f, "killed by signal {s}"),
         }
     }
 }
 
 /// Every child that has exited, without blocking.
-pub fn reap() -> Vec<(u32, Exit)> {
+pub fn reap() -> Vec<(u32, ChildExit)> {
     let mut out = Vec::new();
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => out.push((pid.as_raw() as u32, Exit::Code(code))),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => out.push((pid.as_raw() as u32, Exit::Signal(sig as i32))),
+            Ok(WaitStatus::Exited(pid, code)) => out.push((pid.as_raw() as u32, ChildExit::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => out.push((pid.as_raw() as u32, ChildExit::Signal(sig as i32))),
             Ok(WaitStatus::StillAlive) | Err(_) => return out,
             Ok(_) => {}
         }

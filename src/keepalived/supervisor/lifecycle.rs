@@ -15,7 +15,7 @@ use super::{
 use crate::config::ChildAction;
 use crate::core::ident::Namespace;
 use crate::sys::pidfd::{Pidfd, kill};
-use crate::sys::spawn::{self, Exit, SpawnOptions};
+use crate::sys::spawn::{self, ChildExit, SpawnOptions};
 
 impl Supervisor {
     pub(super) fn args(&self) -> Vec<String> {
@@ -153,7 +153,7 @@ impl Supervisor {
     }
 
     /// The running keepalived died.
-    pub(super) fn on_death(&mut self, exit: Option<Exit>, now: Instant, out: &mut Vec<Outcome>) {
+    pub(super) fn on_death(&mut self, exit: Option<ChildExit>, now: Instant, out: &mut Vec<Outcome>) {
         let Run::Running { pid, since, .. } = self.run else { return };
         self.watch = None;
         self.throttle.clear();

@@ -78,7 +78,7 @@ use crate::config::{ChildAction, DaemonConfig, RouterConfig};
 use crate::core::ident::{Namespace, RouterId};
 use crate::sys::files::confs::HaConfs;
 use crate::sys::pidfd::Pidfd;
-use crate::sys::spawn::Exit;
+use crate::sys::spawn::ChildExit;
 
 /// How long a stopping keepalived gets between SIGTERM and SIGKILL
 /// (SPEC 3.4). keepalived 2.2 needs about a second to drop its VIPs and say
@@ -307,7 +307,7 @@ impl Supervisor {
 
     /// A child of the daemon exited (from [`crate::sys::spawn::reap`]). Empty
     /// when it was not ours ([`Supervisor::owns`] tells beforehand).
-    pub fn child_exited(&mut self, pid: u32, exit: Exit, now: Instant) -> Vec<Outcome> {
+    pub fn child_exited(&mut self, pid: u32, exit: ChildExit, now: Instant) -> Vec<Outcome> {
         let mut out = Vec::new();
         match self.run {
             Run::Running { pid: p, .. } if p == pid => self.on_death(Some(exit), now, &mut out),

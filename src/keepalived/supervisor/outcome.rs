@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::core::ident::RouterId;
-use crate::sys::spawn::{Exit, SpawnError};
+use crate::sys::spawn::{ChildExit, SpawnError};
 
 /// What went wrong, with the router, the path or the pid concerned.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ pub enum SupervisorError {
     Spawn { router: RouterId, program: String, source: SpawnError },
     /// keepalived died. `exit` is `None` for a process that was not our child
     /// (adopted): its status is not ours to collect.
-    Died { router: RouterId, pid: u32, exit: Option<Exit>, lived: Duration },
+    Died { router: RouterId, pid: u32, exit: Option<ChildExit>, lived: Duration },
     /// A signal could not be sent.
     Signal { router: RouterId, pid: u32, signal: Signal, source: io::Error },
     /// A pidfile could not be read or removed.
@@ -86,22 +86,22 @@ pub enum Outcome {
     Spawned { pid: u32 },
     /// A keepalived of ours found running was adopted (not restarted).
     Adopted { pid: u32 },
-    /// A new pidfd waits for [`Supervisor::register_pidfd`].
+    /// A new pidfd waits for [`Supervisor::register_pidfd`](super::Supervisor::register_pidfd).
     Watch,
     /// keepalived died. `respawn_in`: when it will be respawned (zero: at
     /// once, possibly already within this call, see the following
     /// `Spawned`); `None` with `check_child_processes_action = exit`: nothing
     /// more is done, the daemon is expected to exit 1.
-    Died { pid: u32, exit: Option<Exit>, respawn_in: Option<Duration> },
+    Died { pid: u32, exit: Option<ChildExit>, respawn_in: Option<Duration> },
     /// keepalived could not be started; retried in `retry_in`. The reason is
-    /// [`Supervisor::last_error`].
+    /// [`Supervisor::last_error`](super::Supervisor::last_error).
     SpawnFailed { retry_in: Duration },
     /// A stop finished: keepalived and its children are gone, pidfiles
     /// removed.
     Stopped,
 }
 
-/// What [`Supervisor::reload`] did.
+/// What [`Supervisor::sighup`](super::Supervisor::sighup) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sighup {
     /// SIGHUP sent now.
@@ -111,6 +111,6 @@ pub enum Sighup {
     /// keepalived is not running: nothing to do, the next spawn reads the
     /// new file.
     NotRunning,
-    /// The signal could not be sent ([`Supervisor::last_error`]).
+    /// The signal could not be sent ([`Supervisor::last_error`](super::Supervisor::last_error)).
     Failed,
 }

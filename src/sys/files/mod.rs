@@ -1,6 +1,6 @@
 //! Files root writes where others may be. One way to do each thing:
 //! [`open_at`] opens a name in a directory without following a link,
-//! [`walk`] resolves a path one checked directory at a time (with the rules
+//! `walk` resolves a path one checked directory at a time (with the rules
 //! of [`trusted`], root's own directories, or of [`nofollow`], paths others
 //! control), [`atomic`] replaces a file whole, and [`confs`] does a
 //! router's file operations in `ha_confs_path`, held open.

@@ -14,7 +14,7 @@
 //!   a shared directory, only if root owns the symlink (others could remove
 //!   theirs and plant another); its target is checked from `/` again.
 //!
-//! [`ensure_dir`] walks with directory descriptors ([`super::walk`]:
+//! [`ensure_dir`] walks with directory descriptors (`super::walk`:
 //! `openat` with `O_NOFOLLOW` from the checked parent, then `fstat` of what
 //! was opened),
 //! creates what is missing with an exact mode whatever the umask, and
