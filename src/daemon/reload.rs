@@ -13,7 +13,7 @@ use crate::keepalived::{self, conf::Secrets};
 
 /// What to do with one router that is in both configs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
+pub enum RouterChange {
     /// Nothing that reaches it changed.
     None,
     /// Re-render; reload keepalived if its files changed; adopt new timings.
@@ -33,14 +33,14 @@ pub struct Diff {
 }
 
 /// How `old` and `new` differ, for one router present in both.
-pub fn router_change(old_cfg: &Config, old: &RouterConfig, new_cfg: &Config, new: &RouterConfig) -> Change {
+pub fn router_change(old_cfg: &Config, old: &RouterConfig, new_cfg: &Config, new: &RouterConfig) -> RouterChange {
     let same_place = old.namespace == new.namespace
         && old.ha_interface == new.ha_interface
         && old.primary_vip == new.primary_vip
         && old.keepalived == new.keepalived
         && old_cfg.daemon.ha_confs_path == new_cfg.daemon.ha_confs_path;
     if !same_place {
-        return Change::Restart;
+        return RouterChange::Restart;
     }
     let files = |cfg: &Config, r: &RouterConfig| {
         keepalived::router_files(&cfg.daemon, r, &Layout::new(&cfg.daemon.ha_confs_path), Secrets::Show)
@@ -51,9 +51,9 @@ pub fn router_change(old_cfg: &Config, old: &RouterConfig, new_cfg: &Config, new
         && old_cfg.daemon.conntrackd_path == new_cfg.daemon.conntrackd_path
         && old_cfg.daemon.keepalived_path == new_cfg.daemon.keepalived_path;
     if old_rest == *new && daemon_side_same && files(old_cfg, old) == files(new_cfg, new) {
-        Change::None
+        RouterChange::None
     } else {
-        Change::Update
+        RouterChange::Update
     }
 }
 
@@ -63,9 +63,9 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         match old.router(r.id.as_str()) {
             None => d.added.push(r.id.clone()),
             Some(o) => match router_change(old, o, new, r) {
-                Change::None => d.unchanged.push(r.id.clone()),
-                Change::Update => d.updated.push(r.id.clone()),
-                Change::Restart => d.restarted.push(r.id.clone()),
+                RouterChange::None => d.unchanged.push(r.id.clone()),
+                RouterChange::Update => d.updated.push(r.id.clone()),
+                RouterChange::Restart => d.restarted.push(r.id.clone()),
             },
         }
     }
