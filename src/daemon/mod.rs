@@ -195,13 +195,7 @@ impl Daemon {
             }
             self.outputs.adopt(&mut self.sources, spawn::take_outputs(), Instant::now());
             let deadline = self.next_deadline();
-            let tokens: Vec<Token> = match self.event_loop.wait(deadline) {
-                Ok(events) => events.iter().map(|e| e.token()).collect(),
-                Err(e) => {
-                    log::error!("poll failed: {e}");
-                    return Exit::Runtime;
-                }
-            };
+            let Some(tokens) = self.event_loop.ready_tokens(deadline) else { return Exit::Runtime };
             for token in tokens {
                 let now = Instant::now();
                 // A token given up earlier in this pass belongs to nobody.

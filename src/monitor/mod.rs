@@ -180,13 +180,7 @@ impl Monitor {
                 self.notifier.next_deadline(),
                 self.netlink_deadline(Instant::now()),
             ]);
-            let tokens: Vec<Token> = match self.event_loop.wait(deadline) {
-                Ok(events) => events.iter().map(|e| e.token()).collect(),
-                Err(e) => {
-                    log::error!("poll failed: {e}");
-                    return Exit::Runtime;
-                }
-            };
+            let Some(tokens) = self.event_loop.ready_tokens(deadline) else { return Exit::Runtime };
             for token in tokens {
                 let now = Instant::now();
                 match self.sources.owner(token).cloned() {

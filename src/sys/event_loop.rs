@@ -251,6 +251,20 @@ impl EventLoop {
         self.poll.registry()
     }
 
+    /// [`EventLoop::wait`], for the loops' own use: the tokens that are
+    /// ready (copied out, so the loop may borrow anything while it serves
+    /// them), or `None` when polling itself failed (logged; the process
+    /// cannot go on).
+    pub fn ready_tokens(&mut self, deadline: Option<Instant>) -> Option<Vec<Token>> {
+        match self.wait(deadline) {
+            Ok(events) => Some(events.iter().map(|e| e.token()).collect()),
+            Err(e) => {
+                log::error!("poll failed: {e}");
+                None
+            }
+        }
+    }
+
     /// Sleeps until a source is ready or `deadline` passes (`None`: no
     /// timeout at all). An interrupted wait returns no events.
     pub fn wait(&mut self, deadline: Option<Instant>) -> io::Result<&Events> {
