@@ -1,6 +1,6 @@
-//! Everything about keepalived: what its configuration says (`conf`), the
-//! health-check script it runs (`health_check`), and the primary VIP that
-//! tells which node holds a router (`primary_vip`).
+//! Everything about keepalived: the files a router gets (`conf` renders
+//! keepalived.conf, `health_check` its script), keepalived's own view of a
+//! router (`notify_fifo`), and running it (`supervisor`, `throttle`).
 
 pub mod conf;
 pub mod health_check;

@@ -1,6 +1,7 @@
 //! rtnetlink (NETLINK_ROUTE) on neli 0.7: one non-blocking socket per
-//! network namespace, subscribed to link and IPv4/IPv6 address changes, and
-//! the namespace's links and addresses as the kernel last told them.
+//! network namespace (`socket`), subscribed to link and IPv4/IPv6 address
+//! changes, decoded (`decode`) into the namespace's links and addresses as
+//! the kernel last told them (`view`).
 //!
 //! The protocol logic is the pure [`Tracker`] (bytes and losses in, changes
 //! and dump requests out, time passed in); [`RtSocket`] only moves bytes.

@@ -1,4 +1,6 @@
-//! Forwarding state changes to the Neutron L3 agent (SPEC sections 3.5 and 4).
+//! Forwarding state changes to the Neutron L3 agent (SPEC sections 3.5 and
+//! 4): the latest-wins schedule (`queue`) and the non-blocking connections
+//! (`notifier`).
 //!
 //! The agent listens on a Unix stream socket (`STATE_PATH/keepalived-state-change`
 //! for the drop-in monitor, `notify_agent_socket` for the daemon) and takes one
