@@ -38,7 +38,6 @@ use nix::sys::signal::Signal;
 use crate::Exit;
 use crate::actions::hooks::Hooks;
 use crate::config::{Config, OnExit, Principal};
-use crate::conntrackd::sync::ConntrackdSync;
 use crate::control::api::Counters;
 use crate::control::server::ControlServer;
 use crate::core::ident::Namespace;

@@ -259,14 +259,15 @@ impl Daemon {
                         namespace_name(ns.as_ref())
                     );
                 }
-                Change::Addr { ifname, cidr, added } => {
+                change @ Change::Addr { .. } => {
                     for id in &routers {
                         let Some(r) = self.routers.get_mut(id) else { continue };
-                        if r.rt.cfg.ha_interface == ifname && r.rt.cfg.primary_vip == cidr && r.rt.vip_present.is_some()
-                        {
-                            r.rt.vip_present = Some(added);
-                            self.feed_raw(id, now);
-                        }
+                        // Before the first dump, the dump tells.
+                        let Some(present) = r.rt.vip().changed(&change).filter(|_| r.rt.vip_present.is_some()) else {
+                            continue;
+                        };
+                        r.rt.vip_present = Some(present);
+                        self.feed_raw(id, now);
                     }
                 }
                 Change::LinkGone { ifname } | Change::LinkAdded { ifname } => {
@@ -294,7 +295,7 @@ impl Daemon {
         let Some((socket, _)) = watch.socket.as_ref().filter(|(s, _)| s.is_synced()) else { return };
         let view = socket.view();
         let index = view.link_index(&router.rt.cfg.ha_interface);
-        let present = view.has_addr(&router.rt.cfg.ha_interface, &router.rt.cfg.primary_vip);
+        let present = router.rt.vip().present(view);
         let Some(router) = self.routers.get_mut(id) else { return };
         let (ha_link, came_back) = router.ha_link.observe(index);
         router.ha_link = ha_link;

@@ -79,8 +79,8 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
 
 use std::time::{Duration, Instant};
 
-use super::{ConntrackdSync, Daemon, notifier_for};
-use crate::config::{self};
+use super::{Daemon, notifier_for};
+use crate::config;
 
 impl Daemon {
     pub(super) fn reload(&mut self, now: Instant) {
@@ -171,12 +171,7 @@ impl Daemon {
         if !self.config.daemon.conntrackd_enabled {
             router.conntrackd = None;
         } else if router.conntrackd.is_none() {
-            router.conntrackd = Some(ConntrackdSync::new(
-                &self.config.daemon.conntrackd_path,
-                self.confs.layout().router_dir(&router.rt.cfg.id),
-                router.rt.cfg.namespace.clone(),
-                id,
-            ));
+            router.conntrackd = Some(self.conntrackd_for(&router.rt.cfg));
         }
         let changed = self.sync_files(&mut router, now);
         if let Some(sup) = router.supervisor.as_mut() {

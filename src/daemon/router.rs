@@ -19,6 +19,7 @@ use crate::core::state::State;
 use crate::core::transition::Transitions;
 use crate::keepalived::notify_fifo::NotifyFifo;
 use crate::keepalived::supervisor::Supervisor;
+use crate::netlink::VipWatch;
 
 pub struct RouterRuntime {
     pub cfg: RouterConfig,
@@ -87,6 +88,12 @@ impl RouterRuntime {
             state_write_pending: false,
             errors: Vec::new(),
         }
+    }
+
+    /// What tells the router's raw state: its primary VIP on its HA
+    /// interface.
+    pub fn vip(&self) -> VipWatch<'_> {
+        VipWatch { ifname: &self.cfg.ha_interface, cidr: &self.cfg.primary_vip }
     }
 
     pub fn raw_input(&self) -> Option<State> {

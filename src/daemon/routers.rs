@@ -43,12 +43,7 @@ impl Daemon {
             }
         };
         if self.config.daemon.conntrackd_enabled {
-            router.conntrackd = Some(ConntrackdSync::new(
-                &self.config.daemon.conntrackd_path,
-                self.confs.layout().router_dir(&router.rt.cfg.id),
-                ns.clone(),
-                &id,
-            ));
+            router.conntrackd = Some(self.conntrackd_for(&router.rt.cfg));
         }
         if router.rt.cfg.keepalived {
             let files_changed = self.sync_files(&mut router, now);
@@ -82,6 +77,12 @@ impl Daemon {
 
     /// Stops a router: keepalived is stopped (SIGTERM, then SIGKILL), and
     /// once it is gone its files go too. Without keepalived it goes at once.
+    /// The conntrackd sync of a router (`ha_conntrackd_enabled`).
+    pub(super) fn conntrackd_for(&self, cfg: &RouterConfig) -> ConntrackdSync {
+        let conf_dir = self.confs.layout().router_dir(&cfg.id);
+        ConntrackdSync::new(&self.config.daemon.conntrackd_path, conf_dir, cfg.namespace.clone(), &cfg.id)
+    }
+
     pub(super) fn stop_router(&mut self, id: &RouterId, now: Instant) {
         let Some(router) = self.routers.get_mut(id) else { return };
         router.leaving = true;

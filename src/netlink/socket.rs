@@ -18,7 +18,7 @@ use neli::utils::Groups;
 
 use super::NetlinkError;
 use super::view::{Change, Dump, NsView, Request, Tracker};
-use crate::core::ident::Namespace;
+use crate::core::ident::{Namespace, namespace_name};
 use crate::sys::netns::{self, NsIdentity};
 
 /// rtnetlink multicast groups (`RTNLGRP_*`).
@@ -62,7 +62,7 @@ impl RtSocket {
     /// `rcvbuf` overrides SO_RCVBUF (a library knob for tests; no config
     /// key reaches it).
     pub fn open(namespace: Option<&Namespace>, rcvbuf: Option<usize>) -> Result<RtSocket, NetlinkError> {
-        let ns_name = namespace.map_or_else(|| "the current namespace".to_owned(), |n| n.to_string());
+        let ns_name = namespace_name(namespace);
         let err = |step: &'static str| {
             let ns_name = ns_name.clone();
             move |source| NetlinkError::Socket { namespace: ns_name, step, source }
