@@ -516,15 +516,44 @@ fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &
 
     let mut vips = Vec::new();
     let mut seen_vips: HashMap<Cidr, usize> = HashMap::new();
-    for entry in f.list("vip") {
-        let Some(vip) = diag.value(entry, vip) else { continue };
+    // The first IPv4 VIP of each subnet on each interface: the kernel
+    // refuses ("ipv4: Invalid scope value") an address whose scope differs
+    // from that of the addresses of the same subnet already there, so
+    // keepalived would add one and fail on the other when it turns primary.
+    let mut subnets: HashMap<(&str, u128, u8), (&Vip, usize)> = HashMap::new();
+    let parsed: Vec<(Vip, usize)> =
+        f.list("vip").iter().filter_map(|entry| Some((diag.value(entry, vip)?, entry.line))).collect();
+    for (vip, line) in &parsed {
         if let Some(first) = seen_vips.get(&vip.cidr) {
-            diag.error(entry.line, format!("vip: {} listed twice (first at line {first})", vip.cidr));
+            diag.error(*line, format!("vip: {} listed twice (first at line {first})", vip.cidr));
             continue;
         }
-        seen_vips.insert(vip.cidr, entry.line);
-        vips.push(vip);
+        seen_vips.insert(vip.cidr, *line);
+        if vip.cidr.is_ipv4() {
+            let key = (vip.dev.as_str(), vip.cidr.network_bits(), vip.cidr.prefix);
+            let scope_of = |v: &Vip| v.scope.clone().unwrap_or_else(|| "global".to_owned());
+            match subnets.get(&key) {
+                Some((first, first_line)) if scope_of(first) != scope_of(vip) => diag.error(
+                    *line,
+                    format!(
+                        "vip: {} on {} has scope {}, but {} (line {first_line}), in the same subnet on the same \
+                         interface, has scope {}: the kernel refuses an address whose scope differs from the others \
+                         of its subnet; give them one scope",
+                        vip.cidr,
+                        vip.dev,
+                        scope_of(vip),
+                        first.cidr,
+                        scope_of(first)
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    subnets.insert(key, (vip, *line));
+                }
+            }
+        }
     }
+    vips.extend(parsed.iter().map(|(vip, _)| vip.clone()));
 
     let mut routes = Vec::new();
     for entry in f.list("route") {
@@ -970,7 +999,9 @@ fn route(v: &str) -> Result<Route, String> {
 /// What keepalived -t lets through but the kernel refuses when keepalived
 /// adds the route on becoming primary (keepalived logs a netlink error and
 /// runs on without the route): refused here so that a failover cannot
-/// lose it. Only what the kernel refuses whatever the namespace holds.
+/// lose it. Only what the kernel refuses in any routing table a router
+/// has: a multicast or broadcast next hop, or `via` with scope link, passes
+/// only where a host-scoped route covers the next hop.
 fn kernel_accepts_route(route: &Route) -> Result<(), String> {
     if let Some(hop) = route.via {
         let unicast = match hop {

@@ -1036,3 +1036,25 @@ mod machine {
         }
     }
 }
+
+/// Found by running keepalived (tests/keepalived_accepts.rs): the kernel
+/// refuses a second address of a subnet with another scope.
+#[test]
+fn ipv4_vips_of_one_subnet_on_one_interface_share_a_scope() {
+    assert_eq!(
+        errors(&format!("{HEAD}vip = 10.0.7.1/24 dev qr-1\nvip = 10.0.7.2/24 dev qr-1 scope link\n")),
+        ["8: router 'r1': vip: 10.0.7.2/24 on qr-1 has scope link, but 10.0.7.1/24 (line 7), in the same subnet on \
+          the same interface, has scope global: the kernel refuses an address whose scope differs from the others \
+          of its subnet; give them one scope"]
+    );
+    // Same scope, another prefix, another interface, IPv6: all fine.
+    for ok in [
+        "vip = 10.0.7.1/24 dev qr-1 scope host\nvip = 10.0.7.2/24 dev qr-1 scope host\n",
+        "vip = 10.0.7.1/24 dev qr-1\nvip = 10.0.7.2/24 dev qr-1 scope global\n",
+        "vip = 10.0.7.1/24 dev qr-1\nvip = 10.0.7.2/25 dev qr-1 scope link\n",
+        "vip = 10.0.7.1/24 dev qr-1\nvip = 10.0.7.2/24 dev qg-1 scope link\n",
+        "vip = 2001:db8::1/64 dev qg-1\nvip = 2001:db8::2/64 dev qg-1 scope global\n",
+    ] {
+        no_warnings(&format!("{HEAD}{ok}"));
+    }
+}
