@@ -266,7 +266,13 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
             current = None;
             after_bad_header = true;
             let Some(inner) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
-                diag.error(line, format!("section header '{trimmed}' has no closing ']'"));
+                match trimmed.split_once(']') {
+                    Some((head, rest)) => {
+                        let hint = hints::value_habit("", rest, false).map(|h| format!(" ({h})")).unwrap_or_default();
+                        diag.error(line, format!("text after the section header '{head}]'{hint}"));
+                    }
+                    None => diag.error(line, format!("section header '{trimmed}' has no closing ']'")),
+                }
                 continue;
             };
             let words: Vec<&str> = inner.split_whitespace().collect();

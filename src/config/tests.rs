@@ -852,6 +852,16 @@ fn an_inline_comment_is_named() {
 }
 
 #[test]
+fn a_comment_after_a_section_header_is_named() {
+    assert_eq!(
+        errors("[daemon] # the defaults\n"),
+        ["1: text after the section header '[daemon]' (did you mean a comment? comments are whole lines starting \
+          with '#' or ';': a '#' or ';' after a value is part of it)"]
+    );
+    assert_eq!(errors("[router r1] r2\n"), ["1: text after the section header '[router r1]'"]);
+}
+
+#[test]
 fn a_quoted_value_is_named() {
     let hint = "(values are written bare: quotes are not needed and would be part of the value)";
     assert_eq!(
