@@ -122,7 +122,7 @@ pub fn warnings(parsed: &Parsed, search_path: &str, host: &dyn Host) -> Vec<Conf
 
 /// The first executable file `name` in the directories of `search_path`,
 /// as execvp would pick it.
-pub fn find_program(name: &str, search_path: &str, host: &dyn Host) -> Option<PathBuf> {
+fn find_program(name: &str, search_path: &str, host: &dyn Host) -> Option<PathBuf> {
     search_path
         .split(':')
         .filter(|dir| !dir.is_empty())
