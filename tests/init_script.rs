@@ -454,3 +454,35 @@ fn openrc_script_checks_before_restart_and_waits_for_the_daemon() {
     assert!(text(&out).contains("exited during start-up"), "{}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(30), "start_post waited {:?}", started.elapsed());
 }
+
+/// Every shell script under packaging/ (init scripts, the container's
+/// entrypoint, the Debian maintainer scripts and build script) passes
+/// shellcheck, each as the shell its first line names.
+#[test]
+fn every_packaging_shell_script_passes_shellcheck() {
+    if !common::require_root_and(&["shellcheck"]) {
+        return;
+    }
+    let mut scripts = Vec::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if fs::read(&path).unwrap().starts_with(b"#!/") {
+                let first = fs::read_to_string(&path).unwrap().lines().next().unwrap_or_default().to_owned();
+                assert!(first.ends_with("/sh") || first.ends_with("openrc-run"), "{}: {first}", path.display());
+                scripts.push(path);
+            }
+        }
+    }
+    let names: Vec<String> = scripts.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for expected in
+        ["harouterd.init", "harouterd.openrc", "docker-entrypoint.sh", "postinst", "prerm", "postrm", "build.sh"]
+    {
+        assert!(names.iter().any(|n| n == expected), "{expected} not found among {names:?}");
+    }
+    let out = Command::new(common::tool("shellcheck")).args(&scripts).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
