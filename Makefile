@@ -33,6 +33,22 @@ render-example: release
 	./target/release/harouterd check -c $(EXAMPLE)
 	./target/release/harouterd render -c $(EXAMPLE)
 
+# The Debian package, from the static binary (packaging/deb/build.sh;
+# dpkg-deb only, no root needed): target/deb/harouterd_VERSION_ARCH.deb.
+# tests/deb.rs installs, upgrades and purges it in a scratch copy of this
+# machine.
+.PHONY: deb docker
+deb: static
+	sh packaging/deb/build.sh $(STATIC_BIN) target/deb
+
+# The container image (packaging/Dockerfile, which builds the static binary
+# itself with `make static`); needs docker. README "Install" says how to
+# run it.
+DOCKER ?= docker
+IMAGE ?= harouterd
+docker:
+	$(DOCKER) build -f packaging/Dockerfile -t $(IMAGE) .
+
 deps:
 	./scripts/install-test-deps.sh
 

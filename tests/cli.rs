@@ -36,7 +36,10 @@ fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(name)
 }
 
-const GOOD: &str = "[daemon]\nstate_path = /srv/h\nha_vrrp_auth_password = pw12\n\n\
+/// `keepalived_path` names a program every machine has, so that `check`
+/// finds it whether keepalived is installed or not (in place of an empty
+/// line, so that the lines below keep their numbers).
+const GOOD: &str = "[daemon]\nstate_path = /srv/h\nha_vrrp_auth_password = pw12\nkeepalived_path = /bin/true\n\
                     [router r1]\nha_interface = ha-1\nvrid = 1\nvip = 10.0.0.1/24 dev qr-1\n\n\
                     [router r2]\nha_interface = ha-2\nvrid = 2\nhealth_check_interval = 5\n\
                     vip = 10.0.0.5/24 dev qg-2\nroute = 0.0.0.0/0 via 10.0.0.254 dev qg-2\n";
@@ -59,8 +62,127 @@ fn check_rejects_a_broken_file_with_path_and_line() {
     let p = path.display();
     assert_eq!(
         stderr(&out),
-        format!("{p}:6: unknown key 'bogus' in [router] section\n{p}:5: vrid: 300 is out of range 1..=254\n")
+        format!(
+            "{p}:6: router 'r1': unknown key 'bogus' in [router] section\n\
+             {p}:5: router 'r1': vrid: 300 is out of range 1..=254\n"
+        )
     );
+}
+
+// ---- issue 14.6 ----
+
+#[test]
+fn check_names_the_router_and_the_key_meant() {
+    let dir = TempDir::new("cli");
+    let path = config(&dir, "typo.conf", &format!("{GOOD}priorty = 100\n"));
+    let out = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{}:16: router 'r2': unknown key 'priorty' in [router] section (did you mean 'priority'?)\n",
+            path.display()
+        )
+    );
+}
+
+/// The issue's case: an IPv6 unicast peer, which keepalived 2.2.7 refuses
+/// ("address family must match VRRP instance"), passed `check`.
+#[test]
+fn check_refuses_an_ipv6_unicast_peer() {
+    let dir = TempDir::new("cli");
+    let path = config(&dir, "v6.conf", &format!("{GOOD}unicast_src_ip = 2001:db8::1\nunicast_peer = 2001:db8::2\n"));
+    let out = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let family = "is not of the same family as the VRRP instance, which is IPv4 (its primary VIP is in \
+                  169.254.0.0/16): keepalived would refuse it; use an IPv4 address on the HA network";
+    let p = path.display();
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{p}:16: router 'r2': unicast_src_ip: 2001:db8::1 {family}\n\
+             {p}:17: router 'r2': unicast_peer: 2001:db8::2 {family}\n"
+        )
+    );
+}
+
+/// Decision: a leading byte order mark is dropped with a warning, not an
+/// error (it is invisible, and means nothing).
+#[test]
+fn check_names_a_byte_order_mark_and_passes() {
+    let dir = TempDir::new("cli");
+    let path = config(&dir, "bom.conf", &format!("\u{feff}{GOOD}"));
+    let out = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{}:1: warning: the file starts with a UTF-8 byte order mark (bytes EF BB BF), which is ignored; save \
+             it without one\n",
+            path.display()
+        )
+    );
+    // The same file renders as the one without the mark.
+    let plain = config(&dir, "plain.conf", GOOD);
+    let render = |p: &Path| stdout(&run(&["render", "-c", p.to_str().unwrap()]));
+    assert_eq!(render(&path), render(&plain));
+}
+
+#[test]
+fn check_names_an_inline_comment() {
+    let dir = TempDir::new("cli");
+    let path = config(&dir, "comment.conf", &format!("{GOOD}priority = 100  # the primary\n"));
+    let out = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{}:16: router 'r2': priority: '100  # the primary' is not a whole number (did you mean a comment? \
+             comments are whole lines starting with '#' or ';': a '#' or ';' after a value is part of it)\n",
+            path.display()
+        )
+    );
+}
+
+/// Names and programs the daemon resolves only when it runs: warned about
+/// (exit 0), since the file may be checked on another machine than the one
+/// it runs on. The lookups are the real ones (users, groups, files).
+#[test]
+fn check_warns_about_names_and_programs_this_machine_lacks() {
+    let dir = TempDir::new("cli");
+    let text = GOOD
+        .replace(
+            "keepalived_path = /bin/true\n",
+            "keepalived_path = /nonexistent/keepalived\nconntrackd_path = hrt-no-such-conntrackd\n\
+         ha_conntrackd_enabled = true\nsocket_group = hrt-nosuchgroup\nallowed_uids = 0, hrt-nosuchuser, root\n\
+         transition_script = /nonexistent/transition.sh\n",
+        )
+        .replace("vrid = 1\n", "vrid = 1\nha_address = 169.254.192.1\n")
+        .replace("vrid = 2\n", "vrid = 2\nha_address = 169.254.192.2\n");
+    let path = config(&dir, "names.conf", &text);
+    let out = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let p = path.display();
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{p}:7: warning: socket_group: no group 'hrt-nosuchgroup' on this system: the daemon would refuse to \
+             start\n\
+             {p}:8: warning: allowed_uids: no user 'hrt-nosuchuser' on this system: the daemon would refuse to \
+             start\n\
+             {p}:4: warning: keepalived_path: /nonexistent/keepalived does not exist: no keepalived could be \
+             started\n\
+             {p}:5: warning: conntrackd_path: 'hrt-no-such-conntrackd' is not found in the PATH the daemon gives \
+             its children (/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin): conntrackd could not be \
+             run\n\
+             {p}:9: warning: transition_script: /nonexistent/transition.sh does not exist: no transition could \
+             run it\n"
+        )
+    );
+    // A bare name the children's PATH has is found there.
+    let path = config(&dir, "sh.conf", &GOOD.replace("keepalived_path = /bin/true", "keepalived_path = sh"));
+    let out = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!((out.status.code(), stderr(&out)), (Some(0), String::new()));
 }
 
 #[test]

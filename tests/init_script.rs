@@ -43,14 +43,26 @@ impl Rig {
     }
 
     fn init(&self, action: &str) -> Output {
-        Command::new("sh")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/harouterd.init"))
-            .arg(action)
-            .env("DAEMON", BIN)
-            .env("CONFIG", self.config())
-            .env("PIDFILE", self.pidfile())
-            .output()
-            .unwrap()
+        self.init_with(action, &[])
+    }
+
+    /// The init script with settings in `env` replacing the rig's (and,
+    /// with `("AS_USER", "65534")`, run as that user).
+    fn init_with(&self, action: &str, env: &[(&str, &str)]) -> Output {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/harouterd.init");
+        let mut command = match env.iter().find(|(k, _)| *k == "AS_USER") {
+            Some((_, uid)) => {
+                let mut c = Command::new(common::tool("setpriv"));
+                c.args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "--", "sh"]);
+                c
+            }
+            None => Command::new("sh"),
+        };
+        command.arg(script).arg(action).env("DAEMON", BIN).env("CONFIG", self.config()).env("PIDFILE", self.pidfile());
+        for (k, v) in env.iter().filter(|(k, _)| *k != "AS_USER") {
+            command.env(k, v);
+        }
+        command.output().unwrap()
     }
 
     fn routers(&self) -> String {
@@ -125,7 +137,7 @@ fn start_status_reload_stop() {
     // A broken config is refused by the script and the daemon keeps going.
     rig.write_config(&["r1", "r2"], "bogus = 1\n");
     let out = rig.init("reload");
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(6), "LSB: program not configured: {}", text(&out));
     assert!(text(&out).contains("unknown key 'bogus'"), "{}", text(&out));
     assert!(rig.routers().contains("r2 "));
 
@@ -204,4 +216,273 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Issue 14.2: `restart`, `try-restart` and `force-reload` with a broken
+/// config used to stop the daemon and then refuse to start it. The config
+/// is now checked first: the script exits 6 (LSB "not configured") with
+/// check's own message, and the same daemon keeps serving. A good config
+/// then restarts it (a new pid) and force-reloads it (same pid, SIGHUP).
+#[test]
+fn restart_and_force_reload_with_a_broken_config_stop_nothing() {
+    if !common::require_root_and(&["ip", "sh", "flock", "setpriv"]) {
+        return;
+    }
+    let ns = Netns::new("initrs");
+    common::add_veth_pair(&ns, "ha-a", "ha-b");
+    let rig = Rig { ns, dir: TempDir::new("initrs") };
+    rig.write_config(&["r1"], "");
+    let out = rig.init("start");
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = rig.daemon_pid().expect("pid file written");
+
+    // Not root: LSB 4, for status too while the lock is held (only root
+    // can tell whose it is).
+    for action in ["stop", "restart", "force-reload"] {
+        let out = rig.init_with(action, &[("AS_USER", "65534")]);
+        assert_eq!(out.status.code(), Some(4), "{action} as uid 65534: {}", text(&out));
+    }
+    let out = rig.init_with("status", &[("AS_USER", "65534")]);
+    assert_eq!(out.status.code(), Some(4), "status as uid 65534: {}", text(&out));
+
+    rig.write_config(&["r1", "r2"], "bogus = 1\n");
+    for action in ["restart", "try-restart", "force-reload", "reload"] {
+        let out = rig.init(action);
+        assert_eq!(out.status.code(), Some(6), "{action}: {}", text(&out));
+        assert!(text(&out).contains("unknown key 'bogus'"), "{action}: check's message: {}", text(&out));
+        assert!(text(&out).contains("not changing anything"), "{action}: {}", text(&out));
+        assert_eq!(rig.daemon_pid(), Some(pid), "{action} replaced the daemon: {}", text(&out));
+        assert!(rig.routers().contains("r1 "), "{action} stopped the daemon: {}", text(&out));
+        assert!(!rig.routers().contains("r2 "), "{action} applied a broken config");
+    }
+    let out = rig.init("status");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    rig.write_config(&["r1", "r2"], "");
+    let out = rig.init("force-reload");
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("r2 after force-reload", || rig.routers().contains("r2 "));
+    assert_eq!(rig.daemon_pid(), Some(pid), "force-reload reloads, it does not restart");
+
+    let out = rig.init("restart");
+    assert!(out.status.success(), "{}", text(&out));
+    let new_pid = rig.daemon_pid().expect("pid file written");
+    assert_ne!(new_pid, pid, "{}", text(&out));
+    assert!(text(&out).contains(&format!("harouterd started (pid {new_pid})")), "{}", text(&out));
+    assert!(unsafe { libc::kill(pid, 0) } != 0, "the old daemon is still alive");
+    // Serving when start says so: it answered on its control socket.
+    assert!(rig.routers().contains("r2 "), "{}", rig.routers());
+
+    let out = rig.init("stop");
+    assert!(out.status.success(), "{}", text(&out));
+    // Not running: try-restart and force-reload have nothing to do, reload
+    // says not running (7).
+    for (action, code) in [("try-restart", 0), ("force-reload", 0), ("reload", 7), ("status", 3)] {
+        let out = rig.init(action);
+        assert_eq!(out.status.code(), Some(code), "{action} while stopped: {}", text(&out));
+    }
+    assert!(rig.daemon_pid().is_none(), "something was started");
+}
+
+/// LSB exit codes when nothing runs: not installed (5), not root (4), no
+/// or a broken config (6), an unknown action (2).
+#[test]
+fn lsb_exit_codes_when_nothing_can_start() {
+    if !common::require_root_and(&["ip", "sh", "flock", "setpriv"]) {
+        return;
+    }
+    let ns = Netns::new("initlsb");
+    let rig = Rig { ns, dir: TempDir::new("initlsb") };
+    rig.write_config(&["r1"], "");
+    let missing = rig.dir.join("no-such-harouterd");
+    let missing = missing.to_str().unwrap();
+    for action in ["start", "restart", "reload", "force-reload"] {
+        let out = rig.init_with(action, &[("DAEMON", missing)]);
+        assert_eq!(out.status.code(), Some(5), "{action} without the binary: {}", text(&out));
+        assert!(text(&out).contains("is not installed"), "{}", text(&out));
+    }
+    // stop and status need no binary: nothing runs.
+    assert_eq!(rig.init_with("stop", &[("DAEMON", missing)]).status.code(), Some(0));
+    assert_eq!(rig.init_with("status", &[("DAEMON", missing)]).status.code(), Some(3));
+
+    let out = rig.init_with("start", &[("AS_USER", "65534")]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("needs root"), "{}", text(&out));
+
+    let absent = rig.dir.join("absent.conf");
+    let out = rig.init_with("start", &[("CONFIG", absent.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(text(&out).contains(absent.to_str().unwrap()), "names the file: {}", text(&out));
+
+    rig.write_config(&["r1"], "vrid = 300\n");
+    let out = rig.init("start");
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(text(&out).contains("harouterd.conf:"), "check's PATH:LINE message: {}", text(&out));
+
+    let out = rig.init("frobnicate");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("Usage:"), "{}", text(&out));
+    assert!(rig.daemon_pid().is_none());
+}
+
+/// `start` shows the daemon's own error and uses its exit status: a state
+/// directory the daemon refuses (`run` exits 2, LSB 6), a pid file locked by
+/// another process (`run` exits 1), and a daemon that dies after detaching
+/// (an unknown `socket_group`, which `check` passes): reported at once as
+/// a failure, not after START_WAIT, and never as started.
+#[test]
+fn start_reports_the_daemons_error_and_exit_status() {
+    if !common::require_root_and(&["ip", "sh", "flock"]) {
+        return;
+    }
+    let ns = Netns::new("initerr");
+    common::add_veth_pair(&ns, "ha-a", "ha-b");
+    let rig = Rig { ns, dir: TempDir::new("initerr") };
+
+    let open = rig.dir.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(
+        rig.config(),
+        format!("[daemon]\nstate_path = {}\n[router r1]\nnamespace = {}\nha_interface = ha-a\nvrid = 1\nkeepalived = false\n", open.display(), rig.ns.name()),
+    )
+    .unwrap();
+    let out = rig.init("start");
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(text(&out).contains("refusing directory"), "the daemon's own message: {}", text(&out));
+
+    rig.write_config(&["r1"], "");
+    // Another process holds the lock (this test: an open file of its own).
+    let holder = fs::File::create(rig.pidfile()).unwrap();
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&holder), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let out = rig.init("start");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let pidfile = rig.pidfile().display().to_string();
+    assert!(text(&out).contains(&format!("harouterd: {pidfile} is held")), "the daemon's own message: {}", text(&out));
+    drop(holder);
+
+    let config = fs::read_to_string(rig.config()).unwrap();
+    fs::write(rig.config(), config.replacen("[daemon]\n", "[daemon]\nsocket_group = hrt-no-such-group\n", 1)).unwrap();
+    assert!(Command::new(BIN).args(["check", "-c"]).arg(rig.config()).status().unwrap().success(), "check passes it");
+    let started = Instant::now();
+    let out = rig.init_with("start", &[("START_WAIT", "60")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("harouterd started"), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "start waited {:?} for a dead daemon", started.elapsed());
+    let out = rig.init("status");
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// packaging/harouterd.openrc without OpenRC (not installable beside
+/// sysvinit here): the script is sourced by `sh` as openrc-run sources it,
+/// with its output functions (`eerror`, ...) and `start-stop-daemon`
+/// stubbed, and `command`/`pidfile` pointed at this test's binary and
+/// files. Its own functions run for real against the real binary: a
+/// restart's `stop_pre` refuses a broken config (a plain stop never does),
+/// `reload` checks before signalling, and `start_post` waits for a detached
+/// daemon to answer, or reports one that died after detaching.
+#[test]
+fn openrc_script_checks_before_restart_and_waits_for_the_daemon() {
+    if !common::require_root_and(&["ip", "sh", "flock"]) {
+        return;
+    }
+    let ns = Netns::new("openrc");
+    common::add_veth_pair(&ns, "ha-a", "ha-b");
+    let rig = Rig { ns, dir: TempDir::new("openrc") };
+    let bin = rig.dir.join("bin");
+    fs::create_dir(&bin).unwrap();
+    let ssd_log = rig.dir.join("start-stop-daemon.calls");
+    fs::write(bin.join("start-stop-daemon"), format!("#!/bin/sh\necho \"$*\" >> {}\n", ssd_log.display())).unwrap();
+    fs::set_permissions(bin.join("start-stop-daemon"), fs::Permissions::from_mode(0o755)).unwrap();
+    let openrc = |function: &str, rc_cmd: &str| -> Output {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/harouterd.openrc");
+        let harness = format!(
+            "eerror() {{ echo \"ERROR: $*\"; }}; ewarn() {{ echo \"WARN: $*\"; }}; einfo() {{ echo \"$*\"; }}
+             ebegin() {{ echo \"* $*\"; }}; eend() {{ return \"$1\"; }}
+             . \"$1\"; command=\"$2\"; pidfile=\"$3\"; {function}"
+        );
+        Command::new("sh")
+            .args(["-c", &harness, "openrc-run"])
+            .arg(script)
+            .arg(BIN)
+            .arg(rig.pidfile())
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .env("RC_CMD", rc_cmd)
+            .env("HAROUTERD_CONFIG", rig.config())
+            .env("HAROUTERD_START_WAIT", "60")
+            .output()
+            .unwrap()
+    };
+
+    rig.write_config(&["r1"], "bogus = 1\n");
+    for (function, rc_cmd) in [("stop_pre", "restart"), ("start_pre", "start"), ("reload", "reload")] {
+        let out = openrc(function, rc_cmd);
+        assert!(!out.status.success(), "{function} ({rc_cmd}) accepted a broken config: {}", text(&out));
+        assert!(text(&out).contains("unknown key 'bogus'"), "{}", text(&out));
+        assert!(text(&out).contains("is invalid; not changing anything"), "{}", text(&out));
+    }
+    assert!(!ssd_log.exists(), "reload signalled despite a broken config");
+    let out = openrc("stop_pre", "stop");
+    assert!(out.status.success(), "a plain stop is never refused: {}", text(&out));
+
+    rig.write_config(&["r1"], "");
+    let out = openrc("stop_pre", "restart");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = openrc("reload", "reload");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(fs::read_to_string(&ssd_log).unwrap().contains("--signal HUP --pidfile"), "reload sends SIGHUP");
+
+    // What start-stop-daemon would have run, then start_post.
+    let run =
+        Command::new(BIN).args(["run", "-c"]).arg(rig.config()).arg("--pidfile").arg(rig.pidfile()).output().unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    let out = openrc("start_post", "start");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(rig.routers().contains("r1 "), "start_post returned before the daemon served");
+    let pid = rig.daemon_pid().expect("pid file");
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_for("the daemon to stop", || !rig.pidfile().exists());
+
+    let config = fs::read_to_string(rig.config()).unwrap();
+    fs::write(rig.config(), config.replacen("[daemon]\n", "[daemon]\nsocket_group = hrt-no-such-group\n", 1)).unwrap();
+    let run =
+        Command::new(BIN).args(["run", "-c"]).arg(rig.config()).arg("--pidfile").arg(rig.pidfile()).output().unwrap();
+    assert!(run.status.success(), "today the detaching parent returns 0 at once: {}", text(&run));
+    let started = Instant::now();
+    let out = openrc("start_post", "start");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("exited during start-up"), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "start_post waited {:?}", started.elapsed());
+}
+
+/// Every shell script under packaging/ (init scripts, the container's
+/// entrypoint, the Debian maintainer scripts and build script) passes
+/// shellcheck, each as the shell its first line names.
+#[test]
+fn every_packaging_shell_script_passes_shellcheck() {
+    if !common::require_root_and(&["shellcheck"]) {
+        return;
+    }
+    let mut scripts = Vec::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if fs::read(&path).unwrap().starts_with(b"#!/") {
+                let first = fs::read_to_string(&path).unwrap().lines().next().unwrap_or_default().to_owned();
+                assert!(first.ends_with("/sh") || first.ends_with("openrc-run"), "{}: {first}", path.display());
+                scripts.push(path);
+            }
+        }
+    }
+    let names: Vec<String> = scripts.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for expected in
+        ["harouterd.init", "harouterd.openrc", "docker-entrypoint.sh", "postinst", "prerm", "postrm", "build.sh"]
+    {
+        assert!(names.iter().any(|n| n == expected), "{expected} not found among {names:?}");
+    }
+    let out = Command::new(common::tool("shellcheck")).args(&scripts).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }

@@ -1,26 +1,72 @@
 //! `harouterd check -c FILE`: parse and validate, print only problems.
 //!
 //! Besides the config's own errors and warnings, `check` warns (stderr,
-//! exit 0) about files someone other than root could change, since root
-//! acts on them: the config file itself (it says what root runs and where
-//! root writes) and the `transition_script` (root runs it), each with the
-//! directories leading to it.
+//! exit 0) about what only this machine can tell: names and programs the
+//! daemon resolves when it runs ([`runtime`]), and files someone other than
+//! root could change, since root acts on them: the config file itself (it
+//! says what root runs and where root writes) and the `transition_script`
+//! (root runs it), each with the directories leading to it.
 
 use std::path::Path;
 
-use super::{Exit, load_config};
-use crate::config::Config;
+use super::Exit;
+use crate::config::runtime::{self, FileKind, Lookup};
+use crate::config::{self, Config};
 use crate::sys::files::trusted::{self as trusted_dir, Position};
+use crate::sys::spawn::CHILD_PATH;
 
 pub fn run(config: &Path) -> Exit {
-    match load_config(config) {
+    match config::load(config) {
         Ok(parsed) => {
-            for warning in permission_warnings(config, &parsed) {
+            for warning in parsed.warnings.iter().chain(&runtime::warnings(&parsed, CHILD_PATH, &System)) {
+                eprintln!("{warning}");
+            }
+            for warning in permission_warnings(config, &parsed.config) {
                 eprintln!("{warning}");
             }
             Exit::Ok
         }
-        Err(exit) => exit,
+        Err(errors) => {
+            eprintln!("{errors}");
+            Exit::Usage
+        }
+    }
+}
+
+/// The machine `check` runs on, looked up as the daemon will: the same
+/// user and group database calls, and exec's view of a file (symlinks
+/// followed, any execute bit will do for root).
+struct System;
+
+impl runtime::Host for System {
+    fn group(&self, name: &str) -> Lookup {
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(_)) => Lookup::Found,
+            Ok(None) => Lookup::Missing,
+            Err(e) => Lookup::Failed(e.to_string()),
+        }
+    }
+
+    fn user(&self, name: &str) -> Lookup {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(_)) => Lookup::Found,
+            Ok(None) => Lookup::Missing,
+            Err(e) => Lookup::Failed(e.to_string()),
+        }
+    }
+
+    fn file(&self, path: &Path) -> FileKind {
+        use std::io::ErrorKind;
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => FileKind::NotAFile,
+            Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+                FileKind::NotExecutable(meta.permissions().mode() & 0o7777)
+            }
+            Ok(_) => FileKind::Executable,
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => FileKind::Missing,
+            Err(e) => FileKind::Unknown(e.to_string()),
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! see one value per setting and a change in `[daemon]` shows up as a change
 //! of every router that inherits it.
 
+mod hints;
 mod parse;
+pub mod runtime;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -288,6 +290,10 @@ impl Config {
 pub struct Parsed {
     pub config: Config,
     pub warnings: Vec<ConfigError>,
+    /// The line of each `[daemon]` key the file sets, for messages about
+    /// values only judged later ([`runtime`]: names and programs that
+    /// exist, or not, on the machine).
+    pub daemon_lines: std::collections::HashMap<String, usize>,
 }
 
 /// Reads and parses `path`. Errors name the file (and line); warnings are for
@@ -304,7 +310,7 @@ pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
             message: "not valid UTF-8".to_owned(),
         }])
     })?;
-    let Parsed { config, mut warnings } = parse(path, &text)?;
+    let Parsed { config, mut warnings, daemon_lines } = parse(path, &text)?;
     if config.holds_password {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
@@ -320,7 +326,7 @@ pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
             }
         }
     }
-    Ok(Parsed { config, warnings })
+    Ok(Parsed { config, warnings, daemon_lines })
 }
 
 #[cfg(test)]

@@ -9,6 +9,14 @@
 //! Comments are whole lines starting with `#` or `;`. A `#` later in a line
 //! is part of the value, so a password may hold one... except that
 //! keepalived itself would cut it there, which [`keepalived_word`] refuses.
+//! A value that looks like a habit from another syntax (an inline comment,
+//! quotes, a comma list) gets the habit named ([`hints`]).
+//!
+//! Besides its own syntax, the parser refuses what keepalived 2.2.7 or the
+//! kernel would refuse in the keepalived.conf it leads to (address
+//! families, IPv6 scopes, routes the kernel cannot install), since those
+//! fail only once keepalived runs, or only on a failover. Every message
+//! about a router's lines names the router.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Auth, AuthType, ChildAction, Config, ConfigError, ConfigErrors, ConntrackdOptions, DaemonConfig, OnExit, Parsed,
-    Principal, Route, RouteDest, RouterConfig, Secret, Vip,
+    Principal, Route, RouteDest, RouterConfig, Secret, Vip, hints,
 };
 use crate::conntrackd::conf as conntrackd_conf;
 use crate::core::ident::{self, Namespace, RouterId};
@@ -85,6 +93,9 @@ const DEFAULT_HA_CIDR: &str = "169.254.192.0/18";
 /// Scopes keepalived accepts on addresses and routes.
 const SCOPES: &[&str] = &["global", "site", "link", "host", "nowhere"];
 
+/// U+FEFF, the UTF-8 byte order mark some editors put first in a file.
+const BOM: char = '\u{feff}';
+
 #[derive(Clone, Copy)]
 struct Entry<'a> {
     key: &'a str,
@@ -118,21 +129,29 @@ struct Section<'a> {
 /// Collects errors and warnings so one run reports every problem.
 struct Diag<'p> {
     path: &'p Path,
+    /// The router whose lines are being read: every message about them
+    /// starts `router 'ID': `, so a file with many routers says which one.
+    router: Option<RouterId>,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
 }
 
 impl Diag<'_> {
+    fn named(&self, message: String) -> String {
+        match &self.router {
+            Some(id) => format!("router '{id}': {message}"),
+            None => message,
+        }
+    }
+
     fn error(&mut self, line: usize, message: impl Into<String>) {
-        self.errors.push(ConfigError { path: self.path.to_path_buf(), line: Some(line), message: message.into() });
+        let message = self.named(message.into());
+        self.errors.push(ConfigError { path: self.path.to_path_buf(), line: Some(line), message });
     }
 
     fn warn(&mut self, line: usize, message: impl Into<String>) {
-        self.warnings.push(ConfigError {
-            path: self.path.to_path_buf(),
-            line: Some(line),
-            message: format!("warning: {}", message.into()),
-        });
+        let message = format!("warning: {}", self.named(message.into()));
+        self.warnings.push(ConfigError { path: self.path.to_path_buf(), line: Some(line), message });
     }
 
     /// Parses the single key `key` if present; a bad value is reported with
@@ -142,11 +161,22 @@ impl Diag<'_> {
         self.value(entry, parse)
     }
 
+    /// A value written out of a habit from another syntax (quotes, an
+    /// inline comment, a comma list) gets the habit named: after the
+    /// reason when it makes the value invalid, as a warning when the value
+    /// is still valid (and then means something else than intended).
     fn value<T>(&mut self, entry: &Entry, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let habit = hints::value_habit(entry.key, entry.value, LIST_KEYS.contains(&entry.key));
         match parse(entry.value) {
-            Ok(v) => Some(v),
+            Ok(v) => {
+                if let Some(habit) = habit {
+                    self.warn(entry.line, format!("{}: {habit}", entry.key));
+                }
+                Some(v)
+            }
             Err(reason) => {
-                self.error(entry.line, format!("{}: {}", entry.key, reason));
+                let hint = habit.map(|h| format!(" ({h})")).unwrap_or_default();
+                self.error(entry.line, format!("{}: {reason}{hint}", entry.key));
                 None
             }
         }
@@ -156,7 +186,19 @@ impl Diag<'_> {
 /// Parses a whole config file's text. `path` is only used in messages and
 /// as the config's origin.
 pub fn parse(path: &Path, text: &str) -> Result<Parsed, ConfigErrors> {
-    let mut diag = Diag { path, errors: Vec::new(), warnings: Vec::new() };
+    let mut diag = Diag { path, router: None, errors: Vec::new(), warnings: Vec::new() };
+    // Editors on other systems may save one; it is invisible and means
+    // nothing, so it is dropped rather than read as part of the first line.
+    let text = match text.strip_prefix(BOM) {
+        Some(rest) => {
+            diag.warn(
+                1,
+                "the file starts with a UTF-8 byte order mark (bytes EF BB BF), which is ignored; save it without one",
+            );
+            rest
+        }
+        None => text,
+    };
     let sections = split_sections(text, &mut diag);
 
     let empty = Fields::default();
@@ -165,10 +207,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, ConfigErrors> {
 
     let mut routers = Vec::new();
     for section in &sections {
-        if let Kind::Router(id) = &section.kind
-            && let Some(router) = router_section(id, section, &defaults, &mut diag)
-        {
-            routers.push(router);
+        if let Kind::Router(id) = &section.kind {
+            diag.router = Some(id.clone());
+            if let Some(router) = router_section(id, section, &defaults, &mut diag) {
+                routers.push(router);
+            }
+            diag.router = None;
         }
     }
     check_vrid_clashes(&routers, &sections, &mut diag);
@@ -176,9 +220,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, ConfigErrors> {
     if !diag.errors.is_empty() {
         return Err(ConfigErrors(diag.errors));
     }
+    let daemon_lines = daemon_fields.single.values().map(|e| (e.key.to_owned(), e.line)).collect();
     let holds_password = defaults.password.is_some() || routers.iter().any(|r| r.auth.is_some());
     let config = Config { path: path.to_path_buf(), daemon: defaults.daemon, routers, holds_password };
-    Ok(Parsed { config, warnings: diag.warnings })
+    Ok(Parsed { config, warnings: diag.warnings, daemon_lines })
 }
 
 /// Pass one: sections, entries, unknown and repeated keys.
@@ -195,19 +240,39 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
     for (index, raw) in text.split('\n').enumerate() {
         let line = index + 1;
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        let trimmed = raw.trim();
+        // A BOM opening a line (files joined with cat) is reported, and the
+        // line read without it, so the section it may open still counts.
+        let (bom, trimmed) = match raw.trim().strip_prefix(BOM) {
+            Some(rest) => (true, rest.trim()),
+            None => (false, raw.trim()),
+        };
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
             continue;
+        }
+        if trimmed.starts_with('[') {
+            diag.router = None;
         }
         if let Some(c) = raw.chars().find(|&c| c.is_control() && c != '\t') {
             diag.error(line, format!("control character {:?} in line", c));
             continue;
         }
+        if bom || trimmed.contains(BOM) {
+            diag.error(line, "invisible character U+FEFF (a byte order mark, as from joining files): delete it");
+            if trimmed.contains(BOM) {
+                continue;
+            }
+        }
         if trimmed.starts_with('[') {
             current = None;
             after_bad_header = true;
             let Some(inner) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
-                diag.error(line, format!("section header '{trimmed}' has no closing ']'"));
+                match trimmed.split_once(']') {
+                    Some((head, rest)) => {
+                        let hint = hints::value_habit("", rest, false).map(|h| format!(" ({h})")).unwrap_or_default();
+                        diag.error(line, format!("text after the section header '{head}]'{hint}"));
+                    }
+                    None => diag.error(line, format!("section header '{trimmed}' has no closing ']'")),
+                }
                 continue;
             };
             let words: Vec<&str> = inner.split_whitespace().collect();
@@ -239,6 +304,9 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
                     continue;
                 }
             };
+            if let Kind::Router(id) = &kind {
+                diag.router = Some(id.clone());
+            }
             sections.push(Section { kind, line, fields: Fields::default() });
             current = Some(sections.len() - 1);
             after_bad_header = false;
@@ -277,6 +345,7 @@ fn split_sections<'a>(text: &'a str, diag: &mut Diag) -> Vec<Section<'a>> {
             section.fields.single.insert(key, entry);
         }
     }
+    diag.router = None;
     sections
 }
 
@@ -306,15 +375,30 @@ fn no_equals_message(line: &str) -> String {
     }
 }
 
+/// `key` is what [`shown_key`] made of the text before `=`: a word, with
+/// `...` when more followed (never shown, nor used for a suggestion).
 fn unknown_key_message(key: &str, section: &str) -> String {
-    let hint = match (section, key) {
-        ("[router]", k) if DAEMON_KEYS.contains(&k) => " (it belongs in [daemon])".to_owned(),
-        ("[daemon]", k) if ROUTER_KEYS.contains(&k) => " (it belongs in a [router ID] section)".to_owned(),
-        ("[router]", k) => match k.strip_prefix("ha_vrrp_") {
-            Some(short) if ROUTER_KEYS.contains(&short) => format!(" (routers spell it '{short}')"),
-            _ => String::new(),
+    let (own, other, elsewhere) = match section {
+        "[router]" => (ROUTER_KEYS, DAEMON_KEYS, "[daemon]"),
+        _ => (DAEMON_KEYS, ROUTER_KEYS, "a [router ID] section"),
+    };
+    let hint = match key.strip_suffix("...") {
+        // `auth_password Hunter2x = 1`: a key followed by more words.
+        Some(word) if own.contains(&word) => format!(" (the key is the one word before '=': '{word} = VALUE')"),
+        Some(_) => String::new(),
+        None if other.contains(&key) => format!(" (it belongs in {elsewhere})"),
+        None => match key.strip_prefix("ha_vrrp_") {
+            Some(short) if section == "[router]" && ROUTER_KEYS.contains(&short) => {
+                format!(" (routers spell it '{short}')")
+            }
+            _ => match (hints::closest(key, own).as_slice(), hints::closest(key, other).as_slice()) {
+                ([], []) => String::new(),
+                ([], theirs) => {
+                    format!(" (did you mean {}? it belongs in {elsewhere})", hints::quoted_alternatives(theirs))
+                }
+                (ours, _) => format!(" (did you mean {}?)", hints::quoted_alternatives(ours)),
+            },
         },
-        _ => String::new(),
     };
     format!("unknown key '{key}' in {section} section{hint}")
 }
@@ -387,7 +471,7 @@ fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &
     let namespace = diag.get(f, "namespace", Namespace::parse);
     let ha_interface = diag.get(f, "ha_interface", ifname);
     if !f.single.contains_key("ha_interface") {
-        diag.error(section.line, format!("router '{id}': ha_interface is required"));
+        diag.error(section.line, "ha_interface is required");
     }
     let ha_cidr = match f.single.get("ha_cidr") {
         Some(entry) => diag.value(entry, network),
@@ -395,7 +479,7 @@ fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &
     };
     let vrid = diag.get(f, "vrid", range(1, 254)).map(|v| v as u8);
     if !f.single.contains_key("vrid") {
-        diag.error(section.line, format!("router '{id}': vrid is required (1..=254)"));
+        diag.error(section.line, "vrid is required (1..=254)");
     }
     let priority = diag.get(f, "priority", range(1, 254)).map_or(50, |v| v as u8);
     let advert_int = diag.get(f, "advert_int", range(1, 255)).unwrap_or(defaults.advert_int);
@@ -410,8 +494,8 @@ fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &
     let health_check_interval =
         diag.get(f, "health_check_interval", range(0, 86_400)).unwrap_or(defaults.health_check_interval);
     let keepalived = diag.get(f, "keepalived", boolean).unwrap_or(true);
-    let mcast_src_ip = diag.get(f, "mcast_src_ip", net::parse_addr);
-    let unicast_src_ip = diag.get(f, "unicast_src_ip", net::parse_addr);
+    let mcast_src_ip = diag.get(f, "mcast_src_ip", instance_family);
+    let unicast_src_ip = diag.get(f, "unicast_src_ip", instance_family);
     let ha_address = diag.get(f, "ha_address", ipv4_host);
     if let (Some(addr), Some(cidr), Some(entry)) = (ha_address, ha_cidr, f.single.get("ha_address"))
         && let Err(e) = host_in(addr, &cidr)
@@ -438,15 +522,44 @@ fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &
 
     let mut vips = Vec::new();
     let mut seen_vips: HashMap<Cidr, usize> = HashMap::new();
-    for entry in f.list("vip") {
-        let Some(vip) = diag.value(entry, vip) else { continue };
+    // The first IPv4 VIP of each subnet on each interface: the kernel
+    // refuses ("ipv4: Invalid scope value") an address whose scope differs
+    // from that of the addresses of the same subnet already there, so
+    // keepalived would add one and fail on the other when it turns primary.
+    let mut subnets: HashMap<(&str, u128, u8), (&Vip, usize)> = HashMap::new();
+    let parsed: Vec<(Vip, usize)> =
+        f.list("vip").iter().filter_map(|entry| Some((diag.value(entry, vip)?, entry.line))).collect();
+    for (vip, line) in &parsed {
         if let Some(first) = seen_vips.get(&vip.cidr) {
-            diag.error(entry.line, format!("vip: {} listed twice (first at line {first})", vip.cidr));
+            diag.error(*line, format!("vip: {} listed twice (first at line {first})", vip.cidr));
             continue;
         }
-        seen_vips.insert(vip.cidr, entry.line);
-        vips.push(vip);
+        seen_vips.insert(vip.cidr, *line);
+        if vip.cidr.is_ipv4() {
+            let key = (vip.dev.as_str(), vip.cidr.network_bits(), vip.cidr.prefix);
+            let scope_of = |v: &Vip| v.scope.clone().unwrap_or_else(|| "global".to_owned());
+            match subnets.get(&key) {
+                Some((first, first_line)) if scope_of(first) != scope_of(vip) => diag.error(
+                    *line,
+                    format!(
+                        "vip: {} on {} has scope {}, but {} (line {first_line}), in the same subnet on the same \
+                         interface, has scope {}: the kernel refuses an address whose scope differs from the others \
+                         of its subnet; give them one scope",
+                        vip.cidr,
+                        vip.dev,
+                        scope_of(vip),
+                        first.cidr,
+                        scope_of(first)
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    subnets.insert(key, (vip, *line));
+                }
+            }
+        }
     }
+    vips.extend(parsed.iter().map(|(vip, _)| vip.clone()));
 
     let mut routes = Vec::new();
     for entry in f.list("route") {
@@ -457,16 +570,33 @@ fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &
 
     let mut unicast_peers = Vec::new();
     for entry in f.list("unicast_peer") {
-        let Some(peer) = diag.value(entry, net::parse_addr) else { continue };
+        let Some(peer) = diag.value(entry, instance_family) else { continue };
         if unicast_peers.contains(&peer) {
             diag.error(entry.line, format!("unicast_peer: {peer} listed twice"));
             continue;
         }
-        if let Some(src) = unicast_src_ip.filter(|src| src.is_ipv4() != peer.is_ipv4()) {
-            diag.error(entry.line, format!("unicast_peer: {peer} is not of the same family as unicast_src_ip {src}"));
-            continue;
+        // keepalived takes these without a word; the instance would then
+        // talk to itself instead of its peer.
+        if unicast_src_ip == Some(peer) {
+            diag.warn(entry.line, format!("unicast_peer: {peer} is this node's own unicast_src_ip"));
+        } else if ha_address.map(IpAddr::V4) == Some(peer) {
+            diag.warn(entry.line, format!("unicast_peer: {peer} is this node's own ha_address"));
         }
         unicast_peers.push(peer);
+    }
+    // keepalived 2.2.7: "A unicast keyword has been specified without any
+    // unicast peers. Defaulting to multicast.": the router would quietly
+    // advertise by multicast, which the operator chose unicast to avoid.
+    if let (Some(src), Some(entry)) = (unicast_src_ip, f.single.get("unicast_src_ip"))
+        && f.list("unicast_peer").is_empty()
+    {
+        diag.error(
+            entry.line,
+            format!(
+                "unicast_src_ip: {src} is set but no unicast_peer is: keepalived would ignore it and use multicast \
+                 (add unicast_peer lines, or use mcast_src_ip)"
+            ),
+        );
     }
 
     let primary = match (ha_cidr, vrid) {
@@ -474,7 +604,7 @@ fn router_section(id: &RouterId, section: &Section, defaults: &Defaults, diag: &
             Ok(vip) => Some(vip),
             Err(e) => {
                 let line = f.single.get("ha_cidr").map_or(section.line, |e| e.line);
-                diag.error(line, format!("router '{id}': {e}"));
+                diag.error(line, e.to_string());
                 None
             }
         },
@@ -541,10 +671,8 @@ fn conntrackd_checks(
     if !f.single.contains_key("ha_address") {
         diag.error(
             section.line,
-            format!(
-                "router '{id}': ha_address is required with ha_conntrackd_enabled (this node's own address on the \
-                 HA network, which conntrackd syncs over)"
-            ),
+            "ha_address is required with ha_conntrackd_enabled (this node's own address on the HA network, which \
+             conntrackd syncs over)",
         );
     }
     if let (Some(name), Some(entry)) = (ha_interface, f.single.get("ha_interface"))
@@ -558,8 +686,8 @@ fn conntrackd_checks(
             diag.error(
                 entry.line,
                 format!(
-                    "router '{id}': ha_conntrackd_group {} + vrid {vrid} = {group}, over {} (conntrackd's sync \
-                     Group is a UDP port)",
+                    "ha_conntrackd_group {} + vrid {vrid} = {group}, over {} (conntrackd's sync Group is a UDP \
+                     port)",
                     daemon.conntrackd.group,
                     conntrackd_conf::MAX_GROUP
                 ),
@@ -567,7 +695,7 @@ fn conntrackd_checks(
         }
     }
     if let Err(e) = conntrackd_conf::Paths::new(&Layout::new(&daemon.ha_confs_path), id).check() {
-        diag.error(section.line, format!("router '{id}': {e}"));
+        diag.error(section.line, e.to_string());
     }
 }
 
@@ -583,6 +711,7 @@ fn check_vrid_clashes(routers: &[RouterConfig], sections: &[Section], diag: &mut
                 .find(|s| s.line == router.line)
                 .and_then(|s| s.fields.single.get("vrid"))
                 .map_or(router.line, |e| e.line);
+            diag.router = Some(router.id.clone());
             diag.error(
                 line,
                 format!(
@@ -590,6 +719,7 @@ fn check_vrid_clashes(routers: &[RouterConfig], sections: &[Section], diag: &mut
                     router.vrid, first.id, first.line, router.ha_interface
                 ),
             );
+            diag.router = None;
         } else {
             seen.insert(key, router);
         }
@@ -768,6 +898,31 @@ fn host_in(addr: Ipv4Addr, cidr: &Cidr) -> Result<(), String> {
     Ok(())
 }
 
+/// The family of every address keepalived puts in a VRRP instance's
+/// packets must be the instance's, which its first VIP sets: the primary
+/// VIP, always IPv4 (169.254.0.0/16). keepalived 2.2.7 drops an IPv6
+/// `mcast_src_ip` or `unicast_src_ip` ("address family must match VRRP
+/// instance") and then refuses the instance for want of a VIP, and skips an
+/// IPv6 `unicast_peer`. (`virtual_ipaddress_excluded` may mix families.)
+fn instance_family(v: &str) -> Result<IpAddr, String> {
+    let addr = net::parse_addr(v)?;
+    if addr.is_ipv6() {
+        return Err(format!(
+            "{addr} is not of the same family as the VRRP instance, which is IPv4 (its primary VIP is in \
+             {PRIMARY_VIP_RANGE}): keepalived would refuse it; use an IPv4 address on the HA network"
+        ));
+    }
+    Ok(addr)
+}
+
+/// Where every primary VIP lies (see `primary_vip`).
+const PRIMARY_VIP_RANGE: &str = "169.254.0.0/16";
+
+/// Whether `addr` is an IPv6 link-local unicast address (fe80::/10).
+fn is_link_local_v6(addr: &IpAddr) -> bool {
+    matches!(addr, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80)
+}
+
 fn scope(v: &str) -> Result<String, String> {
     if SCOPES.contains(&v) { Ok(v.to_owned()) } else { Err(format!("scope '{v}' is not one of {}", SCOPES.join(", "))) }
 }
@@ -780,7 +935,32 @@ fn vip(v: &str) -> Result<Vip, String> {
         [cidr, "dev", dev, "scope", s] => (cidr, dev, Some(*s)),
         _ => return Err(format!("'{v}' is not 'CIDR dev IFACE [scope SCOPE]'")),
     };
-    Ok(Vip { cidr: Cidr::parse(cidr)?, dev: ifname(dev)?, scope: scope_word.map(scope).transpose()? })
+    let vip = Vip { cidr: Cidr::parse(cidr)?, dev: ifname(dev)?, scope: scope_word.map(scope).transpose()? };
+    if let IpAddr::V6(addr) = vip.cidr.addr {
+        // What the kernel refuses when keepalived adds the address on
+        // becoming primary (EADDRNOTAVAIL, EINVAL): the VIP would be missing.
+        if addr.is_multicast() || addr.is_unspecified() {
+            return Err(format!(
+                "{} is not a unicast address: the kernel refuses it, so keepalived could not add it",
+                vip.cidr
+            ));
+        }
+        // keepalived 2.2.7: "Cannot specify scope for IPv6 addresses -
+        // ignoring scope" for all but global. Neutron writes `scope link`
+        // on its link-local gateway VIP, where the address implies it.
+        match vip.scope.as_deref() {
+            None | Some("global") => {}
+            Some("link") if is_link_local_v6(&vip.cidr.addr) => {}
+            Some(s) => {
+                return Err(format!(
+                    "scope {s} on the IPv6 address {}: keepalived ignores scopes on IPv6 addresses (the address \
+                     sets it: link for fe80::/10, global otherwise); leave it out",
+                    vip.cidr
+                ));
+            }
+        }
+    }
+    Ok(vip)
 }
 
 /// `DEST [via NEXTHOP] [dev IFACE] [scope S]`, options in any order, each
@@ -818,5 +998,43 @@ fn route(v: &str) -> Result<Route, String> {
     if route.via.is_none() && route.dev.is_none() {
         return Err(format!("'{v}' needs 'via NEXTHOP' or 'dev IFACE'"));
     }
+    kernel_accepts_route(&route)?;
     Ok(route)
+}
+
+/// What keepalived -t lets through but the kernel refuses when keepalived
+/// adds the route on becoming primary (keepalived logs a netlink error and
+/// runs on without the route): refused here so that a failover cannot
+/// lose it. Only what the kernel refuses in any routing table a router
+/// has: a multicast or broadcast next hop, or `via` with scope link, passes
+/// only where a host-scoped route covers the next hop.
+fn kernel_accepts_route(route: &Route) -> Result<(), String> {
+    if let Some(hop) = route.via {
+        let unicast = match hop {
+            IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast(),
+            IpAddr::V6(a) => !a.is_multicast() && !a.is_unspecified(),
+        };
+        if !unicast {
+            return Err(format!("next hop {hop} is not a unicast address: the kernel refuses it"));
+        }
+        if is_link_local_v6(&hop) && route.dev.is_none() {
+            return Err(format!(
+                "next hop {hop} is link-local: it needs 'dev IFACE' (the kernel refuses it without one)"
+            ));
+        }
+    }
+    // IPv6 routes have no scope in the kernel (it ignores one); IPv4 ones do.
+    if route.dest.is_ipv4() {
+        match (route.via, route.scope.as_deref()) {
+            (_, Some("nowhere")) => return Err("scope nowhere: the kernel refuses it on a route".to_owned()),
+            (Some(hop), Some(s @ ("link" | "host"))) => {
+                return Err(format!(
+                    "a route via a next hop ({hop}) cannot have scope {s}: the kernel refuses it; use scope \
+                     global (the default) or site, or leave out 'via' for an on-link route"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -352,7 +352,7 @@ fn unicast_problems() {
 fn password_errors_never_echo_the_password() {
     let found = errors(&format!("{HEAD}auth_password = my secret\n"));
     assert_eq!(found.len(), 1);
-    assert!(found[0].starts_with("7: auth_password: "), "{found:?}");
+    assert!(found[0].starts_with("7: router 'r1': auth_password: "), "{found:?}");
     assert!(!found[0].contains("secret"), "password leaked: {found:?}");
     assert_error(&format!("{HEAD}auth_password = pw#1\n"), 7, &["value not shown"]);
 }
@@ -570,4 +570,501 @@ fn conntrackd_paths_over_conntrackd_limits() {
     assert_error(&text(&long), 5, &["conntrackd.conf path /ddd", "is 256 bytes, over conntrackd's limit of 255"]);
     // Only routers that get the file are held to it.
     parse_text(&text(&long).replace("= true", "= false")).unwrap();
+}
+
+// ---- issue 14.6: what keepalived or the kernel would refuse ----
+
+/// The one warning of a file that parses, as `line: message`.
+#[track_caller]
+fn only_warning(text: &str) -> String {
+    let parsed = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
+    let found: Vec<String> =
+        parsed.warnings.iter().map(|w| format!("{}: {}", w.line.unwrap_or(0), w.message)).collect();
+    assert_eq!(found.len(), 1, "expected one warning, got {found:?}");
+    found[0].clone()
+}
+
+#[track_caller]
+fn no_warnings(text: &str) {
+    let parsed = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+}
+
+/// keepalived 2.2.7 takes the instance's family from its first VIP (the
+/// IPv4 primary VIP) and drops an IPv6 source address ("address family
+/// must match VRRP instance") or peer: tests/keepalived_accepts.rs shows it.
+#[test]
+fn source_addresses_and_peers_must_be_ipv4_like_the_primary_vip() {
+    let family = "is not of the same family as the VRRP instance, which is IPv4 (its primary VIP is in \
+                  169.254.0.0/16): keepalived would refuse it; use an IPv4 address on the HA network";
+    assert_eq!(
+        errors(&format!("{HEAD}mcast_src_ip = 2001:db8::2\n")),
+        [format!("7: router 'r1': mcast_src_ip: 2001:db8::2 {family}")]
+    );
+    assert_eq!(
+        errors(&format!("{HEAD}unicast_src_ip = fe80::1\nunicast_peer = fe80::2\n")),
+        [
+            format!("7: router 'r1': unicast_src_ip: fe80::1 {family}"),
+            format!("8: router 'r1': unicast_peer: fe80::2 {family}")
+        ]
+    );
+    // Without a source address too: keepalived takes the peer's family.
+    assert_eq!(
+        errors(&format!("{HEAD}unicast_peer = 2001:db8::3\n")),
+        [format!("7: router 'r1': unicast_peer: 2001:db8::3 {family}")]
+    );
+    // IPv6 VIPs are fine: they go to virtual_ipaddress_excluded.
+    router(&format!("{HEAD}vip = 2001:db8::1/64 dev qg-1\nunicast_peer = 169.254.192.2\n"));
+}
+
+#[test]
+fn unicast_src_ip_without_a_peer() {
+    assert_eq!(
+        errors(&format!("{HEAD}unicast_src_ip = 169.254.192.1\n")),
+        ["7: router 'r1': unicast_src_ip: 169.254.192.1 is set but no unicast_peer is: keepalived would ignore it \
+          and use multicast (add unicast_peer lines, or use mcast_src_ip)"]
+    );
+    // An IPv6 one is reported once, for its family.
+    assert_error(&format!("{HEAD}unicast_src_ip = 2001:db8::1\n"), 7, &["not of the same family"]);
+    // Peers without a source address: keepalived picks the interface's.
+    assert_eq!(router(&format!("{HEAD}unicast_peer = 169.254.192.2\n")).unicast_peers.len(), 1);
+}
+
+/// keepalived -t takes these without a word, so they are warnings.
+#[test]
+fn a_peer_that_is_this_node_is_a_warning() {
+    let text = format!("{HEAD}unicast_src_ip = 169.254.192.1\nunicast_peer = 169.254.192.1\n");
+    assert_eq!(
+        only_warning(&text),
+        "8: warning: router 'r1': unicast_peer: 169.254.192.1 is this node's own unicast_src_ip"
+    );
+    let text =
+        format!("{HEAD}ha_address = 169.254.192.9\nunicast_peer = 169.254.192.2\nunicast_peer = 169.254.192.9\n");
+    assert_eq!(
+        only_warning(&text),
+        "9: warning: router 'r1': unicast_peer: 169.254.192.9 is this node's own ha_address"
+    );
+    no_warnings(&format!("{HEAD}unicast_src_ip = 169.254.192.1\nunicast_peer = 169.254.192.2\n"));
+}
+
+#[test]
+fn ipv6_vip_scopes_keepalived_would_ignore() {
+    let refused = |vip: &str, scope: &str| {
+        format!(
+            "7: router 'r1': vip: scope {scope} on the IPv6 address {vip}: keepalived ignores scopes on IPv6 \
+             addresses (the address sets it: link for fe80::/10, global otherwise); leave it out"
+        )
+    };
+    assert_eq!(
+        errors(&format!("{HEAD}vip = 2001:db8::1/64 dev qg-1 scope link\n")),
+        [refused("2001:db8::1/64", "link")]
+    );
+    assert_eq!(errors(&format!("{HEAD}vip = fe80::1/64 dev qg-1 scope host\n")), [refused("fe80::1/64", "host")]);
+    assert_eq!(
+        errors(&format!("{HEAD}vip = 2001:db8::1/64 dev qg-1 scope site\n")),
+        [refused("2001:db8::1/64", "site")]
+    );
+    // Neutron's link-local gateway VIP, no scope, or global: accepted.
+    for ok in ["fe80::1/64 dev qg-1 scope link", "fe80::1/64 dev qg-1", "2001:db8::1/64 dev qg-1 scope global"] {
+        no_warnings(&format!("{HEAD}vip = {ok}\n"));
+    }
+    for scope in ["global", "site", "link", "host", "nowhere"] {
+        no_warnings(&format!("{HEAD}vip = 10.0.0.1/24 dev qr-1 scope {scope}\n"));
+    }
+}
+
+#[test]
+fn ipv6_vips_the_kernel_refuses() {
+    assert_eq!(
+        errors(&format!("{HEAD}vip = ff05::5/64 dev qg-1\n")),
+        ["7: router 'r1': vip: ff05::5/64 is not a unicast address: the kernel refuses it, so keepalived could not \
+          add it"]
+    );
+    assert_error(&format!("{HEAD}vip = ::/64 dev qg-1\n"), 7, &["vip: ::/64 is not a unicast address"]);
+}
+
+/// keepalived -t accepts these routes; the kernel refuses them when
+/// keepalived adds them on becoming primary (tests/keepalived_accepts.rs
+/// runs keepalived to see it), and keepalived runs on without them.
+#[test]
+fn routes_the_kernel_refuses() {
+    let cases = [
+        ("10.1.0.0/24 dev qr-1 scope nowhere", "scope nowhere: the kernel refuses it on a route"),
+        (
+            "10.1.0.0/24 via 10.0.0.254 scope host",
+            "a route via a next hop (10.0.0.254) cannot have scope host: the kernel refuses it; use scope global \
+             (the default) or site, or leave out 'via' for an on-link route",
+        ),
+        ("10.1.0.0/24 via 10.0.0.254 dev qr-1 scope link", "cannot have scope link"),
+        (
+            "2001:db8:1::/64 via fe80::1",
+            "next hop fe80::1 is link-local: it needs 'dev IFACE' (the kernel refuses it without one)",
+        ),
+        ("10.1.0.0/24 via 224.0.0.9 dev qr-1", "next hop 224.0.0.9 is not a unicast address: the kernel refuses it"),
+        ("10.1.0.0/24 via 255.255.255.255", "next hop 255.255.255.255 is not a unicast address"),
+        ("2001:db8:1::/64 via ff02::1 dev qg-1", "next hop ff02::1 is not a unicast address"),
+        ("::/0 via :: dev qg-1", "next hop :: is not a unicast address"),
+    ];
+    for (route, message) in cases {
+        assert_error(&format!("{HEAD}route = {route}\n"), 7, &["router 'r1': route: ", message]);
+    }
+    for ok in [
+        "10.1.0.0/24 via 10.0.0.254 scope site",
+        "10.1.0.0/24 via 10.0.0.254 dev qr-1 scope global",
+        "10.1.0.0/24 dev qr-1 scope host",
+        "10.0.0.9 dev qr-1 scope link",
+        "::/0 via fe80::1 dev qg-1",
+        // The kernel has no scope on IPv6 routes.
+        "2001:db8:1::/64 via 2001:db8::1 scope link",
+    ] {
+        no_warnings(&format!("{HEAD}route = {ok}\n"));
+    }
+}
+
+// ---- issue 14.6: messages that help ----
+
+#[test]
+fn every_error_in_a_router_section_names_the_router() {
+    let text = "[daemon]\nbogus = 1\n\n[router r1]\nha_interface = ha-1\nvrid = 1\npriorty = 5\nvrid = 2\n\
+                priority =\n[router r2]\nha_interface = ha-1\nvrid = 1\nadvert_int = 0\nnamespace\n\
+                state = \u{1}\n[router r3]\nvip = 10.0.0.1 dev x\n";
+    let found = errors(text);
+    assert_eq!(
+        found,
+        [
+            "2: unknown key 'bogus' in [daemon] section",
+            "7: router 'r1': unknown key 'priorty' in [router] section (did you mean 'priority'?)",
+            "8: router 'r1': vrid: set twice (first at line 6)",
+            "9: router 'r1': priority: no value (remove the line to get the default)",
+            "14: router 'r2': expected 'key = value' in the line starting with 'namespace' (the rest is not shown: \
+             it may hold a secret)",
+            "15: router 'r2': control character '\\u{1}' in line",
+            "13: router 'r2': advert_int: 0 is out of range 1..=255",
+            "16: router 'r3': ha_interface is required",
+            "16: router 'r3': vrid is required (1..=254)",
+            "17: router 'r3': vip: '10.0.0.1' is not a CIDR (expected ADDRESS/PREFIX)",
+        ]
+    );
+    assert_eq!(
+        errors(&format!("{HEAD}[router r2]\nha_interface = ha-1\nvrid = 1\n")),
+        ["9: router 'r2': vrid 1 is already used by router 'r1' (line 4) on HA interface ha-1 in the same namespace"]
+    );
+}
+
+#[test]
+fn unknown_keys_get_the_closest_known_ones() {
+    let at7 = |key: &str| errors(&format!("{HEAD}{key} = 5\n")).remove(0);
+    assert_eq!(at7("priorty"), "7: router 'r1': unknown key 'priorty' in [router] section (did you mean 'priority'?)");
+    assert_eq!(
+        at7("Priority"),
+        "7: router 'r1': unknown key 'Priority' in [router] section (did you mean 'priority'?)"
+    );
+    assert_eq!(at7("vips"), "7: router 'r1': unknown key 'vips' in [router] section (did you mean 'vip'?)");
+    assert_eq!(
+        at7("unicast_peers"),
+        "7: router 'r1': unknown key 'unicast_peers' in [router] section (did you mean 'unicast_peer'?)"
+    );
+    assert_eq!(at7("vid"), "7: router 'r1': unknown key 'vid' in [router] section (did you mean 'vrid' or 'vip'?)");
+    assert_eq!(
+        at7("ha_vrrp_advert_itn"),
+        "7: router 'r1': unknown key 'ha_vrrp_advert_itn' in [router] section (did you mean 'ha_vrrp_advert_int'? \
+         it belongs in [daemon])"
+    );
+    assert_eq!(at7("bogus"), "7: router 'r1': unknown key 'bogus' in [router] section");
+    assert_eq!(
+        errors("[daemon]\nsocket_grup = neutron\n"),
+        ["2: unknown key 'socket_grup' in [daemon] section (did you mean 'socket_group'?)"]
+    );
+    assert_eq!(
+        errors("[daemon]\nadvert_int = 2\n"),
+        ["2: unknown key 'advert_int' in [daemon] section (it belongs in a [router ID] section)"]
+    );
+    // A typo in a password key: the suggestion names keys, never the value.
+    let found = errors(&format!("{HEAD}auth_pasword = Hunter2x\nauth_password Hunter2x = 1\n"));
+    assert_eq!(
+        found,
+        [
+            "7: router 'r1': unknown key 'auth_pasword' in [router] section (did you mean 'auth_password'?)",
+            "8: router 'r1': unknown key 'auth_password...' in [router] section (the key is the one word before \
+             '=': 'auth_password = VALUE')"
+        ]
+    );
+}
+
+#[test]
+fn hints_edit_distance_and_limits() {
+    use super::hints::{closest, edit_distance, quoted_alternatives};
+    assert_eq!(edit_distance("priorty", "priority"), 1);
+    assert_eq!(edit_distance("vird", "vrid"), 1, "a swap of neighbours costs one");
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    // Short keys get a short reach: 'ab' is 2 from 'vip' and not suggested.
+    assert!(closest("ab", &["vip"]).is_empty());
+    assert_eq!(closest("vio", &["vip", "vrid"]), ["vip"]);
+    assert_eq!(
+        closest("ha_vrrp_auth_pasword", &["ha_vrrp_auth_password", "ha_vrrp_auth_type"]),
+        ["ha_vrrp_auth_password"]
+    );
+    assert_eq!(quoted_alternatives(&["a"]), "'a'");
+    assert_eq!(quoted_alternatives(&["a", "b", "c"]), "'a', 'b' or 'c'");
+}
+
+/// Decision: a BOM is invisible and means nothing, so it is dropped with a
+/// warning; the lines keep their numbers.
+#[test]
+fn a_byte_order_mark_is_named() {
+    let text = format!("\u{feff}{HEAD}priority = 7\n");
+    let parsed = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(parsed.config.routers[0].priority, 7);
+    assert_eq!(
+        only_warning(&text),
+        "1: warning: the file starts with a UTF-8 byte order mark (bytes EF BB BF), which is ignored; save it \
+         without one"
+    );
+    // One inside the file (files joined with cat) is an error on its line.
+    let bom = "invisible character U+FEFF (a byte order mark, as from joining files): delete it";
+    assert_eq!(errors(&format!("{HEAD}\u{feff}[router r2]\nha_interface = ha-2\nvrid = 2\n")), [format!("7: {bom}")]);
+    assert_eq!(errors(&format!("{HEAD}\u{feff}priority = 5\n")), [format!("7: router 'r1': {bom}")]);
+    assert_eq!(errors(&format!("{HEAD}priority = 5\u{feff}\n")), [format!("7: router 'r1': {bom}")]);
+}
+
+#[test]
+fn an_inline_comment_is_named() {
+    let hint = "(did you mean a comment? comments are whole lines starting with '#' or ';': a '#' or ';' after a \
+                value is part of it)";
+    assert_eq!(
+        errors(&format!("{HEAD}priority = 100 # the primary\n")),
+        [format!("7: router 'r1': priority: '100 # the primary' is not a whole number {hint}")]
+    );
+    assert_error(&format!("{HEAD}vip = 10.0.0.1/24 dev qr-1 ; gateway\n"), 7, &["vip: ", hint]);
+    // Never the password, with the hint or without.
+    let found = errors(&format!("{HEAD}auth_password = Hunter2x # rotated\n"));
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("7: router 'r1': auth_password: ") && found[0].ends_with(hint), "{found:?}");
+    assert!(!found[0].contains("Hunter2x") && !found[0].contains("rotated"), "{found:?}");
+    // A value still valid with the comment in it keeps it, with a warning.
+    let text = "[daemon]\ntransition_script = /usr/local/bin/t.sh # notify\n";
+    let c = parse_text(text).unwrap().config;
+    assert_eq!(c.daemon.transition_script.unwrap(), Path::new("/usr/local/bin/t.sh # notify"));
+    assert_eq!(only_warning(text), format!("2: warning: transition_script: {}", &hint[1..hint.len() - 1]));
+    // A '#' not after a space is not a comment habit.
+    no_warnings("[daemon]\ntransition_script = /usr/local/bin/t#1.sh\n");
+}
+
+#[test]
+fn a_comment_after_a_section_header_is_named() {
+    assert_eq!(
+        errors("[daemon] # the defaults\n"),
+        ["1: text after the section header '[daemon]' (did you mean a comment? comments are whole lines starting \
+          with '#' or ';': a '#' or ';' after a value is part of it)"]
+    );
+    assert_eq!(errors("[router r1] r2\n"), ["1: text after the section header '[router r1]'"]);
+}
+
+#[test]
+fn a_quoted_value_is_named() {
+    let hint = "(values are written bare: quotes are not needed and would be part of the value)";
+    assert_eq!(
+        errors(&format!("{HEAD}priority = \"100\"\n")),
+        [format!("7: router 'r1': priority: '\"100\"' is not a whole number {hint}")]
+    );
+    assert_error("[daemon]\ntransition_script = '/x.sh'\n", 2, &["is not an absolute path", hint]);
+    // Valid with its quotes (keepalived would get them): a warning.
+    let text = "[daemon]\nkeepalived_router_id = 'node1'\n";
+    assert_eq!(parse_text(text).unwrap().config.daemon.keepalived_router_id, "'node1'");
+    assert_eq!(only_warning(text), format!("2: warning: keepalived_router_id: {}", &hint[1..hint.len() - 1]));
+    // Passwords: the habit is named, the value never.
+    let w = only_warning(&format!("{HEAD}auth_password = 'Hunt2'\n"));
+    assert!(w.starts_with("7: warning: router 'r1': auth_password: values are written bare") && !w.contains("Hunt2"));
+    let found = errors(&format!("{HEAD}auth_password = \"Hunter 2\"\n"));
+    assert!(found[0].ends_with(hint) && !found[0].contains("Hunter"), "{found:?}");
+    // A quote inside a value is not quoting.
+    no_warnings("[daemon]\nkeepalived_router_id = node'1\n");
+}
+
+/// Decision: list keys repeat (SPEC 2); a comma list is named, not read.
+#[test]
+fn a_comma_list_in_a_list_key_is_named() {
+    let hint = "(did you mean a list? one item per line: repeat 'unicast_peer =' for each)";
+    assert_eq!(
+        errors(&format!("{HEAD}unicast_peer = 169.254.192.2, 169.254.192.3\n")),
+        [format!("7: router 'r1': unicast_peer: '169.254.192.2, 169.254.192.3' is not an IP address {hint}")]
+    );
+    assert_error(&format!("{HEAD}vip = 10.0.0.1/24 dev qr-1,10.0.0.2/24 dev qr-1\n"), 7, &["repeat 'vip =' for each"]);
+    // A comma is legal in an interface name: warned about, kept.
+    assert_eq!(
+        only_warning(&format!("{HEAD}track_interface = qg-1,qg-2\n")),
+        "7: warning: router 'r1': track_interface: did you mean a list? one item per line: repeat 'track_interface \
+         =' for each"
+    );
+    // allowed_uids is one key holding a list: commas are its syntax.
+    no_warnings("[daemon]\nallowed_uids = 1000, neutron\n");
+}
+
+// ---- issue 14.6: names and programs only the machine can tell ----
+
+mod machine {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::super::runtime::{self, FileKind, Host, Lookup};
+    use super::parse_text;
+
+    /// A machine with a few users, groups and files.
+    struct Fake {
+        users: &'static [&'static str],
+        groups: &'static [&'static str],
+        files: HashMap<&'static str, FileKind>,
+    }
+
+    impl Host for Fake {
+        fn group(&self, name: &str) -> Lookup {
+            if name == "broken" {
+                return Lookup::Failed("I/O error".into());
+            }
+            if self.groups.contains(&name) { Lookup::Found } else { Lookup::Missing }
+        }
+        fn user(&self, name: &str) -> Lookup {
+            if self.users.contains(&name) { Lookup::Found } else { Lookup::Missing }
+        }
+        fn file(&self, path: &Path) -> FileKind {
+            self.files.get(path.to_str().unwrap()).cloned().unwrap_or(FileKind::Missing)
+        }
+    }
+
+    fn fake() -> Fake {
+        Fake {
+            users: &["neutron"],
+            groups: &["neutron"],
+            files: HashMap::from([
+                ("/usr/sbin/keepalived", FileKind::Executable),
+                ("/usr/sbin/conntrackd", FileKind::Executable),
+                ("/usr/local/bin/keepalived", FileKind::NotExecutable(0o644)),
+                ("/etc/t.sh", FileKind::NotExecutable(0o644)),
+                ("/etc", FileKind::NotAFile),
+                ("/ok.sh", FileKind::Executable),
+            ]),
+        }
+    }
+
+    const CHILD_PATH: &str = "/usr/local/bin:/usr/sbin";
+
+    fn warnings(text: &str) -> Vec<String> {
+        let parsed = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
+        runtime::warnings(&parsed, CHILD_PATH, &fake()).iter().map(ToString::to_string).collect()
+    }
+
+    const ROUTER: &str = "\n[router r1]\nha_interface = ha-1\nvrid = 1\n";
+
+    #[test]
+    fn everything_resolves() {
+        let text = format!(
+            "[daemon]\nsocket_group = neutron\nallowed_uids = 0, neutron, 1000\nkeepalived_path = keepalived\n\
+             transition_script = /ok.sh\nha_conntrackd_enabled = true\n{ROUTER}ha_address = 169.254.192.1\n"
+        );
+        assert_eq!(warnings(&text), Vec::<String>::new());
+        // Numbers need no lookup.
+        assert_eq!(warnings("[daemon]\nsocket_group = 4242\nallowed_uids = 4242\n"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn unknown_group_and_users() {
+        assert_eq!(
+            warnings("[daemon]\nsocket_group = nosuchgroup\nallowed_uids = neutron, bob 7, eve\n"),
+            [
+                "/etc/h.conf:2: warning: socket_group: no group 'nosuchgroup' on this system: the daemon would \
+                 refuse to start",
+                "/etc/h.conf:3: warning: allowed_uids: no user 'bob' on this system: the daemon would refuse to start",
+                "/etc/h.conf:3: warning: allowed_uids: no user 'eve' on this system: the daemon would refuse to start",
+            ]
+        );
+        assert_eq!(
+            warnings("[daemon]\nsocket_group = broken\n"),
+            ["/etc/h.conf:2: warning: socket_group: cannot look up group 'broken': I/O error"]
+        );
+    }
+
+    #[test]
+    fn programs_that_cannot_run() {
+        let found = warnings(&format!("[daemon]\nkeepalived_path = /opt/keepalived\n{ROUTER}"));
+        assert_eq!(
+            found,
+            ["/etc/h.conf:2: warning: keepalived_path: /opt/keepalived does not exist: no keepalived could be started"]
+        );
+        let found = warnings(&format!("[daemon]\nkeepalived_path = /usr/local/bin/keepalived\n{ROUTER}"));
+        assert_eq!(
+            found,
+            ["/etc/h.conf:2: warning: keepalived_path: /usr/local/bin/keepalived is not executable (mode 0644): no \
+              keepalived could be started"]
+        );
+        // A bare name is looked up in the children's PATH only; the first
+        // candidate is not executable, the second is.
+        assert_eq!(warnings(&format!("[daemon]\nkeepalived_path = keepalived\n{ROUTER}")), Vec::<String>::new());
+        assert_eq!(
+            warnings(&format!("[daemon]\nkeepalived_path = keepalived2\n{ROUTER}")),
+            ["/etc/h.conf:2: warning: keepalived_path: 'keepalived2' is not found in the PATH the daemon gives its \
+              children (/usr/local/bin:/usr/sbin): no keepalived could be started"]
+        );
+        // The default, from no line: the message says so and has no line.
+        let parsed = parse_text(&format!("[daemon]\n{ROUTER}")).unwrap();
+        let fake = Fake { files: HashMap::new(), ..fake() };
+        assert_eq!(
+            runtime::warnings(&parsed, CHILD_PATH, &fake).iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["/etc/h.conf: warning: keepalived_path: 'keepalived' (the default) is not found in the PATH the daemon \
+              gives its children (/usr/local/bin:/usr/sbin): no keepalived could be started"]
+        );
+    }
+
+    #[test]
+    fn programs_nothing_runs_are_not_looked_at() {
+        // No router runs keepalived: neither program matters.
+        let monitor_only =
+            format!("[daemon]\nkeepalived_path = /nope\nconntrackd_path = /nope2\n{ROUTER}keepalived = false\n");
+        assert_eq!(warnings(&monitor_only), Vec::<String>::new());
+        // conntrackd matters only with ha_conntrackd_enabled.
+        let text = format!("[daemon]\nconntrackd_path = /nope2\n{ROUTER}");
+        assert_eq!(warnings(&text), Vec::<String>::new());
+        let enabled =
+            text.replace("[daemon]\n", "[daemon]\nha_conntrackd_enabled = true\n") + "ha_address = 169.254.192.1\n";
+        assert_eq!(
+            warnings(&enabled),
+            ["/etc/h.conf:3: warning: conntrackd_path: /nope2 does not exist: conntrackd could not be run"]
+        );
+    }
+
+    #[test]
+    fn transition_script_that_cannot_run() {
+        for (path, problem) in [
+            ("/missing.sh", "does not exist"),
+            ("/etc/t.sh", "is not executable (mode 0644)"),
+            ("/etc", "is not a regular file"),
+        ] {
+            assert_eq!(
+                warnings(&format!("[daemon]\ntransition_script = {path}\n")),
+                [format!("/etc/h.conf:2: warning: transition_script: {path} {problem}: no transition could run it")]
+            );
+        }
+    }
+}
+
+/// Found by running keepalived (tests/keepalived_accepts.rs): the kernel
+/// refuses a second address of a subnet with another scope.
+#[test]
+fn ipv4_vips_of_one_subnet_on_one_interface_share_a_scope() {
+    assert_eq!(
+        errors(&format!("{HEAD}vip = 10.0.7.1/24 dev qr-1\nvip = 10.0.7.2/24 dev qr-1 scope link\n")),
+        ["8: router 'r1': vip: 10.0.7.2/24 on qr-1 has scope link, but 10.0.7.1/24 (line 7), in the same subnet on \
+          the same interface, has scope global: the kernel refuses an address whose scope differs from the others \
+          of its subnet; give them one scope"]
+    );
+    // Same scope, another prefix, another interface, IPv6: all fine.
+    for ok in [
+        "vip = 10.0.7.1/24 dev qr-1 scope host\nvip = 10.0.7.2/24 dev qr-1 scope host\n",
+        "vip = 10.0.7.1/24 dev qr-1\nvip = 10.0.7.2/24 dev qr-1 scope global\n",
+        "vip = 10.0.7.1/24 dev qr-1\nvip = 10.0.7.2/25 dev qr-1 scope link\n",
+        "vip = 10.0.7.1/24 dev qr-1\nvip = 10.0.7.2/24 dev qg-1 scope link\n",
+        "vip = 2001:db8::1/64 dev qg-1\nvip = 2001:db8::2/64 dev qg-1 scope global\n",
+    ] {
+        no_warnings(&format!("{HEAD}{ok}"));
+    }
 }
