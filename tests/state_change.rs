@@ -125,7 +125,10 @@ fn chown_nobody(path: &Path) {
     std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
 }
 
-struct Lab {
+/// One monitor as Neutron's L3 agent runs it: its namespace and HA
+/// interface, the agent's directories and receiver. Not a daemon lab
+/// (`common::lab::Lab` is that): no harouterd daemon, no keepalived.
+struct MonitorLab {
     ns: Netns,
     dir: TempDir,
     conf_dir: PathBuf,
@@ -136,10 +139,10 @@ struct Lab {
     conntrackd: Option<Child>,
 }
 
-impl Lab {
+impl MonitorLab {
     /// A namespace with veth pair ha-a/ha-b (ha-a is monitored), a conf dir,
     /// Neutron's pid directory, and the agent's receiver listening.
-    fn new(name: &str) -> Lab {
+    fn new(name: &str) -> MonitorLab {
         become_subreaper();
         let ns = Netns::new(name);
         common::add_veth_pair(&ns, IFACE, "ha-b");
@@ -147,7 +150,8 @@ impl Lab {
         let conf_dir = dir.join("ha_confs/r1");
         fs::create_dir_all(&conf_dir).unwrap();
         fs::create_dir_all(dir.join("external/pids")).unwrap();
-        let mut lab = Lab { ns, dir, conf_dir, receiver: None, monitor: None, agent_child: None, conntrackd: None };
+        let mut lab =
+            MonitorLab { ns, dir, conf_dir, receiver: None, monitor: None, agent_child: None, conntrackd: None };
         lab.listen();
         lab
     }
@@ -399,7 +403,7 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
+impl Drop for MonitorLab {
     fn drop(&mut self) {
         if let Some(monitor) = self.monitor.as_mut() {
             monitor.kill();
@@ -430,7 +434,7 @@ fn initial_backup_is_notified_at_once() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scb");
+    let mut lab = MonitorLab::new("scb");
     let started = Instant::now();
     lab.start(&[]);
     let first = lab.receiver().wait_for(1, Duration::from_secs(5));
@@ -458,7 +462,7 @@ fn initial_primary_when_the_address_is_already_there() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scp");
+    let mut lab = MonitorLab::new("scp");
     lab.ip(&["addr", "add", VIP, "dev", IFACE]);
     let started = Instant::now();
     lab.start(&[]);
@@ -475,7 +479,7 @@ fn transitions_follow_the_monitored_cidr_only() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("sct");
+    let mut lab = MonitorLab::new("sct");
     lab.start(&[]);
     assert_eq!(lab.states(1, Duration::from_secs(5)), ["backup"]);
 
@@ -505,7 +509,7 @@ fn conntrackd_sync_runs_in_order_for_each_transition() {
     if !common::require_root_and(&["ip", "conntrackd"]) {
         return;
     }
-    let mut lab = Lab::new("scc");
+    let mut lab = MonitorLab::new("scc");
     let ctd_log = lab.start_conntrackd();
     lab.start(&["--enable_conntrackd"]);
     assert_eq!(lab.states(1, Duration::from_secs(5)), ["backup"]);
@@ -546,7 +550,7 @@ fn agent_socket_missing_then_appearing_gets_the_latest_state() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scm");
+    let mut lab = MonitorLab::new("scm");
     lab.receiver.take().unwrap().stop();
     lab.start(&[]);
     lab.wait_log("Failed to notify agent router r1, state backup", Duration::from_secs(5));
@@ -565,7 +569,7 @@ fn agent_errors_are_retried_while_changes_keep_flowing() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scr");
+    let mut lab = MonitorLab::new("scr");
     lab.receiver().set_responses(vec![500, 500, 500, 500]);
     lab.start(&[]);
     lab.receiver().wait_for_requests(2, Duration::from_secs(5));
@@ -583,7 +587,7 @@ fn missing_namespace_reports_backup_and_recovers_when_it_appears() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scn");
+    let mut lab = MonitorLab::new("scn");
     let name = lab.ns.name().to_owned();
     // The namespace goes away before the monitor starts.
     common::run_ok(common::tool("ip"), &["netns", "del", &name]);
@@ -608,7 +612,7 @@ fn a_cidr_that_is_not_a_cidr_reports_backup() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scx");
+    let mut lab = MonitorLab::new("scx");
     let args = lab.args(lab.ns.name(), "not-a-cidr", &[]);
     let (out, _) = lab.run_blocking(Command::new(BIN).arg("state-change").args(args));
     assert!(out.status.success(), "{}", show(&out));
@@ -623,7 +627,7 @@ fn deleting_the_monitored_interface_means_backup() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scd");
+    let mut lab = MonitorLab::new("scd");
     lab.ip(&["addr", "add", VIP, "dev", IFACE]);
     lab.start(&[]);
     assert_eq!(lab.states(1, Duration::from_secs(5)), ["primary"]);
@@ -638,7 +642,7 @@ fn sigterm_exits_zero_within_a_second_and_leaves_the_agents_files() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scs");
+    let mut lab = MonitorLab::new("scs");
     lab.start(&[]);
     lab.states(1, Duration::from_secs(5));
     let (code, took) = lab.terminate();
@@ -654,7 +658,7 @@ fn runs_under_the_neutron_name_and_refuses_a_second_instance() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scl");
+    let mut lab = MonitorLab::new("scl");
     let link = lab.dir.join("neutron-keepalived-state-change");
     std::os::unix::fs::symlink(BIN, &link).unwrap();
     let args = lab.args(lab.ns.name(), VIP, &[]);
@@ -680,7 +684,7 @@ fn drops_privileges_and_still_syncs_conntrackd() {
     if !common::require_root_and(&["ip", "conntrackd"]) {
         return;
     }
-    let mut lab = Lab::new("scu");
+    let mut lab = MonitorLab::new("scu");
     lab.start_conntrackd();
     // The unprivileged monitor writes CONF_DIR/state, as Neutron's does.
     let nobody = 65534;
@@ -707,7 +711,7 @@ fn drops_privileges_and_still_syncs_conntrackd() {
 /// monitor: the pid file names a live process whose command line holds the
 /// uuid (`r1.monitor`, from the pid file name Neutron passes) and the
 /// router ID; it reports; SIGTERM to that pid ends it (exit 0, promptly).
-fn behaves_as_neutron_expects(lab: &mut Lab, direct: Option<u32>) {
+fn behaves_as_neutron_expects(lab: &mut MonitorLab, direct: Option<u32>) {
     let pid = lab.pid();
     assert_eq!(pid_in(&lab.pid_path()), Some(pid));
     assert_ne!(Some(pid as u32), direct, "the pid file names the detached monitor, not the process started");
@@ -741,7 +745,7 @@ fn neutron_28_blocking_start_returns_at_once_and_the_pid_file_names_the_monitor(
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("sc28");
+    let mut lab = MonitorLab::new("sc28");
     // ip_lib.IPWrapper().netns.execute(cmd, addl_env={PROCESS_TAG: ...}):
     // `env PROCESS_TAG=... neutron-keepalived-state-change ...`.
     let link = lab.dir.join("neutron-keepalived-state-change");
@@ -762,7 +766,7 @@ fn neutron_29_async_start_with_unread_pipes_is_tracked_by_the_pid_file() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("sc29");
+    let mut lab = MonitorLab::new("sc29");
     let args = lab.args(lab.ns.name(), VIP, &[]);
     let (pid, took) = lab.start_async(&args);
     println!("Neutron 29 style: pid file named monitor {pid} after {took:?}");
@@ -783,7 +787,7 @@ fn a_failed_start_is_reported_by_the_exit_status_and_stderr() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scf");
+    let mut lab = MonitorLab::new("scf");
     // A failure after detaching (the drop to an unknown user) still reaches
     // the caller, who waits for the verdict.
     let args = lab.args(lab.ns.name(), VIP, &["--user", "no-such-user-harouterd"]);
@@ -814,7 +818,7 @@ fn a_failed_start_is_reported_by_the_exit_status_and_stderr() {
 /// Flips the VIP `flips` times, waiting for each notification, so every
 /// flip must be reported on its own (latest-wins could otherwise merge
 /// flips that come faster than reports).
-fn flip(lab: &Lab, flips: usize) {
+fn flip(lab: &MonitorLab, flips: usize) {
     let started = Instant::now();
     for i in 0..flips {
         let (action, state) = if i % 2 == 0 { ("add", "primary") } else { ("del", "backup") };
@@ -839,7 +843,7 @@ fn five_hundred_flips_with_a_failing_conntrackd_and_pipes_nobody_reads() {
     if !common::require_root_and(&["ip", "conntrackd"]) {
         return;
     }
-    let mut lab = Lab::new("sc500");
+    let mut lab = MonitorLab::new("sc500");
     let args = lab.args(lab.ns.name(), VIP, &["--enable_conntrackd"]);
     lab.start_async(&args);
     assert_eq!(lab.states(1, Duration::from_secs(5)), ["backup"]);
@@ -857,7 +861,7 @@ fn five_hundred_flips_in_the_foreground_logging_to_a_pipe_nobody_reads() {
     if !common::require_root_and(&["ip", "conntrackd"]) {
         return;
     }
-    let mut lab = Lab::new("sc500f");
+    let mut lab = MonitorLab::new("sc500f");
     let mut args = lab.args(lab.ns.name(), VIP, &["--enable_conntrackd"]);
     let at = args.iter().position(|a| a == "--log-file").unwrap();
     args.drain(at..at + 2);
@@ -876,7 +880,7 @@ fn synced_line_after_a_failed_sync_beside_the_error_line() {
     if !common::require_root_and(&["ip", "conntrackd"]) {
         return;
     }
-    let mut lab = Lab::new("scsy");
+    let mut lab = MonitorLab::new("scsy");
     lab.start(&["--enable_conntrackd"]);
     assert_eq!(lab.states(1, Duration::from_secs(5)), ["backup"]);
     let log = lab.wait_log("Notified agent router r1, state backup", SECOND);
@@ -943,7 +947,7 @@ fn the_daemon_logs_synced_after_a_failed_sync_too() {
 
 /// A root-only file in a root-only directory: what the agent user would
 /// like root to overwrite.
-fn victim(lab: &Lab) -> (PathBuf, PathBuf) {
+fn victim(lab: &MonitorLab) -> (PathBuf, PathBuf) {
     let dir = lab.dir.join("root-only");
     fs::create_dir(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
@@ -964,7 +968,7 @@ fn unchanged(file: &Path, before: &fs::Metadata) {
 
 /// The monitor, started as Neutron 28 would, refuses: exit 1, the reason on
 /// stderr. Returns stderr.
-fn refused(lab: &mut Lab, extra: &[&str]) -> String {
+fn refused(lab: &mut MonitorLab, extra: &[&str]) -> String {
     let args = lab.args(lab.ns.name(), VIP, extra);
     let (out, _) = lab.run_blocking(Command::new(BIN).arg("state-change").args(&args));
     assert_eq!(out.status.code(), Some(1), "must refuse: {}\nlog:\n{}", show(&out), lab.log());
@@ -976,7 +980,7 @@ fn a_pid_file_symlink_planted_by_the_agent_user_is_refused() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scap");
+    let mut lab = MonitorLab::new("scap");
     lab.agent_owns_its_directories();
     let (_, secret) = victim(&lab);
     let before = fs::metadata(&secret).unwrap();
@@ -1009,7 +1013,7 @@ fn a_pid_file_hard_link_to_a_root_file_is_refused() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scah");
+    let mut lab = MonitorLab::new("scah");
     let (_, secret) = victim(&lab);
     fs::hard_link(&secret, lab.pid_path()).unwrap();
     let before = fs::metadata(&secret).unwrap();
@@ -1023,7 +1027,7 @@ fn a_log_file_symlink_planted_by_the_agent_user_gets_no_line() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scal");
+    let mut lab = MonitorLab::new("scal");
     lab.agent_owns_its_directories();
     let (_, secret) = victim(&lab);
     let before = fs::metadata(&secret).unwrap();
@@ -1048,12 +1052,12 @@ fn conf_dir_links_planted_by_the_agent_user_get_no_state() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("scac");
+    let mut lab = MonitorLab::new("scac");
     lab.agent_owns_its_directories();
     let (root_dir, secret) = victim(&lab);
     // The log elsewhere: the conf dir is what is attacked here.
     let log = lab.dir.join("external/monitor.log");
-    let with_log = |lab: &Lab| {
+    let with_log = |lab: &MonitorLab| {
         let mut args = lab.args(lab.ns.name(), VIP, &[]);
         let at = args.iter().position(|a| a == "--log-file").unwrap();
         args[at + 1] = log.display().to_string();
@@ -1109,7 +1113,7 @@ fn a_dropped_monitor_without_conntrackd_holds_no_capability() {
     if !needs_root() {
         return;
     }
-    let mut lab = Lab::new("sccap");
+    let mut lab = MonitorLab::new("sccap");
     lab.agent_owns_its_directories();
     lab.start(&["--user", "65534", "--group", "65534"]);
     assert_eq!(lab.states(1, Duration::from_secs(5)), ["backup"]);
@@ -1128,7 +1132,7 @@ fn with_conntrackd_only_the_conntrackd_child_holds_a_capability() {
     if !common::require_root_and(&["ip", "conntrackd"]) {
         return;
     }
-    let mut lab = Lab::new("scctc");
+    let mut lab = MonitorLab::new("scctc");
     lab.agent_owns_its_directories();
     // A stand-in for conntrackd's control socket, root-only as the real
     // one is: each `conntrackd -C CONF OPT` connects to it and waits for an
