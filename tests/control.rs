@@ -403,11 +403,16 @@ fn hostile_requests_get_4xx_and_change_nothing() {
         }
     }
 
-    // Slow and silent peers get 408 after 5 s; both run at once.
+    // Slow and silent peers get 408 after 5 s; both run at once. Both are
+    // connected before the flood below: the daemon accepts in connect
+    // order, and one connecting behind the flood would be refused.
+    let (connected, both_connected) = std::sync::mpsc::channel();
     let silent = std::thread::spawn({
         let s = s.clone();
+        let connected = connected.clone();
         move || {
             let mut stream = UnixStream::connect(&s).unwrap();
+            connected.send(()).unwrap();
             stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
             let start = Instant::now();
             let mut answer = Vec::new();
@@ -419,6 +424,7 @@ fn hostile_requests_get_4xx_and_change_nothing() {
         let s = s.clone();
         move || {
             let mut stream = UnixStream::connect(&s).unwrap();
+            connected.send(()).unwrap();
             stream.set_read_timeout(Some(Duration::from_millis(1000))).unwrap();
             let mut answer = Vec::new();
             for byte in b"GET /v1/routers HTTP/1.1\r\nHost: h\r\n\r\n" {
@@ -440,6 +446,10 @@ fn hostile_requests_get_4xx_and_change_nothing() {
             parse_answer(&answer).0
         }
     });
+
+    for _ in 0..2 {
+        both_connected.recv_timeout(Duration::from_secs(10)).expect("silent and trickle peers connect");
+    }
 
     // 1000 connections at once: at most 256 are served, the rest closed,
     // and the daemon keeps answering.
