@@ -9,6 +9,10 @@
 mod hints;
 mod parse;
 pub mod runtime;
+/// The second pass: sections to typed values, rules across routers.
+mod sections;
+/// Value parsers, one per kind of value.
+mod values;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
