@@ -159,6 +159,10 @@ impl Daemon {
         let Some(sup) = router.supervisor.as_ref() else { return };
         let Some(want) = self.namespaces.get(&router.rt.cfg.namespace).and_then(|w| w.identity) else { return };
         let why = match sup.pid() {
+            // Spawned and not exec'd yet: it enters the namespace the name
+            // meant when it was spawned, moments ago (a re-creation since
+            // comes through the /run/netns watch, which checks again).
+            Some(pid) if not_exec_yet(pid) => return,
             Some(pid) => match process_netns(pid) {
                 Some(theirs) if theirs != want => {
                     format!(
@@ -353,6 +357,15 @@ pub(super) fn watch_netns_dir(sources: &mut Sources<Source>, create: bool) -> Op
 /// Router IDs for a log line.
 fn list(ids: &[RouterId]) -> String {
     ids.iter().map(RouterId::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether `pid` is a child of ours that has not exec'd yet (it still runs
+/// our own binary): `spawn` does not wait for the exec, so a child seen
+/// at once may not have entered its namespace yet.
+fn not_exec_yet(pid: u32) -> bool {
+    let inode = |path: &str| nix::sys::stat::stat(path).ok().map(|s| (s.st_dev, s.st_ino));
+    let theirs = inode(&format!("/proc/{pid}/exe"));
+    theirs.is_some() && theirs == inode("/proc/self/exe")
 }
 
 /// The network namespace process `pid` runs in.

@@ -213,26 +213,36 @@ impl Supervisor {
 
     pub(super) fn spawn_now(&mut self, now: Instant, out: &mut Vec<Outcome>) {
         let args = self.args();
-        // Run by the path it resolves to now, so what runs is exactly the
-        // binary a later proof of ownership expects.
-        let program = resolve_program(&self.program).map_or_else(|| self.program.clone(), |p| p.display().to_string());
-        log::debug!("router {}: running {program} {}", self.id, args.join(" "));
+        log::debug!("router {}: running {} {}", self.id, self.spawned_program(), args.join(" "));
         let label = format!("router {}: keepalived", self.id);
         let options = SpawnOptions { new_session: true, label: &label, ..SpawnOptions::default() };
-        match spawn::spawn_with(&program, &args, self.namespace.as_ref(), options) {
+        match spawn::spawn_with(&self.spawned_program(), &args, self.namespace.as_ref(), options) {
             Ok(pid) => {
                 self.run = Run::Running { pid, since: now, adopted: false };
                 self.throttle.started(Instant::now().max(now));
                 out.push(Outcome::Spawned { pid });
             }
-            Err(source) => {
-                let delay = self.backoff.on_spawn_failure();
-                self.last_error =
-                    Some(SupervisorError::Spawn { router: self.id.clone(), program: self.program.clone(), source });
-                self.run = Run::Waiting { at: now + delay };
-                out.push(Outcome::SpawnFailed { retry_in: delay });
-            }
+            Err(source) => self.spawn_failed(source, now, out),
         }
+    }
+
+    /// The program as spawned: the path it resolves to now, so what runs
+    /// is exactly the binary a later proof of ownership expects.
+    pub(super) fn spawned_program(&self) -> String {
+        resolve_program(&self.program).map_or_else(|| self.program.clone(), |p| p.display().to_string())
+    }
+
+    /// keepalived could not be started, whether `spawn` said so or the
+    /// child reported it never ran (its `exec` failed after `spawn`
+    /// returned): retried after a backoff that is never zero, so a program
+    /// that cannot run never makes a respawn loop.
+    pub(super) fn spawn_failed(&mut self, source: spawn::SpawnError, now: Instant, out: &mut Vec<Outcome>) {
+        let delay = self.backoff.on_spawn_failure();
+        self.throttle.clear();
+        self.last_error =
+            Some(SupervisorError::Spawn { router: self.id.clone(), program: self.program.clone(), source });
+        self.run = Run::Waiting { at: now + delay };
+        out.push(Outcome::SpawnFailed { retry_in: delay });
     }
 
     /// The VRRP child named by its pidfile, if alive and proven ours (with

@@ -280,10 +280,16 @@ impl Supervisor {
     /// Whether `pid` is a process this supervisor waits for (its keepalived,
     /// or an orphan being killed): give its exit to [`Supervisor::child_exited`].
     pub fn owns(&self, pid: u32) -> bool {
+        self.waits_for() == Some(pid)
+    }
+
+    /// The one process this supervisor waits for, if any (see
+    /// [`Supervisor::owns`]): lets a caller index children by pid.
+    pub fn waits_for(&self) -> Option<u32> {
         match self.run {
-            Run::Running { pid: p, .. } | Run::Stopping { pid: p, .. } => p == pid,
-            Run::Cleaning { orphan, .. } => orphan == pid,
-            _ => false,
+            Run::Running { pid, .. } | Run::Stopping { pid, .. } => Some(pid),
+            Run::Cleaning { orphan, .. } => Some(orphan),
+            _ => None,
         }
     }
 
@@ -310,7 +316,14 @@ impl Supervisor {
     pub fn child_exited(&mut self, pid: u32, exit: ChildExit, now: Instant) -> Vec<Outcome> {
         let mut out = Vec::new();
         match self.run {
-            Run::Running { pid: p, .. } if p == pid => self.on_death(Some(exit), now, &mut out),
+            Run::Running { pid: p, .. } if p == pid => match exit {
+                // It never ran: a spawn failure learnt late, not a death.
+                ChildExit::NotRun(failure) => {
+                    let source = failure.into_spawn_error(&self.spawned_program());
+                    self.spawn_failed(source, now, &mut out);
+                }
+                exit => self.on_death(Some(exit), now, &mut out),
+            },
             Run::Stopping { pid: p, .. } if p == pid => {
                 log::debug!("router {}: keepalived (pid {pid}) stopped ({exit})", self.id);
                 self.watch = None;
