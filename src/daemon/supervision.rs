@@ -3,11 +3,13 @@
 //! reviving it when its namespace or HA interface was re-created, reaping
 //! children, and reading keepalived's own view from its notify FIFO.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::router::{ErrorSource, Router};
 use super::state_writes::write_retry_delay;
 use super::{Daemon, Source, Timer};
+use crate::conntrackd::sync::ConntrackdSync;
 use crate::core::ident::RouterId;
 use crate::keepalived;
 use crate::keepalived::conf::Secrets;
@@ -15,6 +17,11 @@ use crate::keepalived::notify_fifo::KaState;
 use crate::keepalived::supervisor::{Outcome as KaOutcome, Sighup, Supervisor};
 use crate::sys::event_loop::{Owner, TimerId};
 use crate::sys::spawn;
+
+/// Children reaped per loop pass: each keepalived death is a respawn
+/// (pidfiles, proofs, a fork), so a storm of a thousand is handled in
+/// batches with the control socket and signals served in between.
+pub(super) const REAP_PER_PASS: usize = 32;
 
 /// How [`Daemon::revive_keepalived`] gets keepalived going again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,22 +50,39 @@ pub(super) struct FilesFailed {
 }
 
 impl Daemon {
+    /// Reaps up to [`REAP_PER_PASS`] children and hands each exit to whoever
+    /// waits for it; `reap_more` says whether more may be waiting (a
+    /// SIGCHLD does not come again for them).
     pub(super) fn reap(&mut self, now: Instant) {
-        for (pid, exit) in spawn::reap() {
+        let reaped = spawn::reap_at_most(REAP_PER_PASS);
+        self.reap_more = reaped.len() == REAP_PER_PASS;
+        if reaped.is_empty() {
+            return;
+        }
+        // Who waits for which pid, in one walk over the routers: a storm
+        // of a thousand deaths must not walk them once per death.
+        let mut owners: HashMap<u32, (RouterId, bool)> = HashMap::new();
+        for (id, r) in &self.routers {
+            if let Some(pid) = r.supervisor.as_ref().and_then(Supervisor::waits_for) {
+                owners.insert(pid, (id.clone(), true));
+            }
+            if let Some(pid) = r.conntrackd.as_ref().and_then(ConntrackdSync::waits_for) {
+                owners.insert(pid, (id.clone(), false));
+            }
+        }
+        for (pid, exit) in reaped {
             if self.hooks.child_exited(pid, exit) {
                 continue;
             }
-            let owner = self.routers.iter().find_map(|(id, r)| {
-                let ka = r.supervisor.as_ref().is_some_and(|s| s.owns(pid));
-                let ct = r.conntrackd.as_ref().is_some_and(|c| c.owns(pid));
-                (ka || ct).then(|| (id.clone(), ka))
-            });
-            let Some((id, is_keepalived)) = owner else { continue };
+            let Some((id, is_keepalived)) = owners.get(&pid).cloned() else { continue };
             let Some(router) = self.routers.get_mut(&id) else { continue };
             if is_keepalived {
-                let outcomes = router.supervisor.as_mut().map(|s| s.child_exited(pid, exit, now)).unwrap_or_default();
+                // Checked again: an earlier exit of this batch may have
+                // moved the router on.
+                let Some(sup) = router.supervisor.as_mut().filter(|s| s.owns(pid)) else { continue };
+                let outcomes = sup.child_exited(pid, exit, now);
                 self.keepalived_outcomes(&id, outcomes, now);
-            } else if let Some(sync) = router.conntrackd.as_mut() {
+            } else if let Some(sync) = router.conntrackd.as_mut().filter(|c| c.owns(pid)) {
                 let done = sync.exited(pid, exit);
                 for synced in &done {
                     synced.log(&id);
