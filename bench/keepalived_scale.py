@@ -144,8 +144,9 @@ def http(path: str, request_path: str, timeout: float = 30.0) -> tuple[int, byte
 class Node:
     """One `harouterd run` with its routers, config, state dir and log."""
 
-    def __init__(self, lab: Lab, name: str, namespaces: list[str], iface: str, priority: int, on_exit: str, agent: str | None):
+    def __init__(self, lab: Lab, name: str, namespaces: list[str], iface: str, priority: int, on_exit: str, agent: str | None, nice: int = 0):
         self.lab, self.name = lab, name
+        self.nice = nice
         self.dir = os.path.join(lab.dir, name)
         self.ha_confs = os.path.join(self.dir, "ha_confs")
         self.socket = os.path.join(self.dir, "harouterd.sock")
@@ -194,7 +195,10 @@ class Node:
         if self.lab.args.log_level:
             argv += ["--log-level", self.lab.args.log_level]
         log = open(self.log, "ab")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        # Started at this nice value (the peer: another host's load, see
+        # --peer-nice); the daemon and its keepalived take it from there.
+        preexec = (lambda: os.nice(self.nice)) if self.nice else None
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, preexec_fn=preexec)
         log.close()
 
     @property
@@ -516,6 +520,15 @@ class VipWatch:
                 self.proc.wait()
 
 
+def nice_of(pid: int) -> int | None:
+    """The nice value of a process (/proc/PID/stat field 19)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def sched(pid: int) -> tuple[int, int]:
     """(ns on a CPU, ns runnable but waiting for one) of a single-threaded
     process, from /proc/PID/schedstat (exact, unlike the 10 ms ticks of
@@ -607,7 +620,11 @@ def bench(args: argparse.Namespace, lab: Lab, report: dict) -> None:
 def _run(args, lab: Lab, report: dict, names_a: list[str], names_b: list[str], agent: Agent, flipper: str) -> None:
     n = args.routers
     adv = args.advert_int
-    peer = Node(lab, "peer", names_b, IFACE_B, args.peer_priority, "stop", None)
+    # The peer stands for another host: on a real deployment its keepalived
+    # do not share this node's CPUs. Niced, they still run (and answer
+    # VRRP in time: adverts are cheap) but leave the CPUs to the node
+    # under test whenever both want them.
+    peer = Node(lab, "peer", names_b, IFACE_B, args.peer_priority, "stop", None, nice=args.peer_nice)
     node = Node(lab, "node", names_a, IFACE_A, args.priority, "keep", agent.path)
 
     # The primary VIP of VRID 1 on the default HA network, from `render`.
@@ -693,7 +710,9 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
         report["start"]["states_after_settle"] = {s: sum(1 for r in rows if r.get("state") == s) for s in ("primary", "backup", "fault", None)}
         report["start"]["memory_after"] = memory(node.pid, lab.binary)
         report["start"]["fds_after"] = fd_count(node.pid)
-        report["keepalived_processes"] = len(node.keepalived_pids())
+        ka = node.keepalived_pids()
+        report["keepalived_processes"] = len(ka)
+        report["nice"] = {"daemon": nice_of(node.pid), "keepalived": sorted({nice_of(p) for p in ka} - {None}), "peer_daemon": nice_of(peer.pid)}
         # keepalived's own start-up (exec, dynamic linking, config, forking
         # its VRRP child): the floor under any start or respawn storm.
         report["start"]["keepalived_sched"] = sched_sum(node.keepalived_pids())
@@ -948,6 +967,9 @@ def rows(report: dict) -> list[dict]:
         row(f"peer alone: start -> all {n} primary (keepalived's master-down timeout)", report["peer_all_primary_s"], "s")
     if report.get("keepalived_processes") is not None:
         row("keepalived processes of the node under test", report["keepalived_processes"], "")
+    if report.get("nice"):
+        nc = report["nice"]
+        row("nice: node daemon / its keepalived / peer daemon", f"{nc['daemon']} / {','.join(map(str, nc['keepalived']))} / {nc['peer_daemon']}", "")
     return out
 
 
@@ -958,7 +980,7 @@ def fmt_value(value, unit: str) -> str:
 
 def print_table(report: dict, table: list[dict]) -> None:
     c = report["config"]
-    print(f"harouterd with real keepalived: {c['routers']} routers (+ {c['routers']} on the peer), advert_int {c['advert_int']} s, binary {c['binary']}")
+    print(f"harouterd with real keepalived: {c['routers']} routers (+ {c['routers']} on the peer, nice {c.get('peer_nice', 0)}), advert_int {c['advert_int']} s, binary {c['binary']}")
     print(f"host: {c['kernel']}, {c['cpus']} CPUs, keepalived {c['keepalived_version']}; state dirs on {c.get('state_path_fs', '?')}")
     print(f"load average at start / end: {c['loadavg_start']} / {c.get('loadavg_end', '?')}; set-up {report.get('setup_s', '?')} s; limits raised: {report.get('limits_changed') or 'none'}")
     print()
@@ -988,6 +1010,7 @@ def main() -> int:
     p.add_argument("--advert-int", type=int, default=1, help="ha_vrrp_advert_int of both nodes (default 1)")
     p.add_argument("--priority", type=int, default=50, help="priority of the node under test (default 50)")
     p.add_argument("--peer-priority", type=int, default=100, help="priority of the peer (default 100: it is primary first)")
+    p.add_argument("--peer-nice", type=int, default=10, help="nice value the peer daemon (and so its keepalived) is started with: it stands for another host (default 10; 0 to compete for the CPUs as an equal)")
     p.add_argument("--failover", choices=("sigterm", "kill"), default="sigterm", help="how the peer goes: SIGTERM to its daemon (on_exit = stop), or SIGKILL to it and its keepalived")
     p.add_argument("--probe-gap-ms", type=float, default=10.0, help="pause between two control-socket requests (default 10)")
     p.add_argument("--timeout", type=float, default=120.0, help="longest wait for each phase (default 120 s)")
@@ -1013,6 +1036,7 @@ def main() -> int:
             "routers": args.routers,
             "advert_int": args.advert_int,
             "failover": args.failover,
+            "peer_nice": args.peer_nice,
             "binary": os.path.abspath(args.binary),
             "kernel": platform.release(),
             "cpus": os.cpu_count(),
