@@ -133,9 +133,16 @@ pub struct Daemon {
     /// Configured routers not started yet, in config order: start-up
     /// happens in the loop, a batch per pass ([`STARTS_PER_PASS`]).
     starting: VecDeque<RouterConfig>,
-    /// The last reap stopped at its batch size: more children may be
-    /// waiting, and no SIGCHLD will come for them.
+    /// The last reap stopped at its batch size (or was held back by the
+    /// keepalived gate): more children may be waiting, and no SIGCHLD will
+    /// come for them.
     reap_more: bool,
+    /// keepalived spawned and not up yet (its notify FIFO has not spoken),
+    /// with its pid and when: at most [`supervision::keepalived_starting_max`]
+    /// at once (see [`Daemon::keepalived_gate_open`]).
+    starting_keepalived: HashMap<RouterId, (u32, Instant)>,
+    /// The last look at `starting_keepalived` found it full.
+    keepalived_gated: bool,
 }
 
 impl Daemon {
@@ -194,6 +201,8 @@ impl Daemon {
             netlink_more: Vec::new(),
             starting: config.routers.iter().cloned().collect(),
             reap_more: false,
+            starting_keepalived: HashMap::new(),
+            keepalived_gated: false,
             config,
         };
         log::info!("harouterd {} starting with {} routers", env!("CARGO_PKG_VERSION"), daemon.starting.len());
@@ -213,6 +222,10 @@ impl Daemon {
         }
         let began = Instant::now();
         for _ in 0..STARTS_PER_PASS {
+            let Some(cfg) = self.starting.front() else { break };
+            if cfg.keepalived && !self.keepalived_gate_open(now) {
+                break;
+            }
             let Some(cfg) = self.starting.pop_front() else { break };
             self.start_router(cfg, now);
             if began.elapsed() >= STARTS_BUDGET {
@@ -286,8 +299,8 @@ impl Daemon {
             routers
                 .chain([self.timers.next_deadline(), self.notifier.as_ref().and_then(Notifier::next_deadline)])
                 .chain([self.control.next_deadline()])
-                .chain([(!self.netlink_more.is_empty() || self.reap_more).then(Instant::now)])
-                .chain([(!self.starting.is_empty() && self.stopping.is_none()).then(Instant::now)])
+                .chain([(!self.netlink_more.is_empty()).then(Instant::now)])
+                .chain([self.gated_deadline()])
                 .chain([self.stopping])
                 .chain([self.state_writes.next_deadline(Instant::now())]),
         )

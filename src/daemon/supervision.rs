@@ -4,7 +4,7 @@
 //! children, and reading keepalived's own view from its notify FIFO.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::router::{ErrorSource, Router};
 use super::state_writes::write_retry_delay;
@@ -22,6 +22,30 @@ use crate::sys::spawn;
 /// (pidfiles, proofs, a fork), so a storm of a thousand is handled in
 /// batches with the control socket and signals served in between.
 pub(super) const REAP_PER_PASS: usize = 32;
+
+/// How many keepalived may be starting at once (spawned, their notify FIFO
+/// not heard from yet): four per CPU. keepalived's own start-up (exec,
+/// dynamic linking, config, its VRRP child) costs 10-15 ms of CPU; a
+/// thousand of them made runnable at once (a start, an OOM kill of all)
+/// thrash the CPUs and starve the daemon itself: measured with 1000
+/// routers on 2 CPUs, everything started later than when one keepalived
+/// started after another, and status answers waited seconds. A handful
+/// per CPU keeps the CPUs busy and the run queue short.
+pub(super) fn keepalived_starting_max() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from).saturating_mul(4).clamp(4, 64)
+}
+
+/// A keepalived not heard from within this long no longer counts as
+/// starting (a FIFO that could not be made, a keepalived stuck).
+pub(super) const STARTING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether `pid` is a live process (not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
 
 /// How [`Daemon::revive_keepalived`] gets keepalived going again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +78,13 @@ impl Daemon {
     /// waits for it; `reap_more` says whether more may be waiting (a
     /// SIGCHLD does not come again for them).
     pub(super) fn reap(&mut self, now: Instant) {
+        // A keepalived death is a respawn: held back while as many
+        // keepalived are starting as the machine takes (the deaths wait as
+        // zombies; SIGCHLD or a keepalived coming up wakes us again).
+        if self.stopping.is_none() && !self.keepalived_gate_open(now) {
+            self.reap_more = true;
+            return;
+        }
         let reaped = spawn::reap_at_most(REAP_PER_PASS);
         self.reap_more = reaped.len() == REAP_PER_PASS;
         if reaped.is_empty() {
@@ -174,6 +205,36 @@ impl Daemon {
         self.routers.insert(id.to_owned(), router);
     }
 
+    /// Whether another keepalived may start now (see
+    /// [`keepalived_starting_max`]), after forgetting those no longer
+    /// starting: heard from (FIFO), dead (a zombie waiting to be reaped
+    /// counts as dead), replaced, or past [`STARTING_TIMEOUT`].
+    pub(super) fn keepalived_gate_open(&mut self, now: Instant) -> bool {
+        let routers = &self.routers;
+        self.starting_keepalived.retain(|id, (pid, since)| {
+            now < *since + STARTING_TIMEOUT
+                && routers.get(id).and_then(|r| r.supervisor.as_ref()?.pid()) == Some(*pid)
+                && alive(*pid)
+        });
+        self.keepalived_gated = self.starting_keepalived.len() >= keepalived_starting_max();
+        !self.keepalived_gated
+    }
+
+    /// When the loop must look again at work waiting for the keepalived
+    /// gate (children to reap, routers to start): at once when the gate was
+    /// open, else when the oldest starting keepalived times out (a FIFO
+    /// message or a SIGCHLD wakes the loop before that).
+    pub(super) fn gated_deadline(&self) -> Option<Instant> {
+        let waiting = self.reap_more || (!self.starting.is_empty() && self.stopping.is_none());
+        if !waiting {
+            return None;
+        }
+        if !self.keepalived_gated {
+            return Some(Instant::now());
+        }
+        self.starting_keepalived.values().map(|(_, since)| *since + STARTING_TIMEOUT).min()
+    }
+
     pub(super) fn keepalived_outcomes(&mut self, id: &RouterId, outcomes: Vec<KaOutcome>, now: Instant) {
         if outcomes.is_empty() {
             return;
@@ -185,6 +246,7 @@ impl Daemon {
             };
             match outcome {
                 KaOutcome::Spawned { pid } => {
+                    self.starting_keepalived.insert(id.clone(), (pid, now));
                     log::info!("router {id}: keepalived started (pid {pid})");
                     router.rt.clear_error(ErrorSource::Keepalived);
                 }
@@ -300,6 +362,10 @@ impl Daemon {
         let Some(router) = self.routers.get_mut(id) else { return };
         let Some((fifo, _)) = router.fifo.as_mut() else { return };
         let events = fifo.read();
+        if !events.is_empty() {
+            // It is up: its place among those starting is free.
+            self.starting_keepalived.remove(id);
+        }
         for event in events {
             log::debug!("router {id}: keepalived reports {:?} for {}", event.state, event.instance);
             router.rt.keepalived_fault = event.state == KaState::Fault;

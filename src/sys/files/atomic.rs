@@ -12,7 +12,9 @@
 //! rename. [`replace_at`] does not sync at all: it is for the `state` file,
 //! written after the agent was notified and synced later, off the path of
 //! any notification ([`sync_at`], on the caller's schedule:
-//! [`crate::core::sync_later`]). Until that sync, a crash of the machine
+//! [`crate::core::sync_later`]), and for the daemon's router files, which
+//! it renders again and compares at every start before keepalived runs
+//! ([`super::confs::RouterDir::write`]). Until a sync, a crash of the machine
 //! leaves on ext4 (data=ordered with `auto_da_alloc`, its defaults) the old
 //! or the new complete file when an old one was replaced (the rename's
 //! commit waits for the new file's data), and on other filesystems, or for

@@ -91,9 +91,16 @@ impl RouterDir {
         self.fd.as_fd()
     }
 
-    /// Atomically replaces the file `name` with exactly `mode`.
+    /// Atomically replaces the file `name` with exactly `mode`, without a
+    /// sync ([`atomic::replace_at`]): the router's files (keepalived.conf,
+    /// its health-check script, conntrackd.conf) are the daemon's rendering
+    /// of its config, compared and written again at every start before
+    /// keepalived is started, so one a crash of the machine left empty is
+    /// repaired before anything reads it. A sync each would block the loop
+    /// for a disk flush per router: seconds at the first start or a reload
+    /// of a thousand routers.
     pub fn write(&self, name: &OsStr, contents: &[u8], mode: u32) -> Result<(), FileError> {
-        atomic::write_atomic_at(self.fd(), &self.path, name, contents, mode).map_err(FileError::File)
+        atomic::replace_at(self.fd(), &self.path, name, contents, mode).map_err(FileError::File)
     }
 
     /// The first `limit` bytes of the file `name`; a symlink is an error.
