@@ -55,7 +55,7 @@ use error::setup;
 use namespaces::{NsWatch, watch_netns_dir};
 use router::Router;
 use routers::remove_router_dir;
-use state_writes::{STATE_SYNCS_PER_PASS, STATE_WRITES_PER_PASS, StateWrites};
+use state_writes::{STATE_SYNC_BUDGET, STATE_WRITES_PER_PASS, StateWrites};
 
 /// Enough that a node-wide flip goes out in a few loop passes.
 const NOTIFIER_IN_FLIGHT: usize = 256;
@@ -286,7 +286,7 @@ impl Daemon {
             self.start_some(Instant::now());
             let written = self.state_writes.flush(&self.confs, STATE_WRITES_PER_PASS, Instant::now());
             self.state_written(written);
-            self.state_writes.sync_due(&self.confs, STATE_SYNCS_PER_PASS, Instant::now());
+            self.state_writes.sync_due(&self.confs, STATE_SYNC_BUDGET, Instant::now());
         }
     }
 

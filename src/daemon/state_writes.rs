@@ -22,9 +22,11 @@ use crate::sys::files::confs::HaConfs;
 /// netlink) is served in between.
 pub(super) const STATE_WRITES_PER_PASS: usize = 32;
 
-/// State files synced per loop pass once due: each sync is a disk flush
-/// the loop waits for.
-pub(super) const STATE_SYNCS_PER_PASS: usize = 8;
+/// Time a loop pass may spend syncing state files once they are due (at
+/// least one file): each sync is a disk flush the loop waits for, 0.4 ms
+/// to 8 ms here, so a thousand are spread over many passes with every
+/// source served in between.
+pub(super) const STATE_SYNC_BUDGET: Duration = Duration::from_millis(2);
 
 /// A file that could not be written (full or read-only disk) is tried again
 /// after this, doubling per failure in a row up to [`WRITE_RETRY_MAX`]: soon
@@ -106,13 +108,19 @@ impl StateWrites {
         crate::sys::event_loop::earliest([self.retries.next_deadline(), self.unsynced.deadline()])
     }
 
-    /// Syncs up to `at_most` state files whose sync is due. A file gone
-    /// since (its router removed) needs none; any other failure is logged:
-    /// the file is in place, only its durability is in doubt.
-    pub(super) fn sync_due(&mut self, confs: &HaConfs, at_most: usize, now: Instant) {
-        for id in self.unsynced.take_due(now, at_most) {
+    /// Syncs the state files whose sync is due, for about `budget` (at
+    /// least one). A file gone since (its router removed) needs none; any
+    /// other failure is logged: the file is in place, only its durability
+    /// is in doubt.
+    pub(super) fn sync_due(&mut self, confs: &HaConfs, budget: Duration, now: Instant) {
+        let began = Instant::now();
+        loop {
+            let Some(id) = self.unsynced.take_due(now, 1).pop() else { return };
             if let Err(e) = confs.sync_state(&id) {
                 log::warn!("router {id}: {e}");
+            }
+            if began.elapsed() >= budget {
+                return;
             }
         }
     }
@@ -120,7 +128,7 @@ impl StateWrites {
     /// Every file written and not synced yet is synced now (shutdown).
     pub(super) fn sync_all(&mut self, confs: &HaConfs) {
         let far = Instant::now() + crate::core::sync_later::MAX_AGE;
-        self.sync_due(confs, usize::MAX, far);
+        self.sync_due(confs, Duration::MAX, far);
     }
 
     /// Every router waiting for a retry is due now (shutdown).
@@ -247,9 +255,9 @@ mod tests {
         // Written, not synced: the sync waits for a quiet second, then
         // nothing is left to wake up for.
         assert_eq!(writes.next_deadline(now), Some(now + QUIET));
-        writes.sync_due(&layout, usize::MAX, now);
+        writes.sync_due(&layout, Duration::MAX, now);
         assert_eq!(writes.unsynced.len(), 2, "not synced before it is due");
-        writes.sync_due(&layout, usize::MAX, now + QUIET);
+        writes.sync_due(&layout, Duration::MAX, now + QUIET);
         assert!(writes.unsynced.is_empty());
         assert_eq!(writes.next_deadline(now + QUIET), None);
     }
@@ -288,7 +296,7 @@ mod tests {
         assert_eq!(state(&dir, "r1").as_deref(), Some("fault"));
         assert!(writes.pending.is_empty());
         assert_eq!(writes.next_deadline(ms(300)), Some(ms(300) + QUIET), "only its sync is left");
-        writes.sync_due(&layout, usize::MAX, ms(300) + QUIET);
+        writes.sync_due(&layout, Duration::MAX, ms(300) + QUIET);
         assert!(writes.next_deadline(ms(300)).is_none());
         // A failing router that is forgotten leaves no retry behind.
         writes.queue(&id("r2"), State::Primary);

@@ -85,8 +85,11 @@ impl Daemon {
             self.reap_more = true;
             return;
         }
-        let reaped = spawn::reap_at_most(REAP_PER_PASS);
-        self.reap_more = reaped.len() == REAP_PER_PASS;
+        // No more than the free places take (a router's keepalived is two
+        // processes: its main one and the VRRP child, orphaned with it).
+        let free = keepalived_starting_max().saturating_sub(self.starting_keepalived.len());
+        let reaped = spawn::reap_at_most(REAP_PER_PASS.min(2 * free).max(1));
+        self.reap_more = reaped.len() == REAP_PER_PASS.min(2 * free).max(1);
         if reaped.is_empty() {
             return;
         }
