@@ -144,9 +144,8 @@ def http(path: str, request_path: str, timeout: float = 30.0) -> tuple[int, byte
 class Node:
     """One `harouterd run` with its routers, config, state dir and log."""
 
-    def __init__(self, lab: Lab, name: str, namespaces: list[str], iface: str, priority: int, on_exit: str, agent: str | None, nice: int = 0):
+    def __init__(self, lab: Lab, name: str, namespaces: list[str], iface: str, priority: int, on_exit: str, agent: str | None):
         self.lab, self.name = lab, name
-        self.nice = nice
         self.dir = os.path.join(lab.dir, name)
         self.ha_confs = os.path.join(self.dir, "ha_confs")
         self.socket = os.path.join(self.dir, "harouterd.sock")
@@ -195,10 +194,7 @@ class Node:
         if self.lab.args.log_level:
             argv += ["--log-level", self.lab.args.log_level]
         log = open(self.log, "ab")
-        # Started at this nice value (the peer: another host's load, see
-        # --peer-nice); the daemon and its keepalived take it from there.
-        preexec = (lambda: os.nice(self.nice)) if self.nice else None
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, preexec_fn=preexec)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
 
     @property
@@ -213,6 +209,19 @@ class Node:
         if self.alive():
             self.proc.kill()
             self.proc.wait()
+
+    def renice(self, nice: int) -> None:
+        """The daemon and every keepalived of this node at `nice`, their
+        autogroups too (each keepalived runs in a session, so an autogroup,
+        of its own: with autogroups on, a process's nice value only counts
+        within its group). What the daemon did to its own priority is undone."""
+        for pid in [self.pid] + self.keepalived_pids():
+            try:
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
+                with open(f"/proc/{pid}/autogroup", "w") as f:
+                    f.write(str(nice))
+            except OSError:
+                pass
 
     def keepalived_pids(self) -> list[int]:
         """Every keepalived process running one of this node's configs."""
@@ -529,6 +538,15 @@ def nice_of(pid: int) -> int | None:
         return None
 
 
+def autogroup_nice(pid: int) -> int | None:
+    """The nice value of a process's autogroup, None without autogroups."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def sched(pid: int) -> tuple[int, int]:
     """(ns on a CPU, ns runnable but waiting for one) of a single-threaded
     process, from /proc/PID/schedstat (exact, unlike the 10 ms ticks of
@@ -621,10 +639,10 @@ def _run(args, lab: Lab, report: dict, names_a: list[str], names_b: list[str], a
     n = args.routers
     adv = args.advert_int
     # The peer stands for another host: on a real deployment its keepalived
-    # do not share this node's CPUs. Niced, they still run (and answer
-    # VRRP in time: adverts are cheap) but leave the CPUs to the node
-    # under test whenever both want them.
-    peer = Node(lab, "peer", names_b, IFACE_B, args.peer_priority, "stop", None, nice=args.peer_nice)
+    # do not share this node's CPUs. Niced once all are primary (see
+    # --peer-nice), they still run (and advertise in time: adverts are
+    # cheap) but leave the CPUs to the node under test when both want them.
+    peer = Node(lab, "peer", names_b, IFACE_B, args.peer_priority, "stop", None)
     node = Node(lab, "node", names_a, IFACE_A, args.priority, "keep", agent.path)
 
     # The primary VIP of VRID 1 on the default HA network, from `render`.
@@ -667,6 +685,8 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
         raise peer.diagnose(f"not every router became primary within {wait_s:.0f} s")
     report["peer_all_primary_s"] = peer_primary_s
     report["peer_keepalived_processes"] = len(peer.keepalived_pids())
+    if args.peer_nice:
+        peer.renice(args.peer_nice)
     say(f"peer: all {n} primary after {peer_primary_s:.1f} s")
     time.sleep(args.settle)
 
@@ -712,7 +732,12 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
         report["start"]["fds_after"] = fd_count(node.pid)
         ka = node.keepalived_pids()
         report["keepalived_processes"] = len(ka)
-        report["nice"] = {"daemon": nice_of(node.pid), "keepalived": sorted({nice_of(p) for p in ka} - {None}), "peer_daemon": nice_of(peer.pid)}
+        report["nice"] = {
+            "daemon": nice_of(node.pid),
+            "daemon_autogroup": autogroup_nice(node.pid),
+            "keepalived": sorted({nice_of(p) for p in ka} - {None}),
+            "peer": nice_of(peer.pid),
+        }
         # keepalived's own start-up (exec, dynamic linking, config, forking
         # its VRRP child): the floor under any start or respawn storm.
         report["start"]["keepalived_sched"] = sched_sum(node.keepalived_pids())
@@ -969,7 +994,8 @@ def rows(report: dict) -> list[dict]:
         row("keepalived processes of the node under test", report["keepalived_processes"], "")
     if report.get("nice"):
         nc = report["nice"]
-        row("nice: node daemon / its keepalived / peer daemon", f"{nc['daemon']} / {','.join(map(str, nc['keepalived']))} / {nc['peer_daemon']}", "")
+        row("nice: node daemon (its autogroup) / its keepalived / peer and its keepalived",
+            f"{nc['daemon']} ({nc['daemon_autogroup']}) / {','.join(map(str, nc['keepalived']))} / {nc['peer']}", "")  # fmt: skip
     return out
 
 
@@ -1010,7 +1036,7 @@ def main() -> int:
     p.add_argument("--advert-int", type=int, default=1, help="ha_vrrp_advert_int of both nodes (default 1)")
     p.add_argument("--priority", type=int, default=50, help="priority of the node under test (default 50)")
     p.add_argument("--peer-priority", type=int, default=100, help="priority of the peer (default 100: it is primary first)")
-    p.add_argument("--peer-nice", type=int, default=10, help="nice value the peer daemon (and so its keepalived) is started with: it stands for another host (default 10; 0 to compete for the CPUs as an equal)")
+    p.add_argument("--peer-nice", type=int, default=10, help="nice value (process and autogroup) of the peer daemon and its keepalived once all are primary: it stands for another host (default 10; 0 to compete for the CPUs as an equal)")
     p.add_argument("--failover", choices=("sigterm", "kill"), default="sigterm", help="how the peer goes: SIGTERM to its daemon (on_exit = stop), or SIGKILL to it and its keepalived")
     p.add_argument("--probe-gap-ms", type=float, default=10.0, help="pause between two control-socket requests (default 10)")
     p.add_argument("--timeout", type=float, default=120.0, help="longest wait for each phase (default 120 s)")
