@@ -41,7 +41,7 @@ use crate::sys::child_output::ChildOutputs;
 use crate::sys::event_loop::{EventLoop, Owner, Signals, Sources, Timers, earliest};
 use crate::sys::files::{self, nofollow};
 use crate::sys::netns::{NetnsDirWatch, NetnsError};
-use crate::sys::{privdrop, spawn};
+use crate::sys::{privdrop, process, spawn};
 
 /// The agent's socket under `--state_path` (Neutron's
 /// `get_keepalived_state_change_socket_path`).
@@ -112,6 +112,9 @@ pub struct Monitor {
     outputs: ChildOutputs,
     /// The state file, written and not synced yet.
     unsynced: SyncLater<()>,
+    /// What start-up alone needed is given back (once the initial state
+    /// is reported: [`process::release_startup_memory`]).
+    released: bool,
 }
 
 impl Monitor {
@@ -160,6 +163,7 @@ impl Monitor {
             signals,
             outputs: ChildOutputs::new(),
             unsynced: SyncLater::default(),
+            released: false,
         })
     }
 
@@ -231,6 +235,13 @@ impl Monitor {
             log_deliveries(deliveries);
             if !self.unsynced.take_due(now, 1).is_empty() {
                 self.sync_state();
+            }
+            if !self.released && self.state.is_some() {
+                // A node runs one monitor per router: each pays for what it
+                // keeps mapped.
+                self.released = true;
+                let kib = process::release_startup_memory();
+                log::debug!("router {}: {kib} KiB of start-up pages given back", self.router);
             }
         }
     }
