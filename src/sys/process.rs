@@ -174,10 +174,11 @@ fn clean_mappings_of(smaps: &str, dev: u64, ino: u64) -> Vec<CleanMapping> {
             let ours = inode == ino && inode != 0 && same_device(device, dev);
             let read_only = perms.starts_with('r') && perms.as_bytes().get(1) == Some(&b'-');
             current = Some((CleanMapping { start, len: end.saturating_sub(start) }, ours && read_only));
-        } else if first == "Anonymous:" && words.next() != Some("0") {
-            if let Some((_, droppable)) = current.as_mut() {
-                *droppable = false;
-            }
+        } else if first == "Anonymous:"
+            && words.next() != Some("0")
+            && let Some((_, droppable)) = current.as_mut()
+        {
+            *droppable = false;
         }
     }
     finish(&mut current);
