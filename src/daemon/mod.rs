@@ -56,6 +56,7 @@ use namespaces::{NsWatch, watch_netns_dir};
 use router::Router;
 use routers::remove_router_dir;
 use state_writes::{STATE_SYNC_BUDGET, STATE_WRITES_PER_PASS, StateWrites};
+pub use supervision::keepalived_starting_max;
 
 /// Enough that a node-wide flip goes out in a few loop passes.
 const NOTIFIER_IN_FLIGHT: usize = 256;

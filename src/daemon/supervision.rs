@@ -31,7 +31,7 @@ pub(super) const REAP_PER_PASS: usize = 32;
 /// routers on 2 CPUs, everything started later than when one keepalived
 /// started after another, and status answers waited seconds. A handful
 /// per CPU keeps the CPUs busy and the run queue short.
-pub(super) fn keepalived_starting_max() -> usize {
+pub fn keepalived_starting_max() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from).saturating_mul(4).clamp(4, 64)
 }
 
