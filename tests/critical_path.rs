@@ -27,9 +27,12 @@ use harouterd::daemon::keepalived_starting_max;
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// The rows of GET /v1/routers, as (id, keepalived_pid, state) from the
-/// JSON (the one parser this needs: our own answer's fixed layout).
-fn rows(socket: &Path) -> Option<Vec<(String, Option<u32>, Option<String>)>> {
+/// A router's row of GET /v1/routers: id, keepalived pid, raw state.
+type Row = (String, Option<u32>, Option<String>);
+
+/// The rows of GET /v1/routers, from the JSON (the one parser this needs:
+/// our own answer's fixed layout).
+fn rows(socket: &Path) -> Option<Vec<Row>> {
     let (status, body) = common::http_get(socket, "/v1/routers");
     if status != Some(200) {
         return None;
@@ -216,7 +219,7 @@ fn the_daemon_answers_while_keepalived_execs_are_held() {
     let ((), took) = wait_for(5 * SEC, || rows(&socket).map(|_| ()))
         .unwrap_or_else(|| panic!("no answer while keepalived execs are held\n{}", node.log_text()));
     println!("first answer {:.0} ms after start, every exec held", ms(took));
-    let spawned = |rows: &[(String, Option<u32>, Option<String>)]| rows.iter().filter(|r| r.1.is_some()).count();
+    let spawned = |rows: &[Row]| rows.iter().filter(|r| r.1.is_some()).count();
     let ((), _) = wait_for(5 * SEC, || rows(&socket).filter(|r| spawned(r) == max).map(|_| ()))
         .unwrap_or_else(|| panic!("not {max} keepalived spawned: {:?}\n{}", rows(&socket), node.log_text()));
     let now = rows(&socket).expect("rows");
