@@ -502,9 +502,10 @@ def run_subject(kind: str, fs_dir: str, args: argparse.Namespace, ns: str, drive
 
 
 def state_write_probe(directory: str, count: int) -> dict:
-    """The state file written the daemon's and state-change's way (new temp
-    file, write, fdatasync, rename) in `directory`: what a durable write
-    costs there right now."""
+    """A file written durably (new temp file, write, fdatasync, rename) in
+    `directory`: what a durable write costs there right now. Before issue 13
+    every notification of both subjects waited for one; now the state file
+    is written after the notification and synced in quiet time."""
     probe = tempfile.mkdtemp(prefix="hbl-probe-", dir=directory)
     target = os.path.join(probe, "state")
     samples = []
@@ -644,7 +645,7 @@ def rows(report: dict) -> list[dict]:
             row(sec, f"  {state} direction ({s['count']}{note}) p50 / p99 / max", f"{s['p50_ms']:.3f} / {s['p99_ms']:.3f} / {s['max_ms']:.3f}", "ms")
         w = run_.get("state_write") or {}
         if w.get("count"):
-            row(sec, "  state file write here just before (temp, fdatasync, rename) p50 / p99", f"{w['p50_ms']:.3f} / {w['p99_ms']:.3f}", "ms")
+            row(sec, "  durable file write here just before (temp, fdatasync, rename) p50 / p99", f"{w['p50_ms']:.3f} / {w['p99_ms']:.3f}", "ms")
     sec = "calibration"
     for key, label in (
         ("driver_floor", f"{ref}: handed over -> kernel address event (no monitor)"),
