@@ -310,7 +310,10 @@ class StateChange(Subject):
 
     def start(self) -> None:
         os.makedirs(os.path.join(self.state_path, "ha_confs", "r1"))
-        self._spawn(neutron_argv([self.args.binary, "state-change"], self.ns, self.state_path, "r1"))
+        # --foreground: the process started is the monitor (it would detach,
+        # and the one started exit 0, as Neutron's agent expects), so the
+        # harness can watch it and stop it.
+        self._spawn(neutron_argv([self.args.binary, "state-change"], self.ns, self.state_path, "r1") + ["--foreground"])
 
 
 class NeutronShell(Subject):

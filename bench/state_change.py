@@ -488,8 +488,10 @@ def bench(args: argparse.Namespace, report: dict, cleanup: list) -> None:
         if args.gap_ms:
             time.sleep(args.gap_ms / 1000)
 
-    # Steady state: memory, then the idle window.
-    time.sleep(args.settle)
+    # Steady state: memory, then the idle window, once the state file's
+    # sync (a quiet second after the last change, src/core/sync_later.rs:
+    # the last thing the monitor does before idling) is behind us.
+    time.sleep(args.settle + 1.0)
     if monitor.poll() is not None:
         raise diagnose("monitor exited during the run")
     mem = memory(monitor.pid, binary)
