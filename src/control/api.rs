@@ -20,6 +20,8 @@ pub enum Route {
     Router(String),
     Events,
     Metrics,
+    /// The daemon itself: its config and the last reload.
+    Daemon,
     /// A known path with the wrong method.
     MethodNotAllowed,
     NotFound,
@@ -31,6 +33,7 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/v1/routers" | "/v1/routers/" => Route::Routers,
         "/v1/events" => Route::Events,
         "/metrics" => Route::Metrics,
+        "/v1/daemon" => Route::Daemon,
         p => match p.strip_prefix("/v1/routers/") {
             Some(id) => Route::Router(id.to_owned()),
             None => return Route::NotFound,
@@ -150,6 +153,107 @@ pub fn routers_table(routers: &[RouterStatus]) -> String {
     out
 }
 
+/// The daemon as `status` shows it above its routers: which config runs
+/// and how the last reload (SIGHUP) went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub config: String,
+    pub started: SystemTime,
+    /// When the running config was read: at start, or by the last reload
+    /// that was applied.
+    pub loaded: SystemTime,
+    /// The last reload, `None` before the first.
+    pub last_reload: Option<ReloadOutcome>,
+    /// Reloads taken (SIGHUP), applied or rejected.
+    pub reloads: u64,
+    /// Reloads whose config was rejected.
+    pub reload_failures: u64,
+    /// Routers whose files for the running config are not written yet (a
+    /// config is applied in full only once they are).
+    pub unwritten: Vec<RouterId>,
+}
+
+/// How one reload went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    pub time: SystemTime,
+    /// Why the new config was rejected (the old one keeps running);
+    /// `None`: applied.
+    pub error: Option<String>,
+}
+
+impl DaemonStatus {
+    /// Whether the running config is the file's and is applied in full: the
+    /// last reload (if any) was not rejected and every router's files are
+    /// written.
+    pub fn applied(&self) -> bool {
+        self.last_reload.as_ref().is_none_or(|r| r.error.is_none()) && self.unwritten.is_empty()
+    }
+
+    /// `ok`, `rejected` or `pending` (accepted, files not all written).
+    fn result(&self) -> &'static str {
+        match &self.last_reload {
+            Some(ReloadOutcome { error: Some(_), .. }) => "rejected",
+            _ if !self.unwritten.is_empty() => "pending",
+            _ => "ok",
+        }
+    }
+}
+
+pub fn daemon_json(d: &DaemonStatus) -> String {
+    let unwritten: Vec<&str> = d.unwritten.iter().map(RouterId::as_str).collect();
+    json::object(|o| {
+        o.str("version", env!("CARGO_PKG_VERSION"))
+            .int("pid", d.pid)
+            .str("config", &d.config)
+            .str("started", &rfc3339(d.started))
+            .str("loaded", &rfc3339(d.loaded))
+            .str("result", d.result())
+            .int("reloads", d.reloads)
+            .int("reload_failures", d.reload_failures)
+            .array("unwritten", |a| {
+                for id in &unwritten {
+                    a.str(id);
+                }
+            });
+        match &d.last_reload {
+            Some(r) => o.object("last_reload", |o| {
+                o.str("time", &rfc3339(r.time)).opt_str("error", r.error.as_deref());
+            }),
+            None => o.null("last_reload"),
+        };
+    })
+}
+
+/// The line `harouterd status` prints above the routers.
+pub fn daemon_text(d: &DaemonStatus) -> String {
+    let mut out = format!("config {}: ", d.config);
+    match &d.last_reload {
+        None => {
+            let _ = write!(out, "loaded at start {}, not reloaded since", rfc3339(d.loaded));
+        }
+        Some(ReloadOutcome { time, error: None }) => {
+            let _ = write!(out, "last reload {} applied", rfc3339(*time));
+        }
+        Some(ReloadOutcome { time, error: Some(e) }) => {
+            let _ = write!(
+                out,
+                "last reload {} REJECTED, still running the config loaded {}: {}",
+                rfc3339(*time),
+                rfc3339(d.loaded),
+                e.replace(|c: char| c.is_control(), " ")
+            );
+        }
+    }
+    if !d.unwritten.is_empty() {
+        let ids: Vec<&str> = d.unwritten.iter().map(RouterId::as_str).collect();
+        let _ = write!(out, "; files of {} not written yet (retrying)", ids.join(", "));
+    }
+    out.push('\n');
+    out
+}
+
 /// An effective state change, as published on `/v1/events`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -191,7 +295,7 @@ pub struct Counters {
 }
 
 /// Prometheus text format (version 0.0.4).
-pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
+pub fn metrics(routers: &[RouterStatus], counters: &Counters, daemon: &DaemonStatus) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -272,6 +376,35 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters) -> String {
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
     }
+    // Named as Prometheus names its own (prometheus_config_last_reload_*).
+    let seconds = |t: SystemTime| {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+    };
+    for (name, kind, help, value) in [
+        (
+            "harouterd_config_last_reload_successful",
+            "gauge",
+            "1 when the running config is the one the last reload (or the start) read and every router's files \
+             are written; 0 after a rejected reload or while files wait for a retry.",
+            u8::from(daemon.applied()).to_string(),
+        ),
+        (
+            "harouterd_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "When the running config was read (start, or the last applied reload), Unix time.",
+            seconds(daemon.loaded),
+        ),
+        ("harouterd_config_reloads_total", "counter", "Reloads (SIGHUP) taken.", daemon.reloads.to_string()),
+        (
+            "harouterd_config_reload_failures_total",
+            "counter",
+            "Reloads whose config was rejected (the old one kept running).",
+            daemon.reload_failures.to_string(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
     out
 }
 
@@ -321,6 +454,67 @@ mod tests {
         }
     }
 
+    fn daemon() -> DaemonStatus {
+        DaemonStatus {
+            pid: 42,
+            config: "/etc/harouterd/harouterd.conf".into(),
+            started: UNIX_EPOCH + Duration::from_secs(1000),
+            loaded: UNIX_EPOCH + Duration::from_millis(1_000_250),
+            last_reload: None,
+            reloads: 0,
+            reload_failures: 0,
+            unwritten: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn reload_outcome_in_status_and_metrics() {
+        let at_start = daemon();
+        assert_eq!(
+            daemon_text(&at_start),
+            "config /etc/harouterd/harouterd.conf: loaded at start 1970-01-01T00:16:40.250Z, not reloaded since\n"
+        );
+        let json = daemon_json(&at_start);
+        assert!(json.contains("\"result\":\"ok\",\"reloads\":0,\"reload_failures\":0,\"unwritten\":[]"), "{json}");
+        assert!(json.ends_with(",\"last_reload\":null}"), "{json}");
+        let m = metrics(&[], &Counters::default(), &at_start);
+        assert!(m.contains("\nharouterd_config_last_reload_successful 1\n"), "{m}");
+        assert!(m.contains("\nharouterd_config_last_reload_success_timestamp_seconds 1000.250\n"), "{m}");
+
+        let rejected = DaemonStatus {
+            last_reload: Some(ReloadOutcome {
+                time: UNIX_EPOCH + Duration::from_secs(2000),
+                error: Some("/etc/h.conf:7: vrid: 300 is out of range 1..=254".into()),
+            }),
+            reloads: 2,
+            reload_failures: 1,
+            ..daemon()
+        };
+        assert!(!rejected.applied());
+        let text = daemon_text(&rejected);
+        assert!(
+            text.contains("last reload 1970-01-01T00:33:20.000Z REJECTED, still running the config loaded"),
+            "{text}"
+        );
+        assert!(text.ends_with(": /etc/h.conf:7: vrid: 300 is out of range 1..=254\n"), "{text}");
+        let json = daemon_json(&rejected);
+        assert!(json.contains("\"result\":\"rejected\""), "{json}");
+        assert!(json.contains("\"error\":\"/etc/h.conf:7: vrid: 300 is out of range 1..=254\"}"), "{json}");
+        let m = metrics(&[], &Counters::default(), &rejected);
+        assert!(m.contains("\nharouterd_config_last_reload_successful 0\n"), "{m}");
+        assert!(m.contains("# TYPE harouterd_config_reloads_total counter\nharouterd_config_reloads_total 2\n"), "{m}");
+        assert!(m.contains("\nharouterd_config_reload_failures_total 1\n"), "{m}");
+
+        let pending = DaemonStatus {
+            last_reload: Some(ReloadOutcome { time: UNIX_EPOCH, error: None }),
+            unwritten: vec![RouterId::parse("r1").unwrap()],
+            ..daemon()
+        };
+        assert!(!pending.applied());
+        assert!(daemon_text(&pending).ends_with("applied; files of r1 not written yet (retrying)\n"));
+        assert!(daemon_json(&pending).contains("\"result\":\"pending\""));
+    }
+
     #[test]
     fn routes() {
         assert_eq!(route(&Method::Post, "/"), Route::Notify);
@@ -330,6 +524,8 @@ mod tests {
         assert_eq!(route(&Method::Get, "/v1/routers/../etc"), Route::Router("../etc".into()));
         assert_eq!(route(&Method::Post, "/v1/events"), Route::MethodNotAllowed);
         assert_eq!(route(&Method::Get, "/metrics"), Route::Metrics);
+        assert_eq!(route(&Method::Get, "/v1/daemon"), Route::Daemon);
+        assert_eq!(route(&Method::Post, "/v1/daemon"), Route::MethodNotAllowed);
         assert_eq!(route(&Method::Get, "/v2"), Route::NotFound);
     }
 
@@ -383,7 +579,11 @@ mod tests {
             "{\"seq\":7,\"router\":\"r1\",\"state\":\"backup\",\"previous\":\"primary\",\"time\":\"1970-01-01T00:00:00.000Z\"}"
         );
         assert_eq!(event_text(&e), "1970-01-01T00:00:00.000Z r1 primary -> backup");
-        let m = metrics(&[status("r1")], &Counters { netlink_resyncs: 4, log_dropped: 3, ..Counters::default() });
+        let m = metrics(
+            &[status("r1")],
+            &Counters { netlink_resyncs: 4, log_dropped: 3, ..Counters::default() },
+            &daemon(),
+        );
         assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"primary\"} 1\n"), "{m}");
         assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"backup\"} 0\n"), "{m}");
         assert!(m.contains("harouterd_keepalived_restarts_total{router=\"r1\"} 2\n"), "{m}");

@@ -97,8 +97,20 @@ impl Daemon {
                 counters.control_refused = self.control.refused;
                 counters.control_evicted = self.control.evicted;
                 counters.log_dropped = syslog::dropped_messages();
-                let body = api::metrics(&self.status_rows(), &counters);
+                let body = api::metrics(&self.status_rows(), &counters, &self.daemon_status());
                 Reply::Response(http::response(200, "text/plain; version=0.0.4", body.as_bytes()))
+            }
+            Route::Daemon => {
+                let status = self.daemon_status();
+                if text {
+                    Reply::Response(http::response(
+                        200,
+                        "text/plain; charset=utf-8",
+                        api::daemon_text(&status).as_bytes(),
+                    ))
+                } else {
+                    json(200, format!("{}\n", api::daemon_json(&status)))
+                }
             }
             Route::MethodNotAllowed => plain(405, "method not allowed"),
             Route::NotFound => plain(404, "not found"),

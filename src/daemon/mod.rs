@@ -24,6 +24,7 @@ mod namespaces;
 pub mod reload;
 pub mod router;
 mod routers;
+pub mod service;
 mod state_writes;
 mod supervision;
 mod transitions;
@@ -55,6 +56,7 @@ use error::setup;
 use namespaces::{NsWatch, watch_netns_dir};
 use router::Router;
 use routers::remove_router_dir;
+use service::{ReloadLog, Service};
 use state_writes::{STATE_WRITES_PER_PASS, StateWrites};
 
 /// Enough that a node-wide flip goes out in a few loop passes.
@@ -123,6 +125,12 @@ pub struct Daemon {
     /// Namespaces whose socket still holds data after a read that reached
     /// its budget (edge-triggered: no new readiness will say so).
     netlink_more: Vec<NsKey>,
+    /// Who waits for us to serve, reload and stop (`service`).
+    service: Service,
+    /// When the running config was read, how the reloads went.
+    reload_log: ReloadLog,
+    /// keepalived is stopped at exit whatever `on_exit` says.
+    stop_on_exit: bool,
 }
 
 impl Daemon {
@@ -177,6 +185,9 @@ impl Daemon {
             counters: Counters::default(),
             netlink_closed: (0, 0),
             netlink_more: Vec::new(),
+            service: Service::default(),
+            reload_log: ReloadLog::new(),
+            stop_on_exit: false,
             config: config.clone(),
         };
         log::info!("harouterd {} starting with {} routers", env!("CARGO_PKG_VERSION"), config.routers.len());
@@ -188,6 +199,7 @@ impl Daemon {
     }
 
     pub fn run(&mut self) -> Exit {
+        self.started_serving();
         loop {
             if let Some(exit) = self.finished() {
                 return exit;
@@ -305,7 +317,7 @@ impl Daemon {
         self.state_writes.retry_now();
         let written = self.state_writes.flush(&self.confs, usize::MAX, now);
         self.state_written(written);
-        if self.config.daemon.on_exit == OnExit::Stop {
+        if self.on_exit() == OnExit::Stop {
             for id in self.routers.keys() {
                 remove_router_dir(&self.confs, id);
             }
@@ -317,7 +329,7 @@ impl Daemon {
         for signal in self.signals.drain() {
             match signal {
                 Signal::SIGCHLD => self.reap(now),
-                Signal::SIGHUP => self.reload(now),
+                Signal::SIGHUP => self.reload_signalled(now),
                 Signal::SIGTERM | Signal::SIGINT if self.stopping.is_none() => self.shutdown(signal, now),
                 _ => {}
             }
@@ -325,10 +337,11 @@ impl Daemon {
     }
 
     fn shutdown(&mut self, signal: Signal, now: Instant) {
-        log::info!("received {signal}: stopping (on_exit = {:?})", self.config.daemon.on_exit);
+        log::info!("received {signal}: stopping (on_exit = {:?})", self.on_exit());
+        self.service.stopping();
         self.stopping = Some(now + FLUSH);
         self.control.stop_listening(&mut self.sources);
-        let stop = self.config.daemon.on_exit == OnExit::Stop;
+        let stop = self.on_exit() == OnExit::Stop;
         let ids: Vec<RouterId> = self.routers.keys().cloned().collect();
         for id in ids {
             let Some(router) = self.routers.get_mut(&id) else { continue };

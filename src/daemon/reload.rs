@@ -93,6 +93,7 @@ impl Daemon {
                 for e in &errors.0 {
                     log::error!("reload rejected, keeping the running config: {e}");
                 }
+                self.reload_rejected(&errors);
                 return;
             }
         };
@@ -162,6 +163,7 @@ impl Daemon {
                 self.start_router(cfg, now);
             }
         }
+        self.reload_applied();
     }
 
     pub(super) fn update_router(&mut self, id: &RouterId, cfg: RouterConfig, now: Instant) {
