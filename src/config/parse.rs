@@ -54,6 +54,7 @@ const DAEMON_KEYS: &[&str] = &[
     "keepalived_router_id",
     "on_exit",
     "transition_script",
+    "transition_script_timeout",
     "notify_agent_socket",
     "ipv6_forwarding_on_primary",
 ];

@@ -57,6 +57,7 @@ keepalived_email_from = me@example.org
 keepalived_router_id = node1
 on_exit = stop
 transition_script = /usr/local/bin/t.sh
+transition_script_timeout = 5
 notify_agent_socket = /run/agent.sock
 ipv6_forwarding_on_primary = true
 
@@ -90,6 +91,7 @@ keepalived = false
     assert_eq!(c.daemon.child_action, ChildAction::Exit);
     assert_eq!(c.daemon.on_exit, OnExit::Stop);
     assert!(c.daemon.conntrackd_enabled && c.daemon.ipv6_forwarding_on_primary);
+    assert_eq!(c.daemon.transition_script_timeout, 5);
     assert!(c.holds_password);
     let r = &c.routers[0];
     assert_eq!(r.namespace, Some(crate::core::ident::Namespace::Named("qrouter-1".into())));
@@ -121,6 +123,14 @@ fn no_daemon_section_is_all_defaults() {
     let c = parse_text("").unwrap().config;
     assert_eq!(c.daemon.state_path, Path::new("/var/lib/harouterd"));
     assert!(c.routers.is_empty());
+}
+
+#[test]
+fn script_timeout() {
+    let c = parse_text("").unwrap().config;
+    assert_eq!(c.daemon.transition_script_timeout, 60);
+    assert_error("[daemon]\ntransition_script_timeout = 0\n", 2, &["0 is out of range 1..=86400"]);
+    assert_error("[daemon]\ntransition_script_timeout = 86401\n", 2, &["out of range"]);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::json;
+use crate::actions::hooks::ScriptStats;
 use crate::core::ident::RouterId;
 use crate::core::state::State;
 use crate::http::request::Method;
@@ -76,6 +77,8 @@ pub struct RouterStatus {
     pub write_failures: u64,
     /// The router's files waiting for a retry after a failed write.
     pub writes_pending: u32,
+    /// Its transition script's runs.
+    pub scripts: ScriptStats,
 }
 
 pub fn router_json(r: &RouterStatus) -> String {
@@ -93,7 +96,16 @@ pub fn router_json(r: &RouterStatus) -> String {
             .opt_int("keepalived_pid", r.keepalived_pid)
             .int("restarts", r.restarts)
             .int("transitions", r.transitions)
-            .opt_str("last_error", r.last_error.as_deref());
+            .opt_str("last_error", r.last_error.as_deref())
+            .object("transition_script", |o| {
+                let s = &r.scripts;
+                o.opt_str("running", s.running.map(State::as_str))
+                    .int("runs", s.runs)
+                    .int("failures", s.failures)
+                    .int("timeouts", s.timeouts)
+                    .int("superseded", s.superseded)
+                    .opt_str("last_error", s.last_error.as_deref());
+            });
     })
 }
 
@@ -120,7 +132,11 @@ pub fn routers_table(routers: &[RouterStatus]) -> String {
                     (true, None) => "not running".into(),
                 },
                 r.restarts.to_string(),
-                r.last_error.clone().unwrap_or_else(|| "-".into()),
+                match (&r.last_error, &r.scripts.last_error) {
+                    (Some(e), Some(s)) => format!("{e}; {s}"),
+                    (Some(e), None) | (None, Some(e)) => e.clone(),
+                    (None, None) => "-".into(),
+                },
             ]
             // One row per router, whatever an error message holds.
             .map(|cell| cell.replace(|c: char| c.is_control(), " "))
@@ -344,6 +360,25 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters, daemon: &DaemonSta
     per_router(&mut out, "harouterd_keepalived_restarts_total", "keepalived respawns after a death.", &|r| {
         u64::from(r.restarts)
     });
+    per_router(&mut out, "harouterd_script_runs_total", "Transition script runs started.", &|r| r.scripts.runs);
+    per_router(
+        &mut out,
+        "harouterd_script_failures_total",
+        "Transition script runs that could not start, did not exit 0, or timed out.",
+        &|r| r.scripts.failures,
+    );
+    per_router(
+        &mut out,
+        "harouterd_script_timeouts_total",
+        "Transition script runs killed for running past transition_script_timeout.",
+        &|r| r.scripts.timeouts,
+    );
+    per_router(
+        &mut out,
+        "harouterd_script_superseded_total",
+        "Effective changes whose script run was replaced by a later change before it started.",
+        &|r| r.scripts.superseded,
+    );
     for (name, help, value) in [
         (
             "harouterd_netlink_resyncs_total",
@@ -451,6 +486,7 @@ mod tests {
             last_error: Some("a \"quoted\"\nerror".into()),
             write_failures: 5,
             writes_pending: 1,
+            scripts: ScriptStats { runs: 4, failures: 2, timeouts: 1, superseded: 3, ..ScriptStats::default() },
         }
     }
 
@@ -544,6 +580,12 @@ mod tests {
         assert!(json.contains("\"since\":\"2025-11-21T07:40:09.123Z\""), "{json}");
         assert!(json.contains("\"last_error\":\"a \\\"quoted\\\"\\nerror\""), "{json}");
         assert!(json.contains("\"keepalived_pid\":42,\"restarts\":2,\"transitions\":3"), "{json}");
+        assert!(
+            json.ends_with(
+                ",\"transition_script\":{\"running\":null,\"runs\":4,\"failures\":2,\"timeouts\":1,\"superseded\":3,\"last_error\":null}}"
+            ),
+            "{json}"
+        );
         let mut none = status("r2");
         none.namespace = None;
         none.keepalived_pid = None;
@@ -558,11 +600,15 @@ mod tests {
         let mut other = status("router-two");
         other.supervised = false;
         other.last_error = None;
-        let table = routers_table(&[status("r1"), other]);
+        let mut third = other.clone();
+        third.id = RouterId::parse("r3").unwrap();
+        third.scripts.last_error = Some("transition script for backup failed (exit code 1)".into());
+        let table = routers_table(&[status("r1"), other, third]);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("ROUTER      NAMESPACE  STATE    EFFECTIVE"), "{table}");
         assert!(lines[2].contains("monitor-only") && lines[2].ends_with("-"), "{table}");
+        assert!(lines[3].ends_with("  transition script for backup failed (exit code 1)"), "{table}");
     }
 
     #[test]
@@ -587,6 +633,12 @@ mod tests {
         assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"primary\"} 1\n"), "{m}");
         assert!(m.contains("harouterd_router_state{router=\"r1\",state=\"backup\"} 0\n"), "{m}");
         assert!(m.contains("harouterd_keepalived_restarts_total{router=\"r1\"} 2\n"), "{m}");
+        for (name, value) in [("runs", 4), ("failures", 2), ("timeouts", 1), ("superseded", 3)] {
+            let sample = format!(
+                "# TYPE harouterd_script_{name}_total counter\nharouterd_script_{name}_total{{router=\"r1\"}} {value}\n"
+            );
+            assert!(m.contains(&sample), "{m}");
+        }
         assert!(m.contains("# TYPE harouterd_write_failures_total counter\n"), "{m}");
         assert!(m.contains("harouterd_write_failures_total{router=\"r1\"} 5\n"), "{m}");
         assert!(

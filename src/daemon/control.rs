@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::Daemon;
 use super::router::Router;
+use crate::actions::hooks::Hooks;
 use crate::control::api;
 use crate::control::api::{Route, RouterStatus};
 use crate::control::server::{Incoming, Reply};
@@ -16,7 +17,7 @@ use crate::logging::syslog;
 
 impl Daemon {
     pub(super) fn status_rows(&self) -> Vec<RouterStatus> {
-        self.routers.values().map(status_row).collect()
+        self.routers.values().map(|r| status_row(r, &self.hooks)).collect()
     }
 
     /// Answers one control request.
@@ -70,7 +71,7 @@ impl Daemon {
                 };
                 match self.routers.get(&id) {
                     Some(router) => {
-                        let row = status_row(router);
+                        let row = status_row(router, &self.hooks);
                         if text {
                             Reply::Response(http::response(
                                 200,
@@ -118,9 +119,10 @@ impl Daemon {
     }
 }
 
-pub(super) fn status_row(router: &Router) -> RouterStatus {
+pub(super) fn status_row(router: &Router, hooks: &Hooks) -> RouterStatus {
     let cfg = &router.rt.cfg;
     let sup = router.supervisor.as_ref();
+    let scripts = hooks.stats(&cfg.id).cloned().unwrap_or_default();
     RouterStatus {
         id: cfg.id.clone(),
         namespace: cfg.namespace.as_ref().map(|n| n.to_string()),
@@ -137,5 +139,6 @@ pub(super) fn status_row(router: &Router) -> RouterStatus {
         last_error: router.rt.last_error().map(str::to_owned),
         write_failures: router.rt.write_failures,
         writes_pending: u32::from(router.rt.state_write_pending) + u32::from(router.files_retry.is_some()),
+        scripts,
     }
 }

@@ -173,7 +173,7 @@ impl Daemon {
             namespaces: HashMap::new(),
             routers: BTreeMap::new(),
             notifier,
-            hooks: Hooks::default(),
+            hooks: Hooks::new(Duration::from_secs(u64::from(config.daemon.transition_script_timeout))),
             timers: Timers::default(),
             scratch: Vec::with_capacity(RECV_BUFFER),
             stopping: None,
@@ -247,7 +247,7 @@ impl Daemon {
         earliest(
             routers
                 .chain([self.timers.next_deadline(), self.notifier.as_ref().and_then(Notifier::next_deadline)])
-                .chain([self.control.next_deadline()])
+                .chain([self.control.next_deadline(), self.hooks.next_deadline()])
                 .chain([(!self.netlink_more.is_empty()).then(Instant::now)])
                 .chain([self.stopping])
                 .chain([self.state_writes.next_deadline(Instant::now())]),
@@ -296,6 +296,7 @@ impl Daemon {
             self.report(deliveries);
         }
         self.control.tick(&mut self.sources, now);
+        self.hooks.tick(now);
     }
 
     /// `Some` once the daemon should exit: after SIGTERM, when the agent is

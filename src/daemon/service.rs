@@ -16,7 +16,7 @@
 //!
 //! [`daemonize::detach_reporting`]: crate::sys::daemonize::detach_reporting
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::Daemon;
 use crate::Exit;
@@ -179,6 +179,7 @@ impl Daemon {
 
     /// The reload's config was accepted and its diff applied.
     pub(super) fn reload_applied(&mut self) {
+        self.hooks.set_timeout(Duration::from_secs(u64::from(self.config.daemon.transition_script_timeout)));
         let now = SystemTime::now();
         let log = &mut self.reload_log;
         log.reloads += 1;

@@ -45,7 +45,7 @@ pub(super) struct FilesFailed {
 impl Daemon {
     pub(super) fn reap(&mut self, now: Instant) {
         for (pid, exit) in spawn::reap() {
-            if self.hooks.child_exited(pid, exit) {
+            if self.hooks.child_exited(pid, exit, now) {
                 continue;
             }
             let owner = self.routers.iter().find_map(|(id, r)| {

@@ -14,8 +14,9 @@
 //!   ignored; both survive `exec`, so a transition script's `sleep` would
 //!   survive SIGTERM and keepalived would ignore SIGHUP (a reload lost);
 //! - umask [`CHILD_UMASK`], not the daemon's 077;
-//! - a fixed, minimal environment ([`CHILD_PATH`] only): nothing of ours
-//!   (`LD_PRELOAD`, `IFS`, proxies) reaches a program run as root;
+//! - a fixed, minimal environment ([`CHILD_PATH`], and the variables the
+//!   caller names, such as a transition script's `HAROUTERD_*`): nothing
+//!   of ours (`LD_PRELOAD`, `IFS`, proxies) reaches a program run as root;
 //! - descriptors 0-2 only: stdin on /dev/null, stdout and stderr on a pipe
 //!   of its own whose far end the event loop reads ([`take_outputs`],
 //!   [`crate::sys::child_output`]). Never our own stdout/stderr: an agent that
@@ -84,6 +85,9 @@ pub struct SpawnOptions<'a> {
     /// monitor): raised between fork and exec, before `setns`, by
     /// [`crate::sys::privdrop::prepare_exec`]. `None`: the child inherits ours.
     pub caps: Option<(u64, u64)>,
+    /// Variables besides `PATH` (a transition script's `HAROUTERD_*`):
+    /// the caller's fixed names, never anything of our own environment.
+    pub env: &'a [(&'a str, String)],
 }
 
 thread_local! {
@@ -130,6 +134,7 @@ pub fn spawn_with(
         .args(args)
         .env_clear()
         .env("PATH", CHILD_PATH)
+        .envs(options.env.iter().map(|(k, v)| (*k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(stderr));
