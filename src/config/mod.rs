@@ -15,7 +15,7 @@ mod sections;
 mod values;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::core::ident::{Namespace, RouterId};
@@ -149,6 +149,8 @@ pub struct DaemonConfig {
     pub transition_script_timeout: u32,
     pub notify_agent_socket: Option<PathBuf>,
     pub ipv6_forwarding_on_primary: bool,
+    /// Where `GET /metrics` is also served over TCP; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The `ha_conntrackd_*` keys: Neutron's names and defaults

@@ -57,6 +57,7 @@ const DAEMON_KEYS: &[&str] = &[
     "transition_script_timeout",
     "notify_agent_socket",
     "ipv6_forwarding_on_primary",
+    "metrics_listen",
 ];
 
 const ROUTER_KEYS: &[&str] = &[

@@ -69,6 +69,7 @@ pub(super) fn daemon_section(f: &Fields, diag: &mut Diag) -> Defaults {
             .unwrap_or(super::DEFAULT_SCRIPT_TIMEOUT),
         notify_agent_socket: diag.get(f, "notify_agent_socket", absolute_path),
         ipv6_forwarding_on_primary: diag.get(f, "ipv6_forwarding_on_primary", boolean).unwrap_or(false),
+        metrics_listen: diag.get(f, "metrics_listen", listen_address),
         state_path,
         ha_confs_path,
         socket,

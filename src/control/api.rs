@@ -188,6 +188,8 @@ pub struct DaemonStatus {
     /// Routers whose files for the running config are not written yet (a
     /// config is applied in full only once they are).
     pub unwritten: Vec<RouterId>,
+    /// Where `GET /metrics` is served over TCP, as bound.
+    pub metrics_listen: Option<String>,
 }
 
 /// How one reload went.
@@ -228,6 +230,7 @@ pub fn daemon_json(d: &DaemonStatus) -> String {
             .str("result", d.result())
             .int("reloads", d.reloads)
             .int("reload_failures", d.reload_failures)
+            .opt_str("metrics_listen", d.metrics_listen.as_deref())
             .array("unwritten", |a| {
                 for id in &unwritten {
                     a.str(id);
@@ -306,6 +309,8 @@ pub struct Counters {
     pub events: u64,
     pub control_refused: u64,
     pub control_evicted: u64,
+    /// Connections to `metrics_listen` refused at the connection cap.
+    pub metrics_refused: u64,
     /// Log lines the logger could not deliver (syslog full or gone).
     pub log_dropped: u64,
 }
@@ -404,6 +409,11 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters, daemon: &DaemonSta
             counters.control_evicted,
         ),
         (
+            "harouterd_metrics_refused_total",
+            "Connections to metrics_listen refused at the connection cap.",
+            counters.metrics_refused,
+        ),
+        (
             "harouterd_log_dropped_total",
             "Log lines dropped because syslog (or stderr) would not take them.",
             counters.log_dropped,
@@ -500,6 +510,7 @@ mod tests {
             reloads: 0,
             reload_failures: 0,
             unwritten: Vec::new(),
+            metrics_listen: None,
         }
     }
 
@@ -511,7 +522,12 @@ mod tests {
             "config /etc/harouterd/harouterd.conf: loaded at start 1970-01-01T00:16:40.250Z, not reloaded since\n"
         );
         let json = daemon_json(&at_start);
-        assert!(json.contains("\"result\":\"ok\",\"reloads\":0,\"reload_failures\":0,\"unwritten\":[]"), "{json}");
+        assert!(
+            json.contains(
+                "\"result\":\"ok\",\"reloads\":0,\"reload_failures\":0,\"metrics_listen\":null,\"unwritten\":[]"
+            ),
+            "{json}"
+        );
         assert!(json.ends_with(",\"last_reload\":null}"), "{json}");
         let m = metrics(&[], &Counters::default(), &at_start);
         assert!(m.contains("\nharouterd_config_last_reload_successful 1\n"), "{m}");

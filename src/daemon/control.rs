@@ -20,6 +20,35 @@ impl Daemon {
         self.routers.values().map(|r| status_row(r, &self.hooks)).collect()
     }
 
+    /// The `/metrics` page, for the control socket and `metrics_listen`.
+    pub(super) fn metrics_text(&self) -> String {
+        let mut counters = self.counters.clone();
+        let live = self.namespaces.values().filter_map(|w| w.socket.as_ref());
+        counters.netlink_resyncs = self.netlink_closed.0 + live.clone().map(|(s, _)| s.resyncs()).sum::<u64>();
+        counters.netlink_undecodable = self.netlink_closed.1 + live.map(|(s, _)| s.undecodable()).sum::<u64>();
+        counters.control_refused = self.control.refused;
+        counters.control_evicted = self.control.evicted;
+        counters.metrics_refused = self.metrics_listener.as_ref().map_or(0, |m| m.refused);
+        counters.log_dropped = syslog::dropped_messages();
+        api::metrics(&self.status_rows(), &counters, &self.daemon_status())
+    }
+
+    /// The metrics listener's sources: only `GET /metrics` comes this far
+    /// ([`crate::control::metrics_listener`]), and gets the page; nothing
+    /// else from there reaches the daemon.
+    pub(super) fn metrics_ready(&mut self, token: mio::Token, now: Instant) {
+        let Some(listener) = self.metrics_listener.as_mut() else { return };
+        let waiting = listener.ready(&mut self.sources, token, now);
+        if waiting.is_empty() {
+            return;
+        }
+        let body = self.metrics_text();
+        let Some(listener) = self.metrics_listener.as_mut() else { return };
+        for token in waiting {
+            listener.answer(&mut self.sources, token, &body, now);
+        }
+    }
+
     /// Answers one control request.
     pub(super) fn handle(&mut self, incoming: Incoming, now: Instant) -> Reply {
         let Incoming { uid, request, .. } = incoming;
@@ -91,15 +120,7 @@ impl Daemon {
                 Reply::Subscribe { head: head.into_bytes(), text }
             }
             Route::Metrics => {
-                let mut counters = self.counters.clone();
-                let live = self.namespaces.values().filter_map(|w| w.socket.as_ref());
-                counters.netlink_resyncs = self.netlink_closed.0 + live.clone().map(|(s, _)| s.resyncs()).sum::<u64>();
-                counters.netlink_undecodable = self.netlink_closed.1 + live.map(|(s, _)| s.undecodable()).sum::<u64>();
-                counters.control_refused = self.control.refused;
-                counters.control_evicted = self.control.evicted;
-                counters.log_dropped = syslog::dropped_messages();
-                let body = api::metrics(&self.status_rows(), &counters, &self.daemon_status());
-                Reply::Response(http::response(200, "text/plain; version=0.0.4", body.as_bytes()))
+                Reply::Response(http::response(200, "text/plain; version=0.0.4", self.metrics_text().as_bytes()))
             }
             Route::Daemon => {
                 let status = self.daemon_status();

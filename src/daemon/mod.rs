@@ -40,6 +40,7 @@ use crate::Exit;
 use crate::actions::hooks::Hooks;
 use crate::config::{Config, OnExit, Principal};
 use crate::control::api::Counters;
+use crate::control::metrics_listener::MetricsListener;
 use crate::control::server::ControlServer;
 use crate::core::ident::Namespace;
 use crate::core::ident::RouterId;
@@ -114,6 +115,8 @@ pub struct Daemon {
     /// State files still to write.
     state_writes: StateWrites,
     control: ControlServer,
+    /// `GET /metrics` over TCP (`metrics_listen`).
+    metrics_listener: Option<MetricsListener>,
     /// What keepalived, conntrackd and transition scripts write.
     outputs: ChildOutputs,
     /// Who may POST state changes besides root.
@@ -162,6 +165,15 @@ impl Daemon {
         let listener = ControlServer::bind(&config.daemon.socket, config.daemon.socket_mode, gid)?;
         let mut control = ControlServer::new(&config.daemon.socket, listener, &mut sources)?;
         control.set_allowed_uids(&allowed_uids);
+        let metrics_listener = match config.daemon.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let listener = MetricsListener::bind(addr, &mut sources)
+                    .map_err(|source| DaemonError::MetricsListen { addr, source })?;
+                log::info!("serving GET /metrics on {} (metrics_listen)", listener.local_addr());
+                Some(listener)
+            }
+        };
         let mut daemon = Daemon {
             config_path,
             confs,
@@ -180,6 +192,7 @@ impl Daemon {
             failed: false,
             state_writes: StateWrites::default(),
             control,
+            metrics_listener,
             outputs: ChildOutputs::new(),
             allowed_uids,
             counters: Counters::default(),
@@ -223,6 +236,7 @@ impl Daemon {
                             self.control.reply(&mut self.sources, token, reply, now);
                         }
                     }
+                    Some(Owner::Metrics) => self.metrics_ready(token, now),
                     Some(Owner::ChildOutput) => self.outputs.ready(&mut self.sources, token, now),
                     Some(Owner::Notifier) => {
                         if let Some(n) = self.notifier.as_mut() {
@@ -248,6 +262,7 @@ impl Daemon {
             routers
                 .chain([self.timers.next_deadline(), self.notifier.as_ref().and_then(Notifier::next_deadline)])
                 .chain([self.control.next_deadline(), self.hooks.next_deadline()])
+                .chain([self.metrics_listener.as_ref().and_then(MetricsListener::next_deadline)])
                 .chain([(!self.netlink_more.is_empty()).then(Instant::now)])
                 .chain([self.stopping])
                 .chain([self.state_writes.next_deadline(Instant::now())]),
@@ -296,6 +311,9 @@ impl Daemon {
             self.report(deliveries);
         }
         self.control.tick(&mut self.sources, now);
+        if let Some(m) = self.metrics_listener.as_mut() {
+            m.tick(&mut self.sources, now);
+        }
         self.hooks.tick(now);
     }
 
@@ -308,8 +326,10 @@ impl Daemon {
         }
         let deadline = self.stopping?;
         let now = Instant::now();
-        let flushed =
-            (self.notifier.as_ref().is_none_or(Notifier::is_idle) && self.control.is_flushed()) || now >= deadline;
+        let flushed = (self.notifier.as_ref().is_none_or(Notifier::is_idle)
+            && self.control.is_flushed()
+            && self.metrics_listener.as_ref().is_none_or(MetricsListener::is_flushed))
+            || now >= deadline;
         let stopped = self.routers.values().all(|r| r.supervisor.as_ref().is_none_or(Supervisor::is_stopped));
         if !(flushed && stopped) {
             return None;
@@ -342,6 +362,9 @@ impl Daemon {
         self.service.stopping();
         self.stopping = Some(now + FLUSH);
         self.control.stop_listening(&mut self.sources);
+        if let Some(m) = self.metrics_listener.as_mut() {
+            m.stop_listening(&mut self.sources);
+        }
         let stop = self.on_exit() == OnExit::Stop;
         let ids: Vec<RouterId> = self.routers.keys().cloned().collect();
         for id in ids {

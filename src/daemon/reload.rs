@@ -118,8 +118,10 @@ impl Daemon {
             diff.restarted.len(),
             diff.unchanged.len()
         );
+        let listen = |c: &Config| c.daemon.metrics_listen.map_or_else(|| "nowhere".to_owned(), |a| a.to_string());
         for (what, old, new_value) in [
             ("socket", self.config.daemon.socket.display().to_string(), new.daemon.socket.display().to_string()),
+            ("metrics_listen", listen(&self.config), listen(&new)),
             (
                 "state_path",
                 self.config.daemon.state_path.display().to_string(),
@@ -139,6 +141,7 @@ impl Daemon {
         self.config.daemon.ha_confs_path = old.daemon.ha_confs_path.clone();
         self.config.daemon.state_path = old.daemon.state_path.clone();
         self.config.daemon.socket = old.daemon.socket.clone();
+        self.config.daemon.metrics_listen = old.daemon.metrics_listen;
         if old.daemon.notify_agent_socket != self.config.daemon.notify_agent_socket
             && let Some(old) = std::mem::replace(&mut self.notifier, notifier_for(&self.config))
         {

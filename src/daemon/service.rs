@@ -204,6 +204,7 @@ impl Daemon {
             reloads: log.reloads,
             reload_failures: log.failures,
             unwritten,
+            metrics_listen: self.metrics_listener.as_ref().map(|m| m.local_addr().to_string()),
         }
     }
 }

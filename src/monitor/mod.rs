@@ -203,7 +203,7 @@ impl Monitor {
                         let deliveries = self.notifier.ready(&mut self.sources, token, now);
                         log_deliveries(deliveries);
                     }
-                    Some(Owner::Control) | None => {}
+                    Some(Owner::Control | Owner::Metrics) | None => {}
                 }
             }
             let now = Instant::now();
