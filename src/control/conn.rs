@@ -13,6 +13,23 @@ use crate::http::request::{self, Parsed, Request};
 /// An answer not taken by the peer within this long is abandoned.
 pub(super) const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// The next connection a non-blocking listener holds (`accept` is its
+/// accept call): `None` when none is waiting, or when accepting failed
+/// (logged, naming `listener`; the next readiness tries again).
+pub(super) fn accept_next<S>(mut accept: impl FnMut() -> io::Result<S>, listener: &dyn std::fmt::Display) -> Option<S> {
+    loop {
+        match accept() {
+            Ok(accepted) => return Some(accepted),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::warn!("{listener}: accept: {e}");
+                return None;
+            }
+        }
+    }
+}
+
 /// Where a connection is in its one exchange.
 pub(super) enum Phase {
     Reading { buf: Vec<u8> },

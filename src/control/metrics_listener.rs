@@ -30,7 +30,7 @@ use std::time::Instant;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use super::conn::{HttpConn, Phase, Step, WRITE_DEADLINE};
+use super::conn::{HttpConn, Phase, Step, WRITE_DEADLINE, accept_next};
 use super::server::{MAX_CONNECTIONS, REQUEST_DEADLINE};
 use crate::http::request::{Method, Request};
 use crate::http::response as http;
@@ -108,15 +108,8 @@ impl MetricsListener {
     fn accept<K>(&mut self, sources: &mut Sources<K>, now: Instant) {
         loop {
             let Some(listener) = &self.listener else { return };
-            let (mut stream, _) = match listener.accept() {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("metrics listener {}: accept: {e}", self.local);
-                    return;
-                }
-            };
+            let name = format_args!("metrics listener {}", self.local);
+            let Some((mut stream, _)) = accept_next(|| listener.accept(), &name) else { return };
             if self.conns.len() >= MAX_CONNECTIONS {
                 self.refused += 1;
                 continue;

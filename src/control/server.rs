@@ -36,7 +36,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstat, fstatat};
 use nix::unistd::{Gid, UnlinkatFlags, fchownat, unlinkat};
 
-use super::conn::{HttpConn, Phase, Step, WRITE_DEADLINE};
+use super::conn::{HttpConn, Phase, Step, WRITE_DEADLINE, accept_next};
 use crate::http::request::Request;
 use crate::http::response as http;
 use crate::sys::event_loop::{Owner, Sources};
@@ -297,15 +297,8 @@ impl ControlServer {
     fn accept<K>(&mut self, sources: &mut Sources<K>, now: Instant) {
         loop {
             let Some(listener) = &self.listener else { return };
-            let (mut stream, _) = match listener.accept() {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("control socket {}: accept: {e}", self.path.display());
-                    return;
-                }
-            };
+            let name = format_args!("control socket {}", self.path.display());
+            let Some((mut stream, _)) = accept_next(|| listener.accept(), &name) else { return };
             let uid = match getsockopt(&stream, PeerCredentials) {
                 Ok(cred) => cred.uid(),
                 Err(e) => {
