@@ -89,6 +89,9 @@ fn metrics_listen_serves_get_metrics_and_nothing_else() {
         .unwrap();
     let log = fs::read_to_string(dir.join("log")).unwrap();
     assert!(log.contains(&format!("serving GET /metrics on {addr} (metrics_listen)")), "{log}");
+    let status = Command::new(BIN).args(["status", "--socket"]).arg(&socket).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.ends_with(&format!("; GET /metrics on {addr}\n")), "{status}");
 
     // A peer that never finishes its request: 408 after 5 s (it waits
     // while the rest is checked).

@@ -269,6 +269,9 @@ pub fn daemon_text(d: &DaemonStatus) -> String {
         let ids: Vec<&str> = d.unwritten.iter().map(RouterId::as_str).collect();
         let _ = write!(out, "; files of {} not written yet (retrying)", ids.join(", "));
     }
+    if let Some(addr) = &d.metrics_listen {
+        let _ = write!(out, "; GET /metrics on {addr}");
+    }
     out.push('\n');
     out
 }
@@ -565,6 +568,9 @@ mod tests {
         assert!(!pending.applied());
         assert!(daemon_text(&pending).ends_with("applied; files of r1 not written yet (retrying)\n"));
         assert!(daemon_json(&pending).contains("\"result\":\"pending\""));
+        let listening = DaemonStatus { metrics_listen: Some("127.0.0.1:9652".into()), ..daemon() };
+        assert!(daemon_text(&listening).ends_with(", not reloaded since; GET /metrics on 127.0.0.1:9652\n"));
+        assert!(daemon_json(&listening).contains("\"metrics_listen\":\"127.0.0.1:9652\""));
     }
 
     #[test]
