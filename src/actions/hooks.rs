@@ -39,7 +39,7 @@
 //! it, so the file is opened inside the router's namespace
 //! ([`netns::in_namespace`], which always comes back) and written after.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -193,11 +193,14 @@ pub struct ScriptRuns {
     timeout: Duration,
     lanes: HashMap<RouterId, Lane>,
     by_pid: HashMap<u32, RouterId>,
+    /// Every run's next signal, earliest first: a loop pass looks at the
+    /// due ones only, never at every router.
+    deadlines: BTreeSet<(Instant, u32)>,
 }
 
 impl ScriptRuns {
     pub fn new(timeout: Duration) -> ScriptRuns {
-        ScriptRuns { timeout, lanes: HashMap::new(), by_pid: HashMap::new() }
+        ScriptRuns { timeout, lanes: HashMap::new(), by_pid: HashMap::new(), deadlines: BTreeSet::new() }
     }
 
     /// For runs started from now on (a reload).
@@ -221,10 +224,12 @@ impl ScriptRuns {
     /// `job` started as `pid`.
     pub fn started(&mut self, job: ScriptJob, pid: u32, now: Instant) {
         self.by_pid.insert(pid, job.router.clone());
+        let deadline = now + self.timeout;
+        self.deadlines.insert((deadline, pid));
         let lane = self.lanes.entry(job.router.clone()).or_default();
         lane.stats.runs += 1;
         lane.stats.running = Some(job.state);
-        lane.running = Some(Running { pid, job, started: now, deadline: Some(now + self.timeout), timed_out: false });
+        lane.running = Some(Running { pid, job, started: now, deadline: Some(deadline), timed_out: false });
     }
 
     /// `job` could not start (`error` says why).
@@ -240,6 +245,9 @@ impl ScriptRuns {
         let router = self.by_pid.remove(&pid)?;
         let lane = self.lanes.get_mut(&router)?;
         let run = lane.running.take().filter(|r| r.pid == pid)?;
+        if let Some(deadline) = run.deadline {
+            self.deadlines.remove(&(deadline, pid));
+        }
         let took = now.saturating_duration_since(run.started);
         let stats = &mut lane.stats;
         stats.running = None;
@@ -261,27 +269,32 @@ impl ScriptRuns {
 
     /// The next moment a run must be signalled.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.lanes.values().filter_map(|l| l.running.as_ref()?.deadline).min()
+        self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// The signals due at `now`: SIGTERM for a run past its timeout,
     /// SIGKILL for one still there [`KILL_GRACE`] later; each with the run.
     pub fn tick(&mut self, now: Instant) -> Vec<(u32, Signal, ScriptJob)> {
         let mut out = Vec::new();
-        for lane in self.lanes.values_mut() {
-            let Some(run) = lane.running.as_mut() else { continue };
-            if run.deadline.is_none_or(|d| d > now) {
-                continue;
+        while let Some(&(at, pid)) = self.deadlines.first() {
+            if at > now {
+                break;
             }
+            self.deadlines.pop_first();
+            let Some(run) = self.by_pid.get(&pid).and_then(|r| self.lanes.get_mut(r)?.running.as_mut()) else {
+                continue;
+            };
             let signal = if run.timed_out {
                 run.deadline = None;
                 Signal::SIGKILL
             } else {
+                let next = now + KILL_GRACE;
                 run.timed_out = true;
-                run.deadline = Some(now + KILL_GRACE);
+                run.deadline = Some(next);
+                self.deadlines.insert((next, pid));
                 Signal::SIGTERM
             };
-            out.push((run.pid, signal, run.job.clone()));
+            out.push((pid, signal, run.job.clone()));
         }
         out
     }
