@@ -51,14 +51,21 @@ pub fn run(args: RunArgs) -> Exit {
             return Exit::Runtime;
         }
     };
-    let mut service = Service::from_env();
     // The original process waits until the daemon serves or fails, and
     // exits with its verdict and message (daemon/service.rs).
-    if !args.foreground {
-        match daemonize::detach_reporting() {
-            Ok(parent) => service.detached(parent),
-            Err(e) => return service.failed(Exit::Runtime, &e.to_string()),
-        }
+    let parent = match args.foreground {
+        true => None,
+        false => match daemonize::detach_reporting() {
+            Ok(parent) => Some(parent),
+            Err(e) => {
+                eprintln!("harouterd: {e}");
+                return Exit::Runtime;
+            }
+        },
+    };
+    let mut service = Service::from_env();
+    if let Some(parent) = parent {
+        service.detached(parent);
     }
     make_private();
     if let Err(e) = syslog::init_daemon_logging(args.foreground, args.log_level) {

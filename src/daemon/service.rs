@@ -35,21 +35,20 @@ pub struct Service {
     /// The logger is installed: failures go to the log (and, detached, to
     /// the parent) rather than straight to stderr.
     logging: bool,
+    /// Said once the logger is installed.
+    unusable_notify_socket: Option<String>,
 }
 
 impl Service {
     /// Listeners from the environment: systemd when `$NOTIFY_SOCKET` is
-    /// set (an unusable one is said on stderr and ignored).
+    /// set (an unusable one is logged and ignored).
     pub fn from_env() -> Service {
-        let systemd = match SdNotify::from_env() {
-            None => None,
-            Some(Ok(notify)) => Some(notify),
-            Some(Err(e)) => {
-                eprintln!("harouterd: ignoring {}: {e}", sd_notify::NOTIFY_SOCKET);
-                None
-            }
+        let (systemd, unusable_notify_socket) = match SdNotify::from_env() {
+            None => (None, None),
+            Some(Ok(notify)) => (Some(notify), None),
+            Some(Err(e)) => (None, Some(format!("ignoring {}: {e}", sd_notify::NOTIFY_SOCKET))),
         };
-        Service { parent: None, systemd, logging: false }
+        Service { parent: None, systemd, logging: false, unusable_notify_socket }
     }
 
     /// The parent waits for our word from now on.
@@ -60,6 +59,9 @@ impl Service {
     /// Failures are logged from now on.
     pub fn logging(&mut self) {
         self.logging = true;
+        if let Some(warning) = self.unusable_notify_socket.take() {
+            log::warn!("{warning}");
+        }
     }
 
     /// Start-up failed: `message` goes to the log, to the waiting parent
