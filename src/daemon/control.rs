@@ -11,8 +11,8 @@ use crate::control::server::{Incoming, Reply};
 use crate::core::ident::RouterId;
 use crate::core::state::State;
 use crate::http::response as http;
-use crate::keepalived::supervisor::Supervisor;
 use crate::logging::syslog;
+use crate::supervisor::Supervisor;
 
 impl Daemon {
     pub(super) fn status_rows(&self) -> Vec<RouterStatus> {

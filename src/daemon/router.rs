@@ -18,8 +18,8 @@ use crate::conntrackd::sync::ConntrackdSync;
 use crate::core::state::State;
 use crate::core::transition::Transitions;
 use crate::keepalived::notify_fifo::NotifyFifo;
-use crate::keepalived::supervisor::Supervisor;
 use crate::netlink::VipWatch;
+use crate::supervisor::Supervisor;
 
 pub struct RouterRuntime {
     pub cfg: RouterConfig,

@@ -13,7 +13,7 @@ use crate::conntrackd::sync::ConntrackdSync;
 use crate::core::ident::RouterId;
 use crate::core::layout::NOTIFY_FIFO;
 use crate::keepalived::notify_fifo::NotifyFifo;
-use crate::keepalived::supervisor::{Outcome as KaOutcome, Supervisor};
+use crate::supervisor::{Outcome as KaOutcome, Supervisor};
 use crate::sys::event_loop::Owner;
 use crate::sys::files::confs::HaConfs;
 

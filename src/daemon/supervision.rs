@@ -12,7 +12,7 @@ use crate::core::ident::RouterId;
 use crate::keepalived;
 use crate::keepalived::conf::Secrets;
 use crate::keepalived::notify_fifo::KaState;
-use crate::keepalived::supervisor::{Outcome as KaOutcome, Sighup, Supervisor};
+use crate::supervisor::{Outcome as KaOutcome, Sighup, Supervisor};
 use crate::sys::event_loop::{Owner, TimerId};
 use crate::sys::spawn;
 

@@ -73,9 +73,9 @@ pub use proof::{
 };
 pub use respawn::{RespawnBackoff, RespawnPolicy};
 
-use super::throttle::SighupThrottle;
 use crate::config::{ChildAction, DaemonConfig, RouterConfig};
 use crate::core::ident::{Namespace, RouterId};
+use crate::keepalived::throttle::SighupThrottle;
 use crate::sys::files::confs::HaConfs;
 use crate::sys::pidfd::Pidfd;
 use crate::sys::spawn::ChildExit;
