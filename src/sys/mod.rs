@@ -11,4 +11,5 @@ pub mod pidfd;
 pub mod pidfile;
 pub mod privdrop;
 pub mod process;
+pub mod socket;
 pub mod spawn;
