@@ -203,7 +203,7 @@ impl Rig {
     }
 
     fn supervisor(&self) -> Supervisor {
-        Supervisor::new(&self.config.daemon, &self.config.routers[0], &HaConfs::new(self.layout.clone()), false)
+        Supervisor::keepalived(&self.config.daemon, &self.config.routers[0], &HaConfs::new(self.layout.clone()), false)
     }
 
     /// keepalived fully up: the main pidfile names `pid`, which runs with
