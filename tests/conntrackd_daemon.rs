@@ -176,6 +176,10 @@ fn a_tracked_connection_survives_a_failover() {
     );
     let log = lab.nodes[1].log_text();
     assert!(log.contains(&format!("Synced connection tracking state on primary for router {id}")), "{log}");
+    // on_exit = stop: A stopped its conntrackd too (after keepalived).
+    let a = &lab.nodes[0];
+    assert!(a.conntrackd_processes(id).is_empty() && cmdline(a_ctd).is_empty(), "A's conntrackd still runs");
+    assert!(!a.router_dir(id).exists(), "A left its router directory");
 }
 
 /// The same lab without conntrackd: the connection the primary tracked is
@@ -392,9 +396,11 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 /// The HA interface deleted and created again: conntrackd's multicast
-/// membership went with the old interface, so a new conntrackd starts.
+/// membership went with the old interface, so a new conntrackd starts. The
+/// namespace deleted and created again: a new conntrackd runs in the new
+/// one.
 #[test]
-fn conntrackd_is_restarted_when_the_ha_interface_comes_back() {
+fn conntrackd_is_restarted_when_its_interface_or_namespace_comes_back() {
     if !gate() {
         return;
     }
@@ -410,9 +416,70 @@ fn conntrackd_is_restarted_when_the_ha_interface_comes_back() {
     let node = &lab.nodes[0];
     let second = wait_for(10 * SEC, || node.conntrackd_pid(id).filter(|&p| p != first && cmdline(first).is_empty()));
     let (second, took) = second.unwrap_or_else(|| panic!("conntrackd not restarted\n{}", lab.dump()));
-    println!("HA interface re-created: conntrackd {first} -> {second} after {:.0} ms", ms(took));
-    assert!(node.log_text().contains("is back as a new interface (ifindex"), "{}", node.log_text());
+    println!("HA interface re-created: conntrackd {first} -> {second} {:.0} ms after the poll began", ms(took));
+    let log = node.log_text();
+    assert!(log.contains("is back as a new interface (ifindex") && log.contains("restarting conntrackd"), "{log}");
     lab.wait_consistent(CONVERGE);
+
+    let name = ns.name().to_owned();
+    common::run_ok(tool("ip"), &["netns", "del", &name]);
+    common::recreate_namespace(&name, "ha-c1", "169.254.192.1/18");
+    let inode = fs::metadata(ns.path()).expect("namespace").ino();
+    let third = wait_for(10 * SEC, || {
+        node.conntrackd_pid(id).filter(|&p| p != second && cmdline(second).is_empty() && netns_of(p) == Some(inode))
+    });
+    let (third, took) = third.unwrap_or_else(|| panic!("no conntrackd in the new namespace\n{}", lab.dump()));
+    println!("namespace re-created: conntrackd {second} -> {third} after {:.0} ms", ms(took));
+    assert_eq!(node.conntrackd_processes(id), [third]);
+    lab.wait_consistent(CONVERGE);
+}
+
+/// A conntrackd that cannot be started, then one that dies at once: each
+/// is shown in `status` and retried with backoff while keepalived serves
+/// the router and the transition syncs run (and fail, logged) rather than
+/// wait; the real one, configured on SIGHUP, then runs.
+#[test]
+fn a_conntrackd_that_cannot_run_is_shown_and_retried_while_keepalived_serves() {
+    if !gate() {
+        return;
+    }
+    let id = "c1";
+    let extra = ["ha_conntrackd_enabled = true", "conntrackd_path = /nonexistent/conntrackd"];
+    let mut lab = Lab::new("ctbad", &["A"], vec![RouterSpec::new(id, 2).with_ha_address()], &extra);
+    lab.nodes[0].start();
+    lab.wait_consistent(CONVERGE);
+    let node = &lab.nodes[0];
+    let error = |node: &Node| status_field(node, id, "last_error").unwrap_or_default();
+    wait_until(5 * SEC, || error(node).contains("cannot start conntrackd (/nonexistent/conntrackd)"))
+        .unwrap_or_else(|| panic!("status: {}\n{}", error(node), lab.dump()));
+    let failed_sync = format!("Failed to sync connection tracking state on primary for router {id}");
+    wait_until(5 * SEC, || node.log_text().contains(&failed_sync))
+        .unwrap_or_else(|| panic!("the sync waited for a conntrackd that cannot start\n{}", lab.dump()));
+    assert_eq!(status_field(node, id, "conntrackd_pid").as_deref(), Some("null"));
+
+    // One that dies at once: deaths counted, backed off.
+    lab.nodes[0].daemon_extra.retain(|l| !l.starts_with("conntrackd_path"));
+    lab.nodes[0].daemon_extra.push("conntrackd_path = /bin/false".into());
+    lab.write_config(0);
+    let node = &lab.nodes[0];
+    node.signal(libc::SIGHUP);
+    let restarts = |node: &Node| status_field(node, id, "conntrackd_restarts").and_then(|r| r.parse::<u32>().ok());
+    wait_until(10 * SEC, || restarts(node).is_some_and(|r| r >= 2) && error(node).contains("conntrackd (pid"))
+        .unwrap_or_else(|| panic!("deaths not shown: {:?} {}\n{}", restarts(node), error(node), lab.dump()));
+    let deaths = restarts(node).unwrap_or_default();
+    std::thread::sleep(SEC);
+    let more = restarts(node).unwrap_or_default() - deaths;
+    assert!(more <= 4, "{more} deaths in 1 s: no backoff");
+    assert_eq!(lab.holders(id), [0], "keepalived kept serving");
+
+    // The real one: tried at once, not at the end of the backoff.
+    lab.nodes[0].daemon_extra.retain(|l| !l.starts_with("conntrackd_path"));
+    lab.nodes[0].daemon_extra.push(format!("conntrackd_path = {}", tool("conntrackd").display()));
+    lab.write_config(0);
+    let hup = Instant::now();
+    lab.nodes[0].signal(libc::SIGHUP);
+    wait_conntrackd_up(&lab, 0, id, 10 * SEC);
+    println!("conntrackd_path fixed: conntrackd up {:.0} ms after the SIGHUP", ms(hup.elapsed()));
 }
 
 // ---------------------------------------------------------------------------

@@ -162,8 +162,10 @@ impl Daemon {
             let Some(want) = self.namespaces.get(&router.rt.cfg.namespace).and_then(|w| w.identity) else { return };
             let ns = namespace_name(router.rt.cfg.namespace.as_ref());
             let why = match sup.pid() {
-                Some(pid) => match process_netns(pid) {
-                    Some(theirs) if theirs != want => format!("{kind} (pid {pid}) runs in an old instance of {ns}"),
+                Some(pid) => match sup.netns() {
+                    Some((dev, ino)) if (NsIdentity { dev, ino }) != want => {
+                        format!("{kind} (pid {pid}) runs in an old instance of {ns}")
+                    }
                     _ => continue,
                 },
                 None if sup.next_restart().is_some() => format!("network namespace {ns} is there now"),
@@ -353,12 +355,6 @@ pub(super) fn watch_netns_dir(sources: &mut Sources<Source>, create: bool) -> Op
 /// Router IDs for a log line.
 fn list(ids: &[RouterId]) -> String {
     ids.iter().map(RouterId::as_str).collect::<Vec<_>>().join(", ")
-}
-
-/// The network namespace process `pid` runs in.
-pub(super) fn process_netns(pid: u32) -> Option<NsIdentity> {
-    let stat = nix::sys::stat::stat(format!("/proc/{pid}/ns/net").as_str()).ok()?;
-    Some(NsIdentity { dev: stat.st_dev, ino: stat.st_ino })
 }
 
 #[cfg(test)]

@@ -178,12 +178,19 @@ impl Daemon {
             router.conntrackd = Some(self.conntrackd_for(&router.rt.cfg));
         }
         let mut written = self.sync_files(&mut router, now);
-        for sup in [router.supervisor.as_mut(), router.conntrackd_sup.as_mut()].into_iter().flatten() {
-            sup.update(&self.config.daemon, &router.rt.cfg);
+        let mut updated = Vec::new();
+        let sups = [(Kind::Conntrackd, router.conntrackd_sup.as_mut()), (Kind::Keepalived, router.supervisor.as_mut())];
+        for (kind, sup) in sups {
+            if let Some(sup) = sup {
+                updated.push((kind, sup.update(&self.config.daemon, &router.rt.cfg, now)));
+            }
         }
         let start_conntrackd = self.runs_conntrackd(&router.rt.cfg) && router.conntrackd_sup.is_none();
         let stop_conntrackd = !self.runs_conntrackd(&router.rt.cfg) && router.conntrackd_sup.is_some();
         self.routers.insert(id.to_owned(), router);
+        for (kind, outcomes) in updated {
+            self.supervisor_outcomes(id, kind, outcomes, now);
+        }
         if start_conntrackd && let Some(router) = self.routers.get_mut(id) {
             log::info!("router {id}: conntrackd is on: starting it");
             let mut sup = Supervisor::conntrackd(&self.config.daemon, &router.rt.cfg, &self.confs);

@@ -108,16 +108,21 @@ impl Supervisor {
             .as_deref()
             .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
             .unwrap_or_else(|| PathBuf::from(&self.program.path));
-        let netns_path = self.namespace.as_ref().map_or_else(|| "/proc/self/ns/net".to_owned(), Namespace::path);
-        let netns = std::fs::metadata(netns_path).ok().map(|m| (m.dev(), m.ino()));
         Expected {
             kind: self.program.kind,
             conf: self.program.conf.clone(),
             exe,
             exe_path,
             uid: nix::unistd::geteuid().as_raw(),
-            netns,
+            netns: self.namespace_id(),
         }
+    }
+
+    /// (device, inode) of the namespace the router's namespace name (or,
+    /// without one, the daemon's own) means now.
+    fn namespace_id(&self) -> Option<(u64, u64)> {
+        let path = self.namespace.as_ref().map_or_else(|| "/proc/self/ns/net".to_owned(), Namespace::path);
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
     }
 
     /// Proves `pid` is ours, pins it with a pidfd, proves it again, and
@@ -274,8 +279,10 @@ impl Supervisor {
         log::debug!("router {}: running {program} {}", self.id, args.join(" "));
         let label = format!("router {}: {kind}", self.id);
         let options = SpawnOptions { new_session: true, label: &label, ..SpawnOptions::default() };
+        let netns = self.namespace_id();
         match spawn::spawn_with(&program, &args, self.namespace.as_ref(), options) {
             Ok(pid) => {
+                self.spawned_in = netns;
                 self.run = Run::Running { pid, since: now, adopted: false };
                 self.throttle.started(Instant::now().max(now));
                 if !self.program.writes_pid_file()

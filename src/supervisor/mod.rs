@@ -212,6 +212,10 @@ pub struct Supervisor {
     helper: Option<u32>,
     /// While a spawned program's socket is not there yet.
     probe: Option<Probe>,
+    /// (device, inode) of the namespace our running child was spawned
+    /// into: known at once, where `/proc/PID/ns/net` would show the
+    /// daemon's own until the child has entered it.
+    spawned_in: Option<(u64, u64)>,
     backoff: RespawnBackoff,
     throttle: SighupThrottle,
     restarts: u32,
@@ -246,6 +250,7 @@ impl Supervisor {
             watch: None,
             helper: None,
             probe: None,
+            spawned_in: None,
             backoff: RespawnBackoff::new(RespawnPolicy::default()),
             throttle: SighupThrottle::for_advert_int(router.advert_int),
             restarts: 0,
@@ -267,14 +272,22 @@ impl Supervisor {
     /// `check_child_processes_action` and the SIGHUP throttle (advert_int)
     /// apply at once; a new namespace only at the next spawn (moving a
     /// running program takes a stop and a start, which is the daemon's call).
-    pub fn update(&mut self, daemon: &DaemonConfig, router: &RouterConfig) {
-        self.program.path = match self.program.kind {
-            Kind::Keepalived => daemon.keepalived_path.clone(),
-            Kind::Conntrackd => daemon.conntrackd_path.clone(),
+    /// A new path for a program waiting out a respawn backoff (one that
+    /// could not run) is tried at once.
+    pub fn update(&mut self, daemon: &DaemonConfig, router: &RouterConfig, now: Instant) -> Vec<Outcome> {
+        let path = match self.program.kind {
+            Kind::Keepalived => &daemon.keepalived_path,
+            Kind::Conntrackd => &daemon.conntrackd_path,
         };
+        let new_path = *path != self.program.path;
+        self.program.path = path.clone();
         self.action = daemon.child_action;
         self.namespace = router.namespace.clone();
         self.throttle.set_interval(SighupThrottle::min_interval(router.advert_int));
+        match self.run {
+            Run::Waiting { .. } if new_path => self.restart(now),
+            _ => Vec::new(),
+        }
     }
 
     pub fn router_id(&self) -> &RouterId {
@@ -295,6 +308,18 @@ impl Supervisor {
             Run::Running { pid, .. } | Run::Stopping { pid, .. } => Some(pid),
             _ => None,
         }
+    }
+
+    /// (device, inode) of the network namespace the running program is in:
+    /// the one it was spawned into, or for one adopted, what
+    /// `/proc/PID/ns/net` says.
+    pub fn netns(&self) -> Option<(u64, u64)> {
+        let pid = self.pid()?;
+        if self.adopted() {
+            let meta = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+            return Some((std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta)));
+        }
+        self.spawned_in
     }
 
     /// Whether the running program was found running rather than spawned.
