@@ -135,27 +135,33 @@ impl Daemon {
     /// replacements started.
     pub(super) fn reap_stopped(&mut self, now: Instant) {
         let all_going = self.stopping.is_some() && self.config.daemon.on_exit == OnExit::Stop;
-        let going = |r: &Router| r.leaving || all_going;
-        let keepalived_gone = |r: &Router| r.supervisor.as_ref().is_none_or(Supervisor::is_stopped);
-        let next: Vec<RouterId> = self
-            .routers
-            .iter()
-            .filter(|(_, r)| {
-                going(r)
-                    && keepalived_gone(r)
-                    && r.conntrackd_sup.as_ref().is_some_and(|s| !s.is_stopped() && !s.is_stopping())
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let (mut next, mut gone) = (Vec::new(), Vec::new());
+        for (id, r) in &self.routers {
+            if !(r.leaving || all_going) || !r.supervisor.as_ref().is_none_or(Supervisor::is_stopped) {
+                continue;
+            }
+            match r.conntrackd_sup.as_ref() {
+                Some(ctd) if !ctd.is_stopped() => {
+                    if !ctd.is_stopping() {
+                        next.push(id.clone());
+                    }
+                }
+                _ if r.leaving => gone.push(id.clone()),
+                _ => {}
+            }
+        }
         for id in next {
             let Some(sup) = self.routers.get_mut(&id).and_then(|r| r.conntrackd_sup.as_mut()) else { continue };
             let outcomes = sup.stop(now);
             self.supervisor_outcomes(&id, Kind::Conntrackd, outcomes, now);
         }
-        let gone: Vec<RouterId> =
-            self.routers.iter().filter(|(_, r)| r.leaving && r.programs_stopped()).map(|(id, _)| id.clone()).collect();
         for id in gone {
-            let replacement = self.routers.get_mut(&id).and_then(|r| r.replacement.take());
+            // Looked at again: a nested call (a start below reports
+            // outcomes) may have replaced it already.
+            let Some(router) = self.routers.get_mut(&id).filter(|r| r.leaving && r.programs_stopped()) else {
+                continue;
+            };
+            let replacement = router.replacement.take();
             self.forget_router(&id);
             if let Some(cfg) = replacement {
                 self.start_router(cfg, now);
