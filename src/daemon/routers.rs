@@ -141,11 +141,8 @@ impl Daemon {
                 continue;
             }
             match r.conntrackd_sup.as_ref() {
-                Some(ctd) if !ctd.is_stopped() => {
-                    if !ctd.is_stopping() {
-                        next.push(id.clone());
-                    }
-                }
+                Some(ctd) if !ctd.is_stopped() && !ctd.is_stopping() => next.push(id.clone()),
+                Some(ctd) if !ctd.is_stopped() => {}
                 _ if r.leaving => gone.push(id.clone()),
                 _ => {}
             }
