@@ -581,6 +581,14 @@ fn conntrackd_supervisor(dir: &Path, program: &str) -> Supervisor {
     sup
 }
 
+/// A socket file nobody listens on, as a killed conntrackd leaves its
+/// control socket. Made with mknod: a listener bound and closed here could
+/// live on for a moment in a child another test is forking.
+fn dead_socket(path: &Path) {
+    use nix::sys::stat::{Mode, SFlag, mknod};
+    mknod(path, SFlag::S_IFSOCK, Mode::from_bits_truncate(0o600), 0).expect("mknod socket");
+}
+
 /// A stand-in for conntrackd: `sh -C CONF`, which is conntrackd's command
 /// line (sh takes `-C` for noclobber and runs CONF as its script, which
 /// waits on a FIFO nobody writes).
@@ -610,7 +618,7 @@ fn conntrackd_is_adopted_then_stopped_and_its_leftovers_go() {
     assert_eq!(sup.start(Instant::now()), [Outcome::Adopted { pid: fake.id() }, Outcome::Watch]);
     // What conntrackd leaves when killed: its lock file, a dead socket.
     std::fs::write(router.join("conntrackd.lock"), "").expect("lock");
-    drop(std::os::unix::net::UnixListener::bind(router.join("conntrackd.ctl")).expect("bind"));
+    dead_socket(&router.join("conntrackd.ctl"));
     let t0 = Instant::now();
     // `conntrackd -k` cannot run (no such program): SIGTERM instead.
     assert!(sup.stop(t0).is_empty());
@@ -669,7 +677,7 @@ fn spawned_conntrackd_gets_a_pidfile_and_is_ready_once_its_socket_is_there() {
     std::fs::write(sup.conf_path(), format!("read line < {}\n", fifo.display())).expect("conf");
     // Leftovers of a killed conntrackd: removed before the spawn.
     std::fs::write(router.join("conntrackd.lock"), "").expect("lock");
-    drop(std::os::unix::net::UnixListener::bind(router.join("conntrackd.ctl")).expect("bind"));
+    dead_socket(&router.join("conntrackd.ctl"));
     let t0 = Instant::now();
     let out = sup.start(t0);
     let Some(Outcome::Spawned { pid }) = out.first().cloned() else { panic!("{out:?}") };
