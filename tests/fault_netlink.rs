@@ -496,7 +496,9 @@ impl Fleet {
             if stopped {
                 stop_processes(&[self.pid()]);
             }
+            let burst_started = Instant::now();
             let truth = self.burst(b, &finals);
+            let burst_took = burst_started.elapsed();
             if stopped {
                 continue_processes(&[self.pid()]);
             }
@@ -514,7 +516,14 @@ impl Fleet {
                 .filter(|(id, (_, n))| n - before.get(*id).map_or(0, |(_, m)| *m) > 1)
                 .map(|(id, (_, n))| format!("{id}: {} events", n - before.get(id).map_or(0, |(_, m)| *m)))
                 .collect();
-            assert!(extra.is_empty(), "{variant} burst {b}: more than one event for {extra:?}");
+            // A VIP present for advert_int is a real primary, announced:
+            // on a loaded machine a live burst can outlast it, and then a
+            // router may rightly get two events in it.
+            if !stopped && burst_took >= SEC {
+                println!("{variant} burst {b} took {burst_took:?} (> advert_int): events per router not bounded");
+            } else {
+                assert!(extra.is_empty(), "{variant} burst {b}: more than one event for {extra:?}");
+            }
         }
         let resyncs = metric(&self.socket(), "harouterd_netlink_resyncs_total").expect("metrics") - resyncs_before;
         (resyncs, took)
