@@ -70,7 +70,14 @@ pub struct RouterStatus {
     /// `false`: monitor only.
     pub supervised: bool,
     pub keepalived_pid: Option<u32>,
+    /// keepalived respawns after a death.
     pub restarts: u32,
+    /// Whether the daemon runs a conntrackd for it (`ha_conntrackd_enabled`,
+    /// not monitor-only).
+    pub conntrackd: bool,
+    pub conntrackd_pid: Option<u32>,
+    /// conntrackd respawns after a death.
+    pub conntrackd_restarts: u32,
     pub transitions: u64,
     pub last_error: Option<String>,
     /// Failed attempts to write the router's files.
@@ -95,6 +102,9 @@ pub fn router_json(r: &RouterStatus) -> String {
             .bool("keepalived", r.supervised)
             .opt_int("keepalived_pid", r.keepalived_pid)
             .int("restarts", r.restarts)
+            .bool("conntrackd", r.conntrackd)
+            .opt_int("conntrackd_pid", r.conntrackd_pid)
+            .int("conntrackd_restarts", r.conntrackd_restarts)
             .int("transitions", r.transitions)
             .opt_str("last_error", r.last_error.as_deref())
             .object("transition_script", |o| {
@@ -116,8 +126,9 @@ pub fn routers_json(routers: &[RouterStatus]) -> String {
 
 /// The readable table of `harouterd status`.
 pub fn routers_table(routers: &[RouterStatus]) -> String {
-    let header = ["ROUTER", "NAMESPACE", "STATE", "EFFECTIVE", "SINCE", "KEEPALIVED", "RESTARTS", "LAST ERROR"];
-    let rows: Vec<[String; 8]> = routers
+    let header =
+        ["ROUTER", "NAMESPACE", "STATE", "EFFECTIVE", "SINCE", "KEEPALIVED", "RESTARTS", "CONNTRACKD", "LAST ERROR"];
+    let rows: Vec<[String; 9]> = routers
         .iter()
         .map(|r| {
             [
@@ -132,6 +143,11 @@ pub fn routers_table(routers: &[RouterStatus]) -> String {
                     (true, None) => "not running".into(),
                 },
                 r.restarts.to_string(),
+                match (r.conntrackd, r.conntrackd_pid) {
+                    (false, _) => "-".into(),
+                    (true, Some(pid)) => format!("{pid} ({} restarts)", r.conntrackd_restarts),
+                    (true, None) => format!("not running ({} restarts)", r.conntrackd_restarts),
+                },
                 match (&r.last_error, &r.scripts.last_error) {
                     (Some(e), Some(s)) => format!("{e}; {s}"),
                     (Some(e), None) | (None, Some(e)) => e.clone(),
@@ -353,7 +369,7 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters, daemon: &DaemonSta
     per_router(
         &mut out,
         "harouterd_write_failures_total",
-        "Failed attempts to write the router's state file, keepalived.conf or health-check script.",
+        "Failed attempts to write the router's state file, keepalived.conf, health-check script or conntrackd.conf.",
         &|r| r.write_failures,
     );
     let pending = "harouterd_writes_pending";
@@ -368,6 +384,15 @@ pub fn metrics(routers: &[RouterStatus], counters: &Counters, daemon: &DaemonSta
     per_router(&mut out, "harouterd_keepalived_restarts_total", "keepalived respawns after a death.", &|r| {
         u64::from(r.restarts)
     });
+    let restarts = "harouterd_conntrackd_restarts_total";
+    let _ = writeln!(
+        out,
+        "# HELP {restarts} conntrackd respawns after a death (routers the daemon runs a conntrackd for).\n\
+         # TYPE {restarts} counter"
+    );
+    for r in routers.iter().filter(|r| r.conntrackd) {
+        let _ = writeln!(out, "{restarts}{{router=\"{}\"}} {}", label(r.id.as_str()), r.conntrackd_restarts);
+    }
     per_router(&mut out, "harouterd_script_runs_total", "Transition script runs started.", &|r| r.scripts.runs);
     per_router(
         &mut out,
@@ -495,6 +520,9 @@ mod tests {
             supervised: true,
             keepalived_pid: Some(42),
             restarts: 2,
+            conntrackd: true,
+            conntrackd_pid: Some(43),
+            conntrackd_restarts: 4,
             transitions: 3,
             last_error: Some("a \"quoted\"\nerror".into()),
             write_failures: 5,
@@ -601,7 +629,13 @@ mod tests {
         assert!(json.starts_with("{\"id\":\"r1\",\"namespace\":\"qrouter-1\""), "{json}");
         assert!(json.contains("\"since\":\"2025-11-21T07:40:09.123Z\""), "{json}");
         assert!(json.contains("\"last_error\":\"a \\\"quoted\\\"\\nerror\""), "{json}");
-        assert!(json.contains("\"keepalived_pid\":42,\"restarts\":2,\"transitions\":3"), "{json}");
+        assert!(
+            json.contains(
+                "\"keepalived_pid\":42,\"restarts\":2,\"conntrackd\":true,\"conntrackd_pid\":43,\
+                 \"conntrackd_restarts\":4,\"transitions\":3"
+            ),
+            "{json}"
+        );
         assert!(
             json.ends_with(
                 ",\"transition_script\":{\"running\":null,\"runs\":4,\"failures\":2,\"timeouts\":1,\"superseded\":3,\"last_error\":null}}"
@@ -612,8 +646,11 @@ mod tests {
         none.namespace = None;
         none.keepalived_pid = None;
         none.effective = None;
+        none.conntrackd = false;
+        none.conntrackd_pid = None;
         let json = router_json(&none);
         assert!(json.contains("\"namespace\":null") && json.contains("\"effective_state\":null"), "{json}");
+        assert!(json.contains("\"conntrackd\":false,\"conntrackd_pid\":null"), "{json}");
         assert_eq!(routers_json(&[]), "[]\n");
     }
 
@@ -621,16 +658,22 @@ mod tests {
     fn table_has_one_row_per_router() {
         let mut other = status("router-two");
         other.supervised = false;
+        other.conntrackd = false;
         other.last_error = None;
-        let mut third = other.clone();
-        third.id = RouterId::parse("r3").unwrap();
-        third.scripts.last_error = Some("transition script for backup failed (exit code 1)".into());
-        let table = routers_table(&[status("r1"), other, third]);
+        let mut stopped = status("r3");
+        stopped.conntrackd_pid = None;
+        let mut failing = other.clone();
+        failing.id = RouterId::parse("r4").unwrap();
+        failing.scripts.last_error = Some("transition script for backup failed (exit code 1)".into());
+        let table = routers_table(&[status("r1"), other, stopped, failing]);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 5);
         assert!(lines[0].starts_with("ROUTER      NAMESPACE  STATE    EFFECTIVE"), "{table}");
+        assert!(lines[0].contains("  RESTARTS  CONNTRACKD  "), "{table}");
+        assert!(lines[1].contains("  43 (4 restarts)  "), "{table}");
         assert!(lines[2].contains("monitor-only") && lines[2].ends_with("-"), "{table}");
-        assert!(lines[3].ends_with("  transition script for backup failed (exit code 1)"), "{table}");
+        assert!(lines[3].contains("  not running (4 restarts)  "), "{table}");
+        assert!(lines[4].ends_with("  transition script for backup failed (exit code 1)"), "{table}");
     }
 
     #[test]
@@ -661,6 +704,16 @@ mod tests {
             );
             assert!(m.contains(&sample), "{m}");
         }
+        assert!(
+            m.contains(
+                "# TYPE harouterd_conntrackd_restarts_total counter\n\
+                 harouterd_conntrackd_restarts_total{router=\"r1\"} 4\n"
+            ),
+            "{m}"
+        );
+        let mut off = status("r2");
+        off.conntrackd = false;
+        assert!(!metrics(&[off], &Counters::default(), &daemon()).contains("harouterd_conntrackd_restarts_total{"));
         assert!(m.contains("# TYPE harouterd_write_failures_total counter\n"), "{m}");
         assert!(m.contains("harouterd_write_failures_total{router=\"r1\"} 5\n"), "{m}");
         assert!(

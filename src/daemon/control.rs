@@ -12,8 +12,8 @@ use crate::control::server::{Incoming, Reply};
 use crate::core::ident::RouterId;
 use crate::core::state::State;
 use crate::http::response as http;
-use crate::keepalived::supervisor::Supervisor;
 use crate::logging::syslog;
+use crate::supervisor::Supervisor;
 
 impl Daemon {
     pub(super) fn status_rows(&self) -> Vec<RouterStatus> {
@@ -144,6 +144,8 @@ pub(super) fn status_row(router: &Router, hooks: &Hooks) -> RouterStatus {
     let cfg = &router.rt.cfg;
     let sup = router.supervisor.as_ref();
     let scripts = hooks.stats(&cfg.id).cloned().unwrap_or_default();
+    // One being stopped for good (turned off) is no longer the router's.
+    let ctd = router.conntrackd_sup.as_ref().filter(|_| !router.conntrackd_off);
     RouterStatus {
         id: cfg.id.clone(),
         namespace: cfg.namespace.as_ref().map(|n| n.to_string()),
@@ -156,6 +158,9 @@ pub(super) fn status_row(router: &Router, hooks: &Hooks) -> RouterStatus {
         supervised: cfg.keepalived,
         keepalived_pid: sup.and_then(Supervisor::pid),
         restarts: sup.map_or(0, Supervisor::restarts),
+        conntrackd: ctd.is_some(),
+        conntrackd_pid: ctd.and_then(Supervisor::pid),
+        conntrackd_restarts: ctd.map_or(0, Supervisor::restarts),
         transitions: router.rt.effective_changes,
         last_error: router.rt.last_error().map(str::to_owned),
         write_failures: router.rt.write_failures,

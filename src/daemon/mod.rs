@@ -1,13 +1,13 @@
 //! The daemon (`harouterd run`): every configured router in one
 //! single-threaded event loop (SPEC section 3). This file holds the loop
 //! and its dispatch; one file per concern holds the rest: `routers`,
-//! `namespaces`, `supervision` (keepalived), `transitions`, `state_writes`,
+//! `namespaces`, `supervision` (keepalived, conntrackd), `transitions`, `state_writes`,
 //! `control` (requests), `reload` (SIGHUP).
 //!
 //! One `mio::Poll` owns every source: the signalfd, one rtnetlink socket
 //! per namespace (routers sharing a namespace share it), an inotify watch on
 //! /run/netns, each router's keepalived notify FIFO and, for keepalived
-//! processes adopted from a previous run, their pidfds. Everything with a
+//! and conntrackd processes adopted from a previous run, their pidfds. Everything with a
 //! deadline (a pending primary, a keepalived respawn, a throttled SIGHUP,
 //! a stop escalation, an agent retry, a namespace retry) feeds the poll
 //! timeout; with nothing pending the daemon sleeps with no timeout at all.
@@ -44,9 +44,9 @@ use crate::control::metrics_listener::MetricsListener;
 use crate::control::server::ControlServer;
 use crate::core::ident::Namespace;
 use crate::core::ident::RouterId;
-use crate::keepalived::supervisor::Supervisor;
 use crate::netlink::RECV_BUFFER;
 use crate::notify::Notifier;
+use crate::supervisor::Kind;
 use crate::sys::child_output::ChildOutputs;
 use crate::sys::event_loop::{EventLoop, Owner, Signals, Sources, Timers, earliest};
 use crate::sys::files::confs::HaConfs;
@@ -78,7 +78,7 @@ enum Source {
     NetnsDir,
     Netlink(NsKey),
     Fifo(RouterId),
-    Pidfd(RouterId),
+    Pidfd(RouterId, Kind),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,7 +228,7 @@ impl Daemon {
                     Some(Owner::Loop(Source::NetnsDir)) => self.netns_dir_changed(now),
                     Some(Owner::Loop(Source::Netlink(ns))) => self.netlink_ready(&ns, now),
                     Some(Owner::Loop(Source::Fifo(id))) => self.fifo_ready(&id, now),
-                    Some(Owner::Loop(Source::Pidfd(id))) => self.pidfd_ready(&id, now),
+                    Some(Owner::Loop(Source::Pidfd(id, kind))) => self.pidfd_ready(&id, kind, now),
                     Some(Owner::Control) => {
                         for incoming in self.control.ready(&mut self.sources, token, now) {
                             let token = incoming.token;
@@ -254,10 +254,7 @@ impl Daemon {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let routers = self
-            .routers
-            .values()
-            .flat_map(|r| [r.rt.transitions.deadline(), r.supervisor.as_ref().and_then(Supervisor::next_deadline)]);
+        let routers = self.routers.values().flat_map(|r| [r.rt.transitions.deadline(), r.supervisor_deadline()]);
         earliest(
             routers
                 .chain([self.timers.next_deadline(), self.notifier.as_ref().and_then(Notifier::next_deadline)])
@@ -294,17 +291,17 @@ impl Daemon {
         let ids: Vec<RouterId> = self
             .routers
             .iter()
-            .filter(|(_, r)| {
-                due_at(r.rt.transitions.deadline()) || due_at(r.supervisor.as_ref().and_then(Supervisor::next_deadline))
-            })
+            .filter(|(_, r)| due_at(r.rt.transitions.deadline()) || due_at(r.supervisor_deadline()))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
             let Some(router) = self.routers.get_mut(&id) else { continue };
             let actions = router.rt.transitions.tick(now);
-            let outcomes = router.supervisor.as_mut().map(|s| s.tick(now)).unwrap_or_default();
+            let ct = router.conntrackd_sup.as_mut().map(|s| s.tick(now)).unwrap_or_default();
+            let ka = router.supervisor.as_mut().map(|s| s.tick(now)).unwrap_or_default();
             self.apply_actions(&id, actions, now);
-            self.keepalived_outcomes(&id, outcomes, now);
+            self.supervisor_outcomes(&id, Kind::Conntrackd, ct, now);
+            self.supervisor_outcomes(&id, Kind::Keepalived, ka, now);
         }
         if let Some(n) = self.notifier.as_mut() {
             let deliveries = n.tick(&mut self.sources, now);
@@ -330,7 +327,7 @@ impl Daemon {
             && self.control.is_flushed()
             && self.metrics_listener.as_ref().is_none_or(MetricsListener::is_flushed))
             || now >= deadline;
-        let stopped = self.routers.values().all(|r| r.supervisor.as_ref().is_none_or(Supervisor::is_stopped));
+        let stopped = self.routers.values().all(Router::programs_stopped);
         if !(flushed && stopped) {
             return None;
         }
@@ -369,12 +366,20 @@ impl Daemon {
         let ids: Vec<RouterId> = self.routers.keys().cloned().collect();
         for id in ids {
             let Some(router) = self.routers.get_mut(&id) else { continue };
-            let Some(sup) = router.supervisor.as_mut() else { continue };
-            if stop {
-                let outcomes = sup.stop(now);
-                self.keepalived_outcomes(&id, outcomes, now);
-            } else {
-                sup.detach();
+            if !stop {
+                for sup in [router.supervisor.as_mut(), router.conntrackd_sup.as_mut()].into_iter().flatten() {
+                    sup.detach();
+                }
+                continue;
+            }
+            // keepalived first; conntrackd follows once it is gone
+            // (`reap_stopped`), as Neutron orders them.
+            match router.supervisor.as_mut() {
+                Some(sup) => {
+                    let outcomes = sup.stop(now);
+                    self.supervisor_outcomes(&id, Kind::Keepalived, outcomes, now);
+                }
+                None => self.reap_stopped(now),
             }
         }
         if let Some(n) = self.notifier.as_mut() {

@@ -14,6 +14,7 @@ use super::{Daemon, NsKey, Source, Timer};
 use crate::core::backoff::{Backoff, Retry};
 use crate::core::ident::{Namespace, RouterId, namespace_name};
 use crate::netlink::{Change, Read, RtSocket};
+use crate::supervisor::Kind;
 use crate::sys::event_loop::{Owner, Sources};
 use crate::sys::netns::{NetnsDirWatch, NsIdentity};
 
@@ -149,31 +150,29 @@ impl Daemon {
         }
     }
 
-    /// keepalived must run in the namespace the router's namespace name
-    /// means now: one running elsewhere (the namespace was deleted and
-    /// re-created, possibly while the daemon was down) is restarted, and one
-    /// waiting out a respawn backoff (its namespace was missing) is started
-    /// at once.
+    /// keepalived and conntrackd must run in the namespace the router's
+    /// namespace name means now: one running elsewhere (the namespace was
+    /// deleted and re-created, possibly while the daemon was down) is
+    /// restarted, and one waiting out a respawn backoff (its namespace was
+    /// missing) is started at once.
     pub(super) fn check_keepalived_namespace(&mut self, id: &RouterId, now: Instant) {
-        let Some(router) = self.routers.get(id) else { return };
-        let Some(sup) = router.supervisor.as_ref() else { return };
-        let Some(want) = self.namespaces.get(&router.rt.cfg.namespace).and_then(|w| w.identity) else { return };
-        let why = match sup.pid() {
-            Some(pid) => match process_netns(pid) {
-                Some(theirs) if theirs != want => {
-                    format!(
-                        "keepalived (pid {pid}) runs in an old instance of {}",
-                        namespace_name(router.rt.cfg.namespace.as_ref())
-                    )
-                }
-                _ => return,
-            },
-            None if sup.next_restart().is_some() => {
-                format!("network namespace {} is there now", namespace_name(router.rt.cfg.namespace.as_ref()))
-            }
-            None => return,
-        };
-        self.revive_keepalived(id, &why, Revive::Restart, now);
+        for kind in [Kind::Conntrackd, Kind::Keepalived] {
+            let Some(router) = self.routers.get(id) else { return };
+            let Some(sup) = router.sup(kind).filter(|s| !s.is_stopping()) else { continue };
+            let Some(want) = self.namespaces.get(&router.rt.cfg.namespace).and_then(|w| w.identity) else { return };
+            let ns = namespace_name(router.rt.cfg.namespace.as_ref());
+            let why = match sup.pid() {
+                Some(pid) => match sup.netns() {
+                    Some((dev, ino)) if (NsIdentity { dev, ino }) != want => {
+                        format!("{kind} (pid {pid}) runs in an old instance of {ns}")
+                    }
+                    _ => continue,
+                },
+                None if sup.next_restart().is_some() => format!("network namespace {ns} is there now"),
+                None => continue,
+            };
+            self.revive(id, kind, &why, Revive::Restart, now);
+        }
     }
 
     /// A namespace file under /run/netns appeared or went away.
@@ -320,7 +319,10 @@ impl Daemon {
         );
         self.feed_raw(id, now);
         if came_back {
-            self.revive_keepalived(id, &why, Revive::Sighup, now);
+            // conntrackd's multicast membership was on the interface that
+            // went: only a new conntrackd joins the group on this one.
+            self.revive(id, Kind::Conntrackd, &why, Revive::Restart, now);
+            self.revive(id, Kind::Keepalived, &why, Revive::Sighup, now);
         }
     }
 }
@@ -353,12 +355,6 @@ pub(super) fn watch_netns_dir(sources: &mut Sources<Source>, create: bool) -> Op
 /// Router IDs for a log line.
 fn list(ids: &[RouterId]) -> String {
     ids.iter().map(RouterId::as_str).collect::<Vec<_>>().join(", ")
-}
-
-/// The network namespace process `pid` runs in.
-pub(super) fn process_netns(pid: u32) -> Option<NsIdentity> {
-    let stat = nix::sys::stat::stat(format!("/proc/{pid}/ns/net").as_str()).ok()?;
-    Some(NsIdentity { dev: stat.st_dev, ino: stat.st_ino })
 }
 
 #[cfg(test)]

@@ -12,4 +12,5 @@ pub mod pidfile;
 pub mod privdrop;
 pub mod process;
 pub mod sd_notify;
+pub mod socket;
 pub mod spawn;
