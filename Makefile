@@ -2,7 +2,7 @@
 CARGO ?= cargo
 EXAMPLE ?= packaging/harouterd.conf.example
 
-.PHONY: all build release static demo render-example test lint deps clean bench-state-change bench-daemon
+.PHONY: all build release static cross cross-all cross-unit test-builds demo render-example test lint deps clean bench-state-change bench-daemon
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/harouterd
 
@@ -19,6 +19,47 @@ static:
 	rustup target list --installed 2>/dev/null | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
 	$(CARGO) build --locked --release --target $(MUSL_TARGET)
 	@ls -l $(STATIC_BIN)
+
+# Static binaries for other architectures, linked by rust-lld (shipped with
+# rustup's toolchain; nothing in the dependency graph is C, and each musl
+# target brings its own libc and crt objects): no cross C toolchain needed.
+#   make cross TARGET=aarch64-unknown-linux-musl
+#   -> target/aarch64-unknown-linux-musl/release/harouterd
+# The rustup target must be installable for the toolchain (README "Other
+# architectures" has armv7 and MIPS, which need more). tests/cross.rs runs
+# CROSS_TARGETS, which `make test` builds first (make test-builds: 47 s for
+# both from scratch on 2 CPUs, 30 s for the three release binaries after a
+# source change, nothing when up to date).
+CROSS_TARGETS := aarch64-unknown-linux-musl i686-unknown-linux-musl
+TARGET ?= aarch64-unknown-linux-musl
+# Under qemu-user for a foreign target (as `make cross-unit` needs it).
+QEMU_aarch64-unknown-linux-musl := qemu-aarch64-static
+
+cross:
+	rustup target list --installed 2>/dev/null | grep -qx $(TARGET) || rustup target add $(TARGET)
+	$(CARGO) build --locked --release --target $(TARGET) --config 'target.$(TARGET).linker="rust-lld"'
+	@ls -l target/$(TARGET)/release/harouterd
+
+cross-all:
+	@for t in $(CROSS_TARGETS); do $(MAKE) --no-print-directory cross TARGET=$$t || exit 1; done
+
+# What `make test` builds first: the static binary and every cross target,
+# in one cargo run, so that the three release builds share the 2 CPUs
+# instead of taking turns.
+TEST_TARGETS := $(MUSL_TARGET) $(CROSS_TARGETS)
+test-builds:
+	@for t in $(TEST_TARGETS); do rustup target list --installed 2>/dev/null | grep -qx $$t || rustup target add $$t || exit 1; done
+	$(CARGO) build --locked --release $(foreach t,$(TEST_TARGETS),--target $(t)) \
+		$(foreach t,$(CROSS_TARGETS),--config 'target.$(t).linker="rust-lld"')
+	@ls -l $(foreach t,$(TEST_TARGETS),target/$(t)/release/harouterd)
+
+# The library's unit tests built for TARGET and run there (natively for
+# i686, under qemu-user for aarch64): 32-bit and foreign-architecture
+# cleanliness of the pure logic. Not part of `make test` (12 s for i686,
+# 27 s for aarch64).
+cross-unit:
+	$(CARGO) test --locked --lib --target $(TARGET) --config 'target.$(TARGET).linker="rust-lld"' \
+		$(if $(QEMU_$(TARGET)),--config 'target.$(TARGET).runner="$(QEMU_$(TARGET))"')
 
 # The live demo (root; demo/README.md): two nodes in network namespaces,
 # three HA routers with real keepalived, a keepalived killed and respawned,
@@ -55,8 +96,9 @@ deps:
 # Everything CI runs: set-up, formatting, lints, then every test (unit,
 # golden, CLI, and the real-keepalived ones, which need root).
 # The static binary is built first: tests/static_binary.rs runs it in an
-# empty chroot.
-test: deps lint static
+# empty chroot; so are the cross builds, which tests/cross.rs runs (natively
+# or under qemu-user) and compares with it.
+test: deps lint test-builds
 	$(CARGO) test --locked --all-targets
 
 lint:

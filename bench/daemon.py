@@ -9,6 +9,10 @@ Three parts, each with its own daemon, config and namespaces (`--only`):
   pidfile names a new live keepalived running our config is taken (target
   < 100 ms). Then a `--burst` of kills in a row shows the backoff (100 ms
   doubling), and keepalived's own start-up is timed without the daemon.
+- ctrespawn: the same for the router's conntrackd (`ha_conntrackd_enabled`,
+  real conntrackd): `--ct-kills` SIGKILLs, each timed until the daemon's
+  `ID/conntrackd.pid` names a new live conntrackd running our config
+  (target < 100 ms), and until its control socket is there (it is up).
 - idle: context switches of the daemon over `--idle` seconds with 100
   monitor-only routers in 100 namespaces (half of them primary), then with
   10 routers running real keepalived, which keep sending VRRP adverts
@@ -66,7 +70,7 @@ from state_change import (  # noqa: E402  (the sibling benchmark's helpers)
 SYNC_QUIET_S = 1.0
 
 # Targets (SPEC section 5).
-RESPAWN_TARGET_MS = 100.0
+RESPAWN_TARGET_MS = 100.0  # keepalived or conntrackd
 IDLE_CTXT_TARGET = 0
 PSS_TARGET_KIB = 16 * 1024
 ALL_NOTIFIED_TARGET_MS = 100.0
@@ -361,12 +365,13 @@ class Lab:
     # -- processes --
 
     def keepalived_pids(self) -> list[int]:
-        """keepalived processes whose command line names our temp dir."""
+        """keepalived (and conntrackd) processes whose command line names our temp dir."""
         mine = []
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 argv = cmdline(int(entry)).split(b"\0")
-                if argv and b"keepalived" in os.path.basename(argv[0]) and any(self.dir.encode() in a for a in argv[1:]):
+                ours = any(self.dir.encode() in a for a in argv[1:])
+                if argv and any(p in os.path.basename(argv[0]) for p in (b"keepalived", b"conntrackd")) and ours:
                     mine.append(int(entry))
         return mine
 
@@ -403,7 +408,7 @@ class Lab:
 class Daemon:
     """One `harouterd run --foreground` with its own config, state dir and log."""
 
-    def __init__(self, lab: Lab, name: str, routers: list[dict], advert_int: int, agent: Agent | None):
+    def __init__(self, lab: Lab, name: str, routers: list[dict], advert_int: int, agent: Agent | None, extra: list[str] | None = None):
         self.lab, self.name = lab, name
         self.state_path = os.path.join(lab.dir, name)
         self.ha_confs = os.path.join(self.state_path, "ha_confs")
@@ -413,8 +418,11 @@ class Daemon:
             lines.append(f"notify_agent_socket = {agent.path}")
         if lab.args.keepalived_path:
             lines.append(f"keepalived_path = {lab.args.keepalived_path}")
+        lines += extra or []
         for r in routers:
             lines += ["", f"[router {r['id']}]", f"namespace = {r['ns']}", f"ha_interface = {r['iface']}", f"vrid = {r.get('vrid', 1)}"]
+            if r.get("ha_address"):
+                lines.append(f"ha_address = {r['ha_address']}")
             if not r.get("keepalived", False):
                 lines.append("keepalived = false")
                 # The state file goes to ha_confs/ID/; for a monitor-only
@@ -664,6 +672,89 @@ def bench_respawn(lab: Lab, args: argparse.Namespace, report: dict) -> None:
             "daemon_exit": code,
         }
     )
+    lab.delete_namespaces([ns])
+
+
+# --------------------------------------------------------------------------
+# Part 1b: conntrackd killed -> running again
+
+
+def bench_ctrespawn(lab: Lab, args: argparse.Namespace, report: dict) -> None:
+    ns = lab.keepalived_namespaces(1)[0]
+    router = "r1"
+    ctd = shutil.which(args.conntrackd_path or "conntrackd") or "conntrackd"
+    extra = ["ha_conntrackd_enabled = true", f"conntrackd_path = {ctd}"]
+    entry = {"id": router, "ns": ns, "iface": KA_IFACE, "keepalived": True, "ha_address": HA_ADDR.split("/")[0]}
+    d = Daemon(lab, "ctrespawn", [entry], args.advert_int, None, extra)
+    rdir = os.path.join(d.ha_confs, router)
+    pidfile, ctl = os.path.join(rdir, "conntrackd.pid"), os.path.join(rdir, "conntrackd.ctl")
+    daemon_argv = b"\0-C\0" + os.path.join(rdir, "conntrackd.conf").encode() + b"\0"
+
+    def ours(pid: int | None) -> bool:
+        return pid is not None and cmdline(pid).endswith(daemon_argv)
+
+    t0 = now_ns()
+    d.start()
+    deadline = time.monotonic() + 10
+    while not os.path.isdir(rdir) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    watch = Inotify(rdir)
+
+    def wait_running(old: int | None, t0: int, timeout: float) -> tuple[int | None, int | None, int | None]:
+        """Until the pidfile names a live conntrackd of ours other than `old`
+        and its control socket is there: (new pid, running at, up at)."""
+        pid = t_run = t_up = None
+        deadline = time.monotonic() + timeout
+        while True:
+            if t_run is None:
+                p = read_pid(pidfile)
+                if p is not None and p != old and ours(p):
+                    pid, t_run = p, now_ns()
+            if t_run is not None and t_up is None and os.path.exists(ctl):
+                t_up = now_ns()
+            if t_up is not None:
+                return pid, t_run, t_up
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return pid, t_run, t_up
+            watch.read(min(left, 0.05))  # inotify wakes us; 50 ms a backstop
+
+    pid, t_run, t_up = wait_running(None, t0, 10)
+    if pid is None or t_up is None:
+        raise d.diagnose("conntrackd did not start")
+    report["startup_ms"] = ms(t_run - t0)
+    samples, up, missed = [], [], 0
+    for i in range(args.ct_kills):
+        if i > 0:
+            # A conntrackd that lived >= 10 s starts a fresh streak: respawned at once.
+            time.sleep(max(0.0, args.kill_gap - ms(now_ns() - t_run) / 1000))
+        watch.drain()
+        t_kill = now_ns()
+        os.kill(pid, signal.SIGKILL)
+        new, t_new, t_ready = wait_running(pid, t_kill, 10)
+        if new is None or t_ready is None:
+            missed += 1
+            if not d.alive():
+                raise d.diagnose("daemon died")
+            continue
+        samples.append(t_new - t_kill)
+        up.append(t_ready - t_kill)
+        pid, t_run = new, t_new
+        if args.verbose:
+            print(f"  conntrackd respawn {i + 1}: {ms(t_new - t_kill):.1f} ms (up {ms(t_ready - t_kill):.1f} ms)", file=sys.stderr)
+    watch.close()
+    report.update(
+        {
+            "namespace": ns,
+            "kill_gap_s": args.kill_gap,
+            "respawn": summary(samples),
+            "up": summary(up),
+            "missed": missed,
+            "conntrackd_started_log_lines": d.log_lines("conntrackd started"),
+            "daemon_exit": d.stop(),
+        }
+    )
+    lab.kill_keepalived()
     lab.delete_namespaces([ns])
 
 
@@ -978,6 +1069,18 @@ def rows(report: dict) -> list[dict]:
             exp = " ".join(str(s["expected_backoff_ms"]) for s in rs["burst"])
             row(sec, f"kills in a row (backoff {exp} ms)", vals, "ms")
         row(sec, "daemon start -> keepalived running", rs["startup_ms"], "ms")
+    cr = report.get("ctrespawn")
+    if cr:
+        sec = "ctrespawn"
+        r, n = cr["respawn"], cr["config_kills"]
+        if r["count"]:
+            row(sec, f"conntrackd SIGKILL -> running again, median ({r['count']} kills)", r["p50_ms"], "ms", f"< {RESPAWN_TARGET_MS:g} ms", r["p50_ms"] < RESPAWN_TARGET_MS)
+            row(sec, "  max", r["max_ms"], "ms", f"< {RESPAWN_TARGET_MS:g} ms", r["max_ms"] < RESPAWN_TARGET_MS)
+            row(sec, "  min", r["min_ms"], "ms")
+            row(sec, "  -> its control socket there (up), median", cr["up"]["p50_ms"], "ms")
+            row(sec, "  -> up, max", cr["up"]["max_ms"], "ms")
+        row(sec, "respawned / kills", f"{r['count']}/{n}", "", f"{n}/{n}", r["count"] == n)
+        row(sec, "daemon start -> conntrackd running", cr["startup_ms"], "ms")
     idle = report.get("idle")
     if idle:
         sec = "idle"
@@ -1070,7 +1173,7 @@ def main() -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     target = os.path.join(here, "..", "target", "release")
     p = argparse.ArgumentParser(description="Benchmark harouterd run: keepalived respawn, idle wake-ups, 1000-router memory and mass flips.")
-    p.add_argument("--only", default="respawn,idle,scale", help="comma-separated subset of respawn,idle,scale (default: all, in that order)")
+    p.add_argument("--only", default="respawn,ctrespawn,idle,scale", help="comma-separated subset of respawn,ctrespawn,idle,scale (default: all, in that order)")
     p.add_argument("--binary", default=os.path.join(target, "harouterd"), help="harouterd binary (default target/release/harouterd)")
     p.add_argument("--flipper", default=os.path.join(target, "examples", "bench_flipper"), help="bench_flipper (default target/release/examples/bench_flipper)")
     p.add_argument("--json", metavar="FILE", help="also write the full report, raw samples included, as JSON")
@@ -1079,6 +1182,8 @@ def main() -> int:
     p.add_argument("--kill-gap", type=float, default=BACKOFF_STABLE_S + 0.5, help=f"respawn: seconds keepalived runs before the next kill (default {BACKOFF_STABLE_S + 0.5}; < {BACKOFF_STABLE_S} measures the backoff instead)")
     p.add_argument("--burst", type=int, default=4, help="respawn: kills in a row after the spaced ones, to show the backoff (default 4)")
     p.add_argument("--baseline", type=int, default=5, help="respawn: keepalived start-ups timed without the daemon (default 5)")
+    p.add_argument("--ct-kills", type=int, default=10, help="ctrespawn: spaced SIGKILLs of conntrackd to time (default 10)")
+    p.add_argument("--conntrackd-path", help="conntrackd_path for the ctrespawn daemon (default: conntrackd from PATH)")
     p.add_argument("--idle", type=float, default=10.0, help="idle window, seconds (default 10)")
     p.add_argument("--idle-retries", type=int, default=3, help="measure an idle window again when namespaces were created or deleted on the host during it (default 3)")
     p.add_argument("--idle-routers", type=int, default=100, help="idle: monitor-only routers (default 100)")
@@ -1095,8 +1200,8 @@ def main() -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     args = p.parse_args()
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
-    if not parts or any(x not in ("respawn", "idle", "scale") for x in parts):
-        p.error("--only takes respawn, idle, scale (comma-separated)")
+    if not parts or any(x not in ("respawn", "ctrespawn", "idle", "scale") for x in parts):
+        p.error("--only takes respawn, ctrespawn, idle, scale (comma-separated)")
     if args.kills < 1 or args.rounds < 1 or args.advert_int < 1:
         p.error("--kills, --rounds and --advert-int must be at least 1")
 
@@ -1128,8 +1233,10 @@ def main() -> int:
             raise SetupError(f"{binary}: not an executable (build it: cargo build --release)")
         if os.geteuid() != 0:
             raise SetupError("needs root (network namespaces)")
-        if ("respawn" in parts or ("idle" in parts and args.idle_keepalived)) and not ka:
+        if ("respawn" in parts or "ctrespawn" in parts or ("idle" in parts and args.idle_keepalived)) and not ka:
             raise SetupError("keepalived not found (apt-get install keepalived, or --keepalived-path); --only scale needs none")
+        if "ctrespawn" in parts and not shutil.which(args.conntrackd_path or "conntrackd"):
+            raise SetupError("conntrackd not found (apt-get install conntrackd, or --conntrackd-path)")
         # A thousand namespaces: a socket each in the daemon and in the flipper.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < hard:
@@ -1145,6 +1252,9 @@ def main() -> int:
             if part == "respawn":
                 r = report["respawn"] = {"config_kills": args.kills}
                 bench_respawn(lab, args, r)
+            elif part == "ctrespawn":
+                r = report["ctrespawn"] = {"config_kills": args.ct_kills}
+                bench_ctrespawn(lab, args, r)
             elif part == "idle":
                 bench_idle(lab, args, report.setdefault("idle", {}), agent)
             else:
@@ -1168,7 +1278,7 @@ def main() -> int:
                 print(f"daemon.py: cleanup: {e}", file=sys.stderr)
 
     report["config"]["loadavg_end"] = loadavg()
-    if status == 0 or any(k in report for k in ("respawn", "idle", "scale")):
+    if status == 0 or any(k in report for k in ("respawn", "ctrespawn", "idle", "scale")):
         try:
             table = rows(report)
         except (KeyError, TypeError, ValueError):

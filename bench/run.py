@@ -150,7 +150,7 @@ def main():
     if "latency" in parts:
         part("latency", "latency.py", args.binary, ["--flips", "100"] if args.quick else [], "latency")
     if "daemon" in parts:
-        extra = ["--kills", "5", "--idle", "5", "--rounds", "2"] if args.quick else []
+        extra = ["--kills", "5", "--ct-kills", "3", "--idle", "5", "--rounds", "2"] if args.quick else []
         part("daemon", "daemon.py", args.binary, extra, "daemon")
     if "keepalived" in parts:
         part("keepalived", "keepalived_scale.py", args.binary, ["--routers", "100"] if args.quick else [], "keepalived")

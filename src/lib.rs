@@ -21,6 +21,7 @@ pub mod logging;
 pub mod monitor;
 pub mod netlink;
 pub mod notify;
+pub mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;
 

@@ -2,8 +2,9 @@
 //! started the way `nohup` and an init script leave a process (SIGHUP
 //! ignored, a stray variable in the environment) runs a transition script
 //! and conntrackd sync commands. Each child must see an empty signal mask,
-//! default dispositions, only `PATH` in its environment, and its output
-//! must land in the daemon's log, not on the daemon's stdout/stderr.
+//! default dispositions, only `PATH` in its environment (and, for the
+//! transition script, its `HAROUTERD_*` variables), and its output must
+//! land in the daemon's log, not on the daemon's stdout/stderr.
 
 mod common;
 
@@ -133,7 +134,23 @@ fn transition_scripts_and_conntrackd_start_clean_and_their_output_is_logged() {
         }
         let sibling = |ext: &str| status_file.display().to_string().replace(".status", &format!(".{ext}"));
         let env = fs::read_to_string(sibling("env")).unwrap();
-        assert_eq!(env.trim(), format!("PATH={}", harouterd::sys::spawn::CHILD_PATH), "{what}: environment");
+        let path = format!("PATH={}", harouterd::sys::spawn::CHILD_PATH);
+        // Transition scripts get their HAROUTERD_* variables too (issue 14:
+        // the first change, backup, is seq 1; primary follows it as seq 2).
+        let name = status_file.file_name().unwrap().to_string_lossy().into_owned();
+        let expected = match name.as_str() {
+            "transition.k1_backup.status" => {
+                format!("HAROUTERD_PREVIOUS=\nHAROUTERD_ROUTER=k1\nHAROUTERD_SEQ=1\nHAROUTERD_STATE=backup\n{path}")
+            }
+            "transition.k1_primary.status" => format!(
+                "HAROUTERD_PREVIOUS=backup\nHAROUTERD_ROUTER=k1\nHAROUTERD_SEQ=2\nHAROUTERD_STATE=primary\n{path}"
+            ),
+            other => {
+                assert!(other.starts_with("conntrackd."), "{what}: which child is this?");
+                path
+            }
+        };
+        assert_eq!(env.trim(), expected, "{what}: environment");
         let umask = fs::read_to_string(sibling("umask")).unwrap();
         assert_eq!(umask.trim(), "0022", "{what}: umask");
         let stdout = fs::read_to_string(sibling("stdout")).unwrap();

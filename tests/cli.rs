@@ -459,3 +459,59 @@ fn check_names_file_and_line_of_conntrackd_problems() {
         )
     );
 }
+
+/// `check` judges `state_path`, `ha_confs_path` and the control socket's
+/// directory by the rule `run` applies before it writes anything: what
+/// `run` refuses (exit 2, "refusing directory"), `check` refuses too, naming
+/// the key's line; a missing directory below sound ones is what `run`
+/// creates, and `check` says nothing about it.
+#[test]
+fn check_refuses_the_directories_run_would_refuse() {
+    let dir = TempDir::new("clidirs");
+    let open = dir.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let cases = [
+        (format!("state_path = {}", open.display()), Some(("state_path", open.clone()))),
+        (format!("state_path = {}", open.join("below").display()), Some(("state_path", open.clone()))),
+        (
+            format!("state_path = {}\nha_confs_path = {}", dir.join("ok").display(), open.join("c").display()),
+            Some(("ha_confs_path", open.clone())),
+        ),
+        (
+            format!("state_path = {}\nsocket = {}", dir.join("ok").display(), open.join("h.sock").display()),
+            Some(("the control socket's directory", open.clone())),
+        ),
+        (format!("state_path = {}", dir.join("new/deeper").display()), None),
+    ];
+    for (lines, refused) in cases {
+        let path = config(&dir, "dirs.conf", &format!("[daemon]\n{lines}\n"));
+        let out = run(&["check", "-c", path.to_str().unwrap()]);
+        let daemon = run(&["run", "--foreground", "-c", path.to_str().unwrap(), "--pidfile", "/nonexistent/x.pid"]);
+        match refused {
+            Some((what, dir)) => {
+                assert_eq!(out.status.code(), Some(2), "{lines}: {}", stderr(&out));
+                let line = if what == "ha_confs_path" || what.starts_with("the control") { 3 } else { 2 };
+                assert_eq!(
+                    stderr(&out),
+                    format!(
+                        "{}:{line}: {what}: refusing directory {}: writable by others (mode 0777): harouterd run \
+                         would refuse to start (only root may own or change the directories it writes in)\n",
+                        path.display(),
+                        dir.display()
+                    )
+                );
+                assert_eq!(daemon.status.code(), Some(2), "run refuses it too: {}", stderr(&daemon));
+                assert!(stderr(&daemon).contains(&format!("refusing directory {}", dir.display())));
+            }
+            None => {
+                assert_eq!(out.status.code(), Some(0), "{lines}: {}", stderr(&out));
+                assert!(out.stderr.is_empty(), "{lines}: {}", stderr(&out));
+                // run got past the directories (and created them), then
+                // failed on the pid file's directory.
+                assert_eq!(daemon.status.code(), Some(1), "{}", stderr(&daemon));
+                assert!(dir.join("new/deeper").is_dir());
+            }
+        }
+    }
+}

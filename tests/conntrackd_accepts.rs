@@ -3,9 +3,10 @@
 //! namespace that holds the HA interface and the node's HA address, it
 //! creates its lock file and control socket and answers every command the
 //! transition sync sends; `-k` stops it. One file sits exactly at the
-//! control socket path limit (107 bytes), one is the file the daemon itself
-//! wrote into the router's directory. And the interface names the parser
-//! refuses for conntrackd are exactly those real conntrackd cannot parse.
+//! control socket path limit (107 bytes); the file the daemon itself wrote
+//! into the router's directory is the one the daemon's own conntrackd runs
+//! on. And the interface names the parser refuses for conntrackd are
+//! exactly those real conntrackd cannot parse.
 //!
 //! Needs root, conntrackd and ip (keepalived too for the daemon test);
 //! skipped otherwise, failing under CI=true. Every conntrackd started here
@@ -45,11 +46,13 @@ fn is_socket(path: &Path) -> bool {
 struct Conntrackd<'a> {
     ns: &'a Netns,
     conf: PathBuf,
+    /// Started by this test (stopped on drop), not by a daemon.
+    ours: bool,
 }
 
 impl<'a> Conntrackd<'a> {
     fn start(ns: &'a Netns, conf: &Path) -> Conntrackd<'a> {
-        let guard = Conntrackd { ns, conf: conf.to_path_buf() };
+        let guard = Conntrackd { ns, conf: conf.to_path_buf(), ours: true };
         let out = guard.run(&["-d"]);
         assert!(out.status.success(), "conntrackd -d -C {} failed: {}", conf.display(), show(&out));
         guard
@@ -97,7 +100,7 @@ impl<'a> Conntrackd<'a> {
 
 impl Drop for Conntrackd<'_> {
     fn drop(&mut self) {
-        if self.pids().is_empty() {
+        if !self.ours || self.pids().is_empty() {
             return;
         }
         let _ = self.run(&["-k"]);
@@ -183,10 +186,11 @@ fn daemon_writes_a_conntrackd_conf_that_conntrackd_runs_on() {
     let mode = fs::metadata(&conf).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o600, "{}", conf.display());
 
-    let conntrackd = Conntrackd::start(lab.ns(0, "ct1"), &conf);
+    // The daemon runs its own conntrackd on it, in the router's namespace.
+    let conntrackd = Conntrackd { ns: lab.ns(0, "ct1"), conf, ours: false };
     conntrackd.wait_up();
+    assert_eq!(lab.nodes[0].conntrackd_processes("ct1").len(), 1, "one conntrackd: {:?}", conntrackd.pids());
     conntrackd.answers_sync_commands();
-    conntrackd.kill();
 }
 
 /// What conntrackd itself says of `Interface NAME`: parsed (true) or a

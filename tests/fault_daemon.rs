@@ -221,6 +221,10 @@ fn restarted_daemon_reports_the_adopted_primary_at_once() {
     wait_until(CONVERGE, || lab.vip_on(0, "r1") && effective(node, "r1").as_deref() == Some("primary"))
         .unwrap_or_else(|| panic!("r1 never primary\n{}", lab.dump()));
     let keepalived = node.keepalived_pid("r1").expect("keepalived runs");
+    // The first daemon's own primary script must have written its line
+    // before the count below, or it would be taken for the second's.
+    wait_until(5 * SEC, || node.transitions_of("r1").last().map(String::as_str) == Some("primary"))
+        .unwrap_or_else(|| panic!("the first daemon's primary script never ran\n{}", lab.dump()));
     node.kill9();
     let scripts = node.transitions_of("r1").len();
     let restarted = Instant::now();

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::{Netns, TempDir};
-use harouterd::actions::hooks::{self, Hooks};
+use harouterd::actions::hooks::{self, Hooks, ScriptJob};
 use harouterd::core::ident::{Namespace, RouterId};
 use harouterd::core::state::State;
 use harouterd::sys::spawn::ChildExit;
@@ -68,6 +68,10 @@ fn ipv6_forwarding_flips_inside_the_router_namespace_only() {
     assert_eq!(here, std::fs::read_link("/proc/self/ns/net").unwrap());
 }
 
+fn job(script: &std::path::Path, router: &str, state: State, previous: Option<State>, seq: u64) -> ScriptJob {
+    ScriptJob { script: script.to_path_buf(), router: RouterId::parse(router).unwrap(), state, previous, seq }
+}
+
 #[test]
 fn transition_script_gets_router_and_state_in_our_namespace() {
     let tmp = TempDir::new("hooks");
@@ -77,7 +81,8 @@ fn transition_script_gets_router_and_state_in_our_namespace() {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho \"$1 $2\" >> '{}'\nreadlink /proc/self/ns/net > '{}'\n[ \"$2\" != fault ] || exit 3\n",
+            "#!/bin/sh\necho \"$1 $2 $HAROUTERD_ROUTER $HAROUTERD_STATE [$HAROUTERD_PREVIOUS] $HAROUTERD_SEQ\" >> '{}'\n\
+             readlink /proc/self/ns/net > '{}'\n[ \"$2\" != fault ] || exit 3\n",
             out.display(),
             ns_out.display()
         ),
@@ -86,38 +91,48 @@ fn transition_script_gets_router_and_state_in_our_namespace() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let mut hooks = Hooks::default();
-    let first = hooks.run_transition_script(&script, &r1(), State::Primary).expect("script starts");
+    let now = Instant::now();
+    let first = hooks.run_transition_script(job(&script, "r1", State::Primary, None, 1), now).expect("script starts");
     let exit = wait_child(first, Duration::from_secs(10));
     assert_eq!(exit, ChildExit::Code(0));
     assert_eq!(hooks.running_for(&r1()), 1, "not forgotten until reaped");
-    assert!(hooks.child_exited(first, exit), "recognized as our script");
-    assert!(!hooks.child_exited(first, exit), "only once");
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "r1 primary\n");
+    assert!(hooks.child_exited(first, exit, Instant::now()), "recognized as our script");
+    assert!(!hooks.child_exited(first, exit, Instant::now()), "only once");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "r1 primary r1 primary [] 1\n");
 
     let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
     assert_eq!(std::fs::read_to_string(&ns_out).unwrap().trim(), ours.display().to_string());
 
-    // Overlapping runs for one router are allowed; each gets its own state.
-    let a = hooks.run_transition_script(&script, &RouterId::parse("r-2.x").unwrap(), State::Backup).expect("starts");
-    let b = hooks.run_transition_script(&script, &RouterId::parse("r-2.x").unwrap(), State::Fault).expect("starts");
-    assert_eq!(hooks.running_for(&RouterId::parse("r-2.x").unwrap()), 2);
-    let (ea, eb) = (wait_child(a, Duration::from_secs(10)), wait_child(b, Duration::from_secs(10)));
+    // One run at a time per router: the second waits for the first.
+    let r2 = RouterId::parse("r-2.x").unwrap();
+    let a = hooks.run_transition_script(job(&script, "r-2.x", State::Backup, Some(State::Primary), 2), now);
+    let a = a.expect("starts");
+    let b = hooks.run_transition_script(job(&script, "r-2.x", State::Fault, Some(State::Backup), 3), now);
+    assert_eq!(b, None, "waits for the run going on");
+    assert_eq!(hooks.running_for(&r2), 1);
+    let ea = wait_child(a, Duration::from_secs(10));
+    assert!(hooks.child_exited(a, ea, Instant::now()));
+    let b = hooks.running_pid(&r2).expect("the waiting run started when the first ended");
+    let eb = wait_child(b, Duration::from_secs(10));
     assert_eq!((ea, eb), (ChildExit::Code(0), ChildExit::Code(3)));
-    let run_b = hooks.finished(b).expect("ours");
-    assert_eq!((run_b.router.as_str(), run_b.state), ("r-2.x", State::Fault));
-    assert!(hooks.child_exited(a, ea));
+    assert!(hooks.child_exited(b, eb, Instant::now()));
     assert_eq!(hooks.running(), 0);
+    let stats = hooks.stats(&r2).unwrap();
+    assert_eq!((stats.runs, stats.failures), (2, 1));
+    assert_eq!(stats.last_error.as_deref(), Some("transition script for fault failed (exit code 3)"));
 
     let text = std::fs::read_to_string(&out).unwrap();
-    let mut lines: Vec<&str> = text.lines().collect();
-    lines.sort_unstable();
-    assert_eq!(lines, ["r-2.x backup", "r-2.x fault", "r1 primary"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["r1 primary r1 primary [] 1", "r-2.x backup r-2.x backup [primary] 2", "r-2.x fault r-2.x fault [backup] 3"]
+    );
 
     // Not executable: logged, not fatal, nothing to reap.
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
     // (exec needs an execute bit even for root)
-    assert_eq!(hooks.run_transition_script(&script, &r1(), State::Backup), None);
-    assert!(hooks::start_transition_script(&tmp.join("missing.sh"), &r1(), State::Backup).is_err());
+    assert_eq!(hooks.run_transition_script(job(&script, "r1", State::Backup, Some(State::Primary), 4), now), None);
+    assert!(hooks::start_transition_script(&job(&tmp.join("missing.sh"), "r1", State::Backup, None, 5)).is_err());
     assert_eq!(hooks.running(), 0);
 }
 

@@ -447,7 +447,18 @@ fn openrc_script_checks_before_restart_and_waits_for_the_daemon() {
     fs::write(rig.config(), config.replacen("[daemon]\n", "[daemon]\nsocket_group = hrt-no-such-group\n", 1)).unwrap();
     let run =
         Command::new(BIN).args(["run", "-c"]).arg(rig.config()).arg("--pidfile").arg(rig.pidfile()).output().unwrap();
-    assert!(run.status.success(), "today the detaching parent returns 0 at once: {}", text(&run));
+    // The detaching parent waits for the daemon's verdict: start-stop-daemon
+    // fails with the daemon's own message, and start_post never runs.
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    assert!(text(&run).contains("harouterd: socket_group: no group 'hrt-no-such-group'"), "{}", text(&run));
+    // start_post still reports a daemon that died after `run` returned.
+    fs::write(rig.config(), &config).unwrap();
+    let run =
+        Command::new(BIN).args(["run", "-c"]).arg(rig.config()).arg("--pidfile").arg(rig.pidfile()).output().unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    let pid = rig.daemon_pid().expect("pid file");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for("the killed daemon to be gone", || unsafe { libc::kill(pid, 0) } != 0);
     let started = Instant::now();
     let out = openrc("start_post", "start");
     assert!(!out.status.success(), "{}", text(&out));

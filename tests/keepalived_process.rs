@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use harouterd::config::Config;
 use harouterd::core::layout::Layout;
 use harouterd::keepalived::conf::Secrets;
-use harouterd::keepalived::supervisor::{self, Outcome, Sighup, Supervisor, cmdline_names_conf, parse_pid};
+use harouterd::supervisor::{self, Outcome, Sighup, Supervisor, cmdline_names_conf, parse_pid};
 use harouterd::sys::event_loop::{EventLoop, Signals, earliest};
 use harouterd::sys::files::atomic::write_atomic;
 use harouterd::sys::files::confs::HaConfs;
@@ -203,7 +203,7 @@ impl Rig {
     }
 
     fn supervisor(&self) -> Supervisor {
-        Supervisor::new(&self.config.daemon, &self.config.routers[0], &HaConfs::new(self.layout.clone()), false)
+        Supervisor::keepalived(&self.config.daemon, &self.config.routers[0], &HaConfs::new(self.layout.clone()), false)
     }
 
     /// keepalived fully up: the main pidfile names `pid`, which runs with

@@ -7,11 +7,11 @@
 //! says what root runs and where root writes) and the `transition_script`
 //! (root runs it), each with the directories leading to it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Exit;
 use crate::config::runtime::{self, FileKind, Lookup};
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError, Parsed};
 use crate::sys::files::trusted::{self as trusted_dir, Position};
 use crate::sys::spawn::CHILD_PATH;
 
@@ -24,7 +24,11 @@ pub fn run(config: &Path) -> Exit {
             for warning in permission_warnings(config, &parsed.config) {
                 eprintln!("{warning}");
             }
-            Exit::Ok
+            let (errors, warnings) = directory_problems(&parsed);
+            for problem in warnings.iter().chain(&errors) {
+                eprintln!("{problem}");
+            }
+            if errors.is_empty() { Exit::Ok } else { Exit::Usage }
         }
         Err(errors) => {
             eprintln!("{errors}");
@@ -68,6 +72,51 @@ impl runtime::Host for System {
             Err(e) => FileKind::Unknown(e.to_string()),
         }
     }
+}
+
+/// The directories `run` checks before it writes anything (`state_path`,
+/// `ha_confs_path`, the control socket's), judged by the same rule
+/// ([`trusted_dir::check_dir`]), so that a file `check` passes is never
+/// refused by `run` for them: `(errors, warnings)`.
+///
+/// - An existing directory the rule refuses (someone else's, writable by
+///   others, ...) is an error: `run` would exit 2.
+/// - A missing one is judged by what exists above it, as `run` creates it
+///   (mode 0755, root's) below directories that passed the rule on the
+///   way: nothing to say when they pass, an error when they do not.
+/// - One that cannot be looked at (a directory `check`'s user may not
+///   search) is a warning: only the daemon's user can tell.
+pub fn directory_problems(parsed: &Parsed) -> (Vec<ConfigError>, Vec<ConfigError>) {
+    let daemon = &parsed.config.daemon;
+    let socket_dir = daemon.socket.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let mut seen: Vec<String> = Vec::new();
+    for (key, dir) in
+        [("state_path", &daemon.state_path), ("ha_confs_path", &daemon.ha_confs_path), ("socket", &socket_dir)]
+    {
+        let Err(e) = trusted_dir::check_dir(dir) else { continue };
+        if e.is_not_found() {
+            continue;
+        }
+        let problem = e.to_string();
+        if seen.contains(&problem) {
+            continue;
+        }
+        seen.push(problem.clone());
+        let line = parsed.daemon_lines.get(key).copied();
+        let given = if line.is_some() { String::new() } else { format!(" (the default, {})", dir.display()) };
+        let what = if key == "socket" { "the control socket's directory" } else { key };
+        let error = |message| ConfigError { path: parsed.config.path.clone(), line, message };
+        if e.is_refusal() {
+            errors.push(error(format!(
+                "{what}{given}: refusing directory {problem}: harouterd run would refuse to start (only root may \
+                 own or change the directories it writes in)"
+            )));
+        } else {
+            warnings.push(error(format!("warning: {what}{given}: cannot check directory {problem}")));
+        }
+    }
+    (errors, warnings)
 }
 
 /// `PATH: warning: ...` lines for the config file and the transition

@@ -53,7 +53,9 @@ fn get(socket: &Path, path: &str, accept: &str) -> Result<BufReader<UnixStream>,
     Ok(reader)
 }
 
-/// `harouterd status`: the daemon's table (or JSON) as it sends it.
+/// `harouterd status`: the daemon's table (or JSON) as it sends it; in
+/// text, followed by the daemon's own line (its config, the last reload),
+/// when the daemon has one.
 pub fn status(args: &ClientArgs) -> Exit {
     let socket = match socket_path(args) {
         Ok(s) => s,
@@ -64,7 +66,17 @@ pub fn status(args: &ClientArgs) -> Exit {
         Ok(mut reader) => {
             let mut body = String::new();
             match reader.read_to_string(&mut body) {
-                Ok(_) => super::print(&body),
+                Ok(_) if args.json => super::print(&body),
+                Ok(_) => {
+                    if let Ok(mut reader) = get(&socket, "/v1/daemon", accept) {
+                        let mut line = String::new();
+                        if reader.read_to_string(&mut line).is_ok() {
+                            body.push('\n');
+                            body.push_str(&line);
+                        }
+                    }
+                    super::print(&body)
+                }
                 Err(e) => {
                     eprintln!("harouterd: {}: {e}", socket.display());
                     Exit::Runtime

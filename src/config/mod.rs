@@ -15,7 +15,7 @@ mod sections;
 mod values;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::core::ident::{Namespace, RouterId};
@@ -107,6 +107,11 @@ pub enum ChildAction {
     Exit,
 }
 
+/// `transition_script_timeout` when not given: a script may take its time
+/// (it may talk to other systems), but one that hangs must not hold its
+/// router's later transitions back for ever.
+pub const DEFAULT_SCRIPT_TIMEOUT: u32 = 60;
+
 /// Whether keepalived keeps running when the daemon exits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnExit {
@@ -140,8 +145,12 @@ pub struct DaemonConfig {
     pub keepalived_router_id: String,
     pub on_exit: OnExit,
     pub transition_script: Option<PathBuf>,
+    /// Seconds a transition script may run before it is killed.
+    pub transition_script_timeout: u32,
     pub notify_agent_socket: Option<PathBuf>,
     pub ipv6_forwarding_on_primary: bool,
+    /// Where `GET /metrics` is also served over TCP; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The `ha_conntrackd_*` keys: Neutron's names and defaults

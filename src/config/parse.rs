@@ -54,8 +54,10 @@ const DAEMON_KEYS: &[&str] = &[
     "keepalived_router_id",
     "on_exit",
     "transition_script",
+    "transition_script_timeout",
     "notify_agent_socket",
     "ipv6_forwarding_on_primary",
+    "metrics_listen",
 ];
 
 const ROUTER_KEYS: &[&str] = &[

@@ -64,8 +64,12 @@ pub(super) fn daemon_section(f: &Fields, diag: &mut Diag) -> Defaults {
             })
             .unwrap_or(OnExit::Keep),
         transition_script: diag.get(f, "transition_script", absolute_path),
+        transition_script_timeout: diag
+            .get(f, "transition_script_timeout", range(1, 86_400))
+            .unwrap_or(super::DEFAULT_SCRIPT_TIMEOUT),
         notify_agent_socket: diag.get(f, "notify_agent_socket", absolute_path),
         ipv6_forwarding_on_primary: diag.get(f, "ipv6_forwarding_on_primary", boolean).unwrap_or(false),
+        metrics_listen: diag.get(f, "metrics_listen", listen_address),
         state_path,
         ha_confs_path,
         socket,

@@ -57,8 +57,10 @@ keepalived_email_from = me@example.org
 keepalived_router_id = node1
 on_exit = stop
 transition_script = /usr/local/bin/t.sh
+transition_script_timeout = 5
 notify_agent_socket = /run/agent.sock
 ipv6_forwarding_on_primary = true
+metrics_listen = [::1]:9652
 
 [router r1]\r
 namespace = qrouter-1
@@ -90,6 +92,8 @@ keepalived = false
     assert_eq!(c.daemon.child_action, ChildAction::Exit);
     assert_eq!(c.daemon.on_exit, OnExit::Stop);
     assert!(c.daemon.conntrackd_enabled && c.daemon.ipv6_forwarding_on_primary);
+    assert_eq!(c.daemon.transition_script_timeout, 5);
+    assert_eq!(c.daemon.metrics_listen, Some("[::1]:9652".parse().unwrap()));
     assert!(c.holds_password);
     let r = &c.routers[0];
     assert_eq!(r.namespace, Some(crate::core::ident::Namespace::Named("qrouter-1".into())));
@@ -121,6 +125,20 @@ fn no_daemon_section_is_all_defaults() {
     let c = parse_text("").unwrap().config;
     assert_eq!(c.daemon.state_path, Path::new("/var/lib/harouterd"));
     assert!(c.routers.is_empty());
+}
+
+#[test]
+fn metrics_listen_and_script_timeout() {
+    let c = parse_text("").unwrap().config;
+    assert_eq!((c.daemon.metrics_listen, c.daemon.transition_script_timeout), (None, 60));
+    let c = parse_text("[daemon]\nmetrics_listen = 127.0.0.1:0\n").unwrap().config;
+    assert_eq!(c.daemon.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+    assert_error("[daemon]\nmetrics_listen = 127.0.0.1\n", 2, &["'127.0.0.1' is not ADDRESS:PORT", "port is missing"]);
+    assert_error("[daemon]\nmetrics_listen = ::1:9652\n", 2, &["IPv6 address in brackets"]);
+    assert_error("[daemon]\nmetrics_listen = localhost:9652\n", 2, &["is not ADDRESS:PORT"]);
+    assert_error("[daemon]\nmetrics_listen = 127.0.0.1:65536\n", 2, &["is not ADDRESS:PORT"]);
+    assert_error("[daemon]\ntransition_script_timeout = 0\n", 2, &["0 is out of range 1..=86400"]);
+    assert_error("[daemon]\ntransition_script_timeout = 86401\n", 2, &["out of range"]);
 }
 
 #[test]

@@ -28,6 +28,15 @@ pub(super) fn range(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, String> 
     }
 }
 
+/// `ADDR:PORT` to listen on: an IPv4 address, or an IPv6 one in brackets
+/// (`[::1]:9652`). Port 0 takes any free port (the log says which).
+pub(super) fn listen_address(v: &str) -> Result<std::net::SocketAddr, String> {
+    v.parse::<std::net::SocketAddr>().map_err(|_| {
+        let hint = if v.parse::<IpAddr>().is_ok() { ": the port is missing" } else { "" };
+        format!("'{v}' is not ADDRESS:PORT (an IPv6 address in brackets: [::1]:9652){hint}")
+    })
+}
+
 pub(super) fn boolean(v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Ok(true),

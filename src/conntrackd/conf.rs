@@ -20,6 +20,10 @@ use crate::core::layout::Layout;
 pub const CONF_FILE: &str = "conntrackd.conf";
 pub const LOCK_FILE: &str = "conntrackd.lock";
 pub const CTL_FILE: &str = "conntrackd.ctl";
+/// conntrackd writes no pidfile of its own: Neutron's agent writes this one
+/// (from `pgrep`) once conntrackd runs, and the daemon writes it (from the
+/// pid it spawned), so a conntrackd started by either is found by the other.
+pub const PID_FILE: &str = "conntrackd.pid";
 
 /// Mode of conntrackd.conf. Neutron writes 0644; it holds no secret, but
 /// only root's conntrackd (and the state-change monitor, which keeps
@@ -62,18 +66,20 @@ const KEYWORDS: &str = "\
 /// the sync modes).
 const KEYWORDS_ANY_CASE: [&str; 8] = ["on", "off", "yes", "no", "nack", "alarm", "ftfw", "notrack"];
 
-/// The paths conntrackd.conf names, all in the router's directory.
+/// The paths of a router's conntrackd, all in the router's directory: the
+/// three conntrackd.conf names, and the pidfile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Paths {
     pub conf: PathBuf,
     pub lock: PathBuf,
     pub ctl: PathBuf,
+    pub pid: PathBuf,
 }
 
 impl Paths {
     pub fn new(layout: &Layout, id: &RouterId) -> Paths {
         let dir = layout.router_dir(id);
-        Paths { conf: dir.join(CONF_FILE), lock: dir.join(LOCK_FILE), ctl: dir.join(CTL_FILE) }
+        Paths { conf: dir.join(CONF_FILE), lock: dir.join(LOCK_FILE), ctl: dir.join(CTL_FILE), pid: dir.join(PID_FILE) }
     }
 
     /// Refuses a path conntrackd cannot hold, checked in the order Neutron
@@ -204,6 +210,7 @@ mod tests {
         assert_eq!(p.conf, Path::new("/var/lib/neutron/ha_confs/r1/conntrackd.conf"));
         assert_eq!(p.lock, Path::new("/var/lib/neutron/ha_confs/r1/conntrackd.lock"));
         assert_eq!(p.ctl, Path::new("/var/lib/neutron/ha_confs/r1/conntrackd.ctl"));
+        assert_eq!(p.pid, Path::new("/var/lib/neutron/ha_confs/r1/conntrackd.pid"));
     }
 
     #[test]

@@ -6,6 +6,14 @@
 //! router at a time; a transition arriving meanwhile waits, and only the
 //! latest waiting one runs (an older one would be undone by it anyway).
 //!
+//! The daemon runs the conntrackd these commands talk to. While it starts
+//! (spawned, its control socket not there yet) syncs are held
+//! ([`ConntrackdSync::hold`]): they would only fail. Once it is up,
+//! [`ConntrackdSync::release`] first asks the peer for a resync
+//! (`conntrackd -C CONF -n`, what Neutron's agent runs after starting
+//! conntrackd: a fresh conntrackd has an empty external cache), then runs
+//! the latest sync held back.
+//!
 //! The drop-in monitor runs conntrackd with capabilities, as a user the
 //! agent picks, on a command line the agent writes (through rootwrap, which
 //! filters only the program name). So it never takes the program from its
@@ -74,7 +82,9 @@ pub fn options(state: State) -> &'static [&'static str] {
 /// A finished sync.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Synced {
-    pub state: State,
+    /// The transition it was for; `None`: the resync asked of the peer
+    /// after conntrackd started.
+    pub state: Option<State>,
     /// One line per command that failed (could not start or exited non-zero).
     pub failures: Vec<String>,
 }
@@ -86,6 +96,17 @@ impl Synced {
     /// each failed command first. The daemon and the monitor both log this.
     pub fn log(&self, router: &RouterId) {
         let Synced { state, failures } = self;
+        let Some(state) = state else {
+            if failures.is_empty() {
+                log::info!("Asked the peer for a connection tracking resync for router {router}");
+            } else {
+                log::error!(
+                    "Failed to ask the peer for a connection tracking resync for router {router}: {}",
+                    failures.join("; ")
+                );
+            }
+            return;
+        };
         if !failures.is_empty() {
             log::error!(
                 "Failed to sync connection tracking state on {state} for router {router}: {}",
@@ -97,10 +118,18 @@ impl Synced {
 }
 
 struct Job {
-    state: State,
+    /// `None`: the resync after a start (`-n`).
+    state: Option<State>,
     remaining: VecDeque<&'static str>,
     running: Option<(u32, &'static str)>,
     failures: Vec<String>,
+}
+
+impl Job {
+    fn new(state: Option<State>) -> Job {
+        let options = state.map_or(&["-n"][..], options);
+        Job { state, remaining: options.iter().copied().collect(), running: None, failures: Vec::new() }
+    }
 }
 
 pub struct ConntrackdSync {
@@ -113,6 +142,10 @@ pub struct ConntrackdSync {
     router: RouterId,
     job: Option<Job>,
     waiting: Option<State>,
+    /// conntrackd is starting: no new job until [`ConntrackdSync::release`].
+    held: bool,
+    /// The resync to ask for before anything waiting.
+    resync: bool,
 }
 
 impl ConntrackdSync {
@@ -125,6 +158,8 @@ impl ConntrackdSync {
             router: router.clone(),
             job: None,
             waiting: None,
+            held: false,
+            resync: false,
         }
     }
 
@@ -152,17 +187,27 @@ impl ConntrackdSync {
     /// Returns the syncs that finished without waiting for a child (every
     /// command failed to start, or there was nothing to run).
     pub fn request(&mut self, state: State) -> Vec<Synced> {
-        if self.job.is_some() {
-            self.waiting = Some(state);
-            return Vec::new();
-        }
-        self.job = Some(Job {
-            state,
-            remaining: options(state).iter().copied().collect(),
-            running: None,
-            failures: Vec::new(),
-        });
+        self.waiting = Some(state);
         self.advance()
+    }
+
+    /// conntrackd is (re)starting: syncs requested from now on wait for
+    /// [`ConntrackdSync::release`] (a command already running finishes).
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// conntrackd is up (`resync`: just started, so ask the peer for a
+    /// resync first), or will not be soon (its start failed): run what
+    /// waits.
+    pub fn release(&mut self, resync: bool) -> Vec<Synced> {
+        self.held = false;
+        self.resync |= resync;
+        self.advance()
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held
     }
 
     pub fn owns(&self, pid: u32) -> bool {
@@ -195,10 +240,18 @@ impl ConntrackdSync {
     }
 
     /// Runs the next command of the current job, finishing jobs (and
-    /// starting the waiting one) as long as nothing is left running.
+    /// starting the resync, then the waiting one, unless held) as long as
+    /// nothing is left running.
     fn advance(&mut self) -> Vec<Synced> {
         let mut finished = Vec::new();
         loop {
+            if self.job.is_none() && !self.held {
+                if std::mem::take(&mut self.resync) {
+                    self.job = Some(Job::new(None));
+                } else if let Some(next) = self.waiting.take() {
+                    self.job = Some(Job::new(Some(next)));
+                }
+            }
             let Some(job) = self.job.as_mut() else { return finished };
             if job.running.is_some() {
                 return finished;
@@ -225,14 +278,6 @@ impl ConntrackdSync {
                 None => {
                     let done = self.job.take().expect("checked above");
                     finished.push(Synced { state: done.state, failures: done.failures });
-                    if let Some(next) = self.waiting.take() {
-                        self.job = Some(Job {
-                            state: next,
-                            remaining: options(next).iter().copied().collect(),
-                            running: None,
-                            failures: Vec::new(),
-                        });
-                    }
                 }
             }
         }
@@ -294,11 +339,30 @@ mod tests {
     }
 
     #[test]
+    fn held_syncs_wait_and_a_release_after_a_start_asks_for_a_resync_first() {
+        let mut sync = ConntrackdSync::new("/nonexistent/conntrackd", PathBuf::from("/tmp"), None, &r1());
+        sync.hold();
+        assert!(sync.request(State::Backup).is_empty(), "held");
+        assert!(sync.request(State::Primary).is_empty(), "held; the latest wins");
+        assert!(sync.is_held() && sync.is_idle());
+        let done = sync.release(true);
+        let what: Vec<(Option<State>, usize)> = done.iter().map(|s| (s.state, s.failures.len())).collect();
+        assert_eq!(what, [(None, 1), (Some(State::Primary), 4)], "-n first, then the latest held sync");
+        assert!(done[0].failures[0].starts_with("conntrackd -n: cannot run /nonexistent/conntrackd"), "{done:?}");
+        // A release without a start (conntrackd could not start): no -n.
+        sync.hold();
+        assert!(sync.request(State::Backup).is_empty());
+        let done = sync.release(false);
+        assert_eq!(done.iter().map(|s| s.state).collect::<Vec<_>>(), [Some(State::Backup)]);
+        assert!(sync.release(false).is_empty(), "nothing waits");
+    }
+
+    #[test]
     fn missing_program_fails_every_command_without_blocking() {
         let mut sync = ConntrackdSync::new("/nonexistent/conntrackd", PathBuf::from("/tmp"), None, &r1());
         let done = sync.request(State::Primary);
         assert_eq!(done.len(), 1);
-        assert_eq!(done[0].state, State::Primary);
+        assert_eq!(done[0].state, Some(State::Primary));
         assert_eq!(done[0].failures.len(), 4);
         assert!(done[0].failures[0].starts_with("conntrackd -c: cannot run /nonexistent/conntrackd"), "{:?}", done[0]);
         assert!(sync.is_idle());

@@ -20,9 +20,9 @@
 //! What a request *means* is decided by the daemon ([`Request`] in,
 //! [`Reply`] out); this module only moves bytes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,7 +36,8 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstat, fstatat};
 use nix::unistd::{Gid, UnlinkatFlags, fchownat, unlinkat};
 
-use crate::http::request::{self, Parsed, Request};
+use super::conn::{HttpConn, Phase, Step, WRITE_DEADLINE, accept_next};
+use crate::http::request::Request;
 use crate::http::response as http;
 use crate::sys::event_loop::{Owner, Sources};
 use crate::sys::files::trusted::{self, DirError};
@@ -51,8 +52,6 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const PRIVILEGED_RESERVE: usize = 32;
 /// Bytes allowed to wait for one events subscriber before it is dropped.
 pub const SUBSCRIBER_BACKLOG: usize = 256 * 1024;
-/// An answer not taken by the peer within this long is abandoned.
-const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Removes the socket at `path` at exit: by name in its directory, checked
 /// again, and only if a socket is there.
@@ -123,21 +122,13 @@ pub enum Reply {
     Subscribe { head: Vec<u8>, text: bool },
 }
 
-enum Phase {
-    Reading { buf: Vec<u8> },
-    Writing { out: Vec<u8>, written: usize },
-    Streaming { out: VecDeque<u8>, text: bool },
-}
-
 struct Conn {
-    stream: UnixStream,
+    http: HttpConn<UnixStream>,
     /// Accept order: the oldest idle connection is evicted first.
     accepted: u64,
     uid: u32,
     /// Root or one of the allowed uids.
     privileged: bool,
-    phase: Phase,
-    deadline: Option<Instant>,
 }
 
 /// What to do with a new connection, given who it is and how full the
@@ -290,7 +281,7 @@ impl ControlServer {
         }
         let mut out = Vec::new();
         let Some(conn) = self.conns.get_mut(&token) else { return out };
-        match conn.advance() {
+        match conn.http.advance() {
             Step::Keep => {}
             Step::Close => self.close(sources, token),
             Step::Request(request) => out.push(Incoming { token, uid: conn.uid, request }),
@@ -306,15 +297,8 @@ impl ControlServer {
     fn accept<K>(&mut self, sources: &mut Sources<K>, now: Instant) {
         loop {
             let Some(listener) = &self.listener else { return };
-            let (mut stream, _) = match listener.accept() {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("control socket {}: accept: {e}", self.path.display());
-                    return;
-                }
-            };
+            let name = format_args!("control socket {}", self.path.display());
+            let Some((mut stream, _)) = accept_next(|| listener.accept(), &name) else { return };
             let uid = match getsockopt(&stream, PeerCredentials) {
                 Ok(cred) => cred.uid(),
                 Err(e) => {
@@ -335,12 +319,10 @@ impl ControlServer {
             let Ok(token) = sources.register(&mut stream, Owner::Control, Interest::READABLE) else { continue };
             self.accepted += 1;
             let conn = Conn {
-                stream,
+                http: HttpConn::reading(stream, now + REQUEST_DEADLINE),
                 accepted: self.accepted,
                 uid,
                 privileged,
-                phase: Phase::Reading { buf: Vec::new() },
-                deadline: Some(now + REQUEST_DEADLINE),
             };
             // Registering reports data already queued (epoll reports the
             // current level on ADD), so nothing is missed here.
@@ -357,7 +339,7 @@ impl ControlServer {
         let oldest = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.privileged && matches!(c.phase, Phase::Reading { .. }))
+            .filter(|(_, c)| !c.privileged && matches!(c.http.phase, Phase::Reading { .. }))
             .min_by_key(|(_, c)| c.accepted)
             .map(|(token, _)| *token);
         let Some(token) = oldest else { return false };
@@ -374,16 +356,16 @@ impl ControlServer {
         let Some(conn) = self.conns.get_mut(&token) else { return };
         match reply {
             Reply::Response(out) => {
-                conn.phase = Phase::Writing { out, written: 0 };
-                conn.deadline = Some(now + WRITE_DEADLINE);
+                conn.http.phase = Phase::Writing { out, written: 0 };
+                conn.http.deadline = Some(now + WRITE_DEADLINE);
             }
             Reply::Subscribe { head, text } => {
-                conn.phase = Phase::Streaming { out: head.into(), text };
-                conn.deadline = None;
+                conn.http.phase = Phase::Streaming { out: head.into(), text };
+                conn.http.deadline = None;
             }
         }
-        let _ = sources.reregister(&mut conn.stream, token, Interest::READABLE | Interest::WRITABLE);
-        if let Step::Close = conn.flush() {
+        let _ = sources.reregister(&mut conn.http.stream, token, Interest::READABLE | Interest::WRITABLE);
+        if let Step::Close = conn.http.flush() {
             self.close(sources, token);
         }
     }
@@ -393,7 +375,7 @@ impl ControlServer {
     pub fn broadcast<K>(&mut self, sources: &mut Sources<K>, json_line: &str, text_line: &str) {
         let mut gone = Vec::new();
         for (token, conn) in self.conns.iter_mut() {
-            let Phase::Streaming { out, text } = &mut conn.phase else { continue };
+            let Phase::Streaming { out, text } = &mut conn.http.phase else { continue };
             let line = if *text { text_line } else { json_line };
             if out.len() + line.len() + 1 > SUBSCRIBER_BACKLOG {
                 self.dropped_subscribers += 1;
@@ -403,7 +385,7 @@ impl ControlServer {
             }
             out.extend(line.as_bytes());
             out.push_back(b'\n');
-            if let Step::Close = conn.flush() {
+            if let Step::Close = conn.http.flush() {
                 gone.push(*token);
             }
         }
@@ -413,21 +395,21 @@ impl ControlServer {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.values().filter_map(|c| c.deadline).min()
+        self.conns.values().filter_map(|c| c.http.deadline).min()
     }
 
     /// Connections past their deadline: 408 for a request still arriving,
     /// closed for an answer nobody takes.
     pub fn tick<K>(&mut self, sources: &mut Sources<K>, now: Instant) {
         let due: Vec<Token> =
-            self.conns.iter().filter(|(_, c)| c.deadline.is_some_and(|d| d <= now)).map(|(t, _)| *t).collect();
+            self.conns.iter().filter(|(_, c)| c.http.deadline.is_some_and(|d| d <= now)).map(|(t, _)| *t).collect();
         for token in due {
-            let reading = self.conns.get(&token).is_some_and(|c| matches!(c.phase, Phase::Reading { .. }));
+            let reading = self.conns.get(&token).is_some_and(|c| matches!(c.http.phase, Phase::Reading { .. }));
             if reading {
                 let body = b"request not received in time\n";
                 self.reply(sources, token, Reply::Response(http::response(408, "text/plain", body)), now);
                 if let Some(conn) = self.conns.get_mut(&token) {
-                    conn.deadline = Some(now + WRITE_DEADLINE);
+                    conn.http.deadline = Some(now + WRITE_DEADLINE);
                 }
             } else {
                 self.close(sources, token);
@@ -438,7 +420,7 @@ impl ControlServer {
     fn close<K>(&mut self, sources: &mut Sources<K>, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
             self.unprivileged -= usize::from(!conn.privileged);
-            sources.deregister(&mut conn.stream, token);
+            sources.deregister(&mut conn.http.stream, token);
         }
     }
 
@@ -456,90 +438,7 @@ impl ControlServer {
     /// Whether any answer is still being written (shutdown waits for them
     /// within its flush window; subscribers do not count).
     pub fn is_flushed(&self) -> bool {
-        self.conns.values().all(|c| !matches!(c.phase, Phase::Writing { .. }))
-    }
-}
-
-enum Step {
-    Keep,
-    Close,
-    Request(Request),
-    Reject(u16, String),
-}
-
-impl Conn {
-    /// Reads what is there (or writes what is pending) and says what next.
-    fn advance(&mut self) -> Step {
-        match &mut self.phase {
-            Phase::Reading { buf } => {
-                let mut chunk = [0u8; 4096];
-                loop {
-                    match self.stream.read(&mut chunk) {
-                        Ok(0) => return Step::Close,
-                        Ok(n) => {
-                            buf.extend_from_slice(&chunk[..n]);
-                            match request::parse(buf) {
-                                Parsed::Incomplete => {}
-                                Parsed::Complete(request) => return Step::Request(request),
-                                Parsed::Reject(reject) => return Step::Reject(reject.status, reject.reason),
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Step::Close,
-                    }
-                }
-            }
-            Phase::Writing { .. } | Phase::Streaming { .. } => {
-                // Peers of an answer or a stream say nothing more; reading
-                // only tells whether they went away.
-                let mut sink = [0u8; 512];
-                loop {
-                    match self.stream.read(&mut sink) {
-                        Ok(0) => return Step::Close,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Step::Close,
-                    }
-                }
-                self.flush()
-            }
-        }
-    }
-
-    /// Writes as much pending output as the socket takes.
-    fn flush(&mut self) -> Step {
-        match &mut self.phase {
-            Phase::Writing { out, written } => {
-                while *written < out.len() {
-                    match self.stream.write(&out[*written..]) {
-                        Ok(0) => return Step::Close,
-                        Ok(n) => *written += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Step::Close,
-                    }
-                }
-                Step::Close
-            }
-            Phase::Streaming { out, .. } => {
-                while !out.is_empty() {
-                    let (front, _) = out.as_slices();
-                    match self.stream.write(front) {
-                        Ok(0) => return Step::Close,
-                        Ok(n) => {
-                            out.drain(..n);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Step::Close,
-                    }
-                }
-                Step::Keep
-            }
-            Phase::Reading { .. } => Step::Keep,
-        }
+        self.conns.values().all(|c| !matches!(c.http.phase, Phase::Writing { .. }))
     }
 }
 

@@ -9,7 +9,7 @@
 //! them, beside the router directories: SPEC 3.2 names that layout, and a
 //! keepalived started by Neutron's L3 agent is found (and adopted) there
 //! after a migration. What makes a stale pidfile harmless is the proof in
-//! [`crate::keepalived::supervisor`] (executable, uid, namespace, start time),
+//! [`crate::supervisor`] (executable, uid, namespace, start time),
 //! not its location; `ha_confs_path` must be root's alone either way.
 
 use std::path::{Path, PathBuf};

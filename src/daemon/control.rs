@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::Daemon;
 use super::router::Router;
+use crate::actions::hooks::Hooks;
 use crate::config::RouterConfig;
 use crate::control::api;
 use crate::control::api::{Route, RouterStatus};
@@ -12,14 +13,47 @@ use crate::control::server::{Incoming, Reply};
 use crate::core::ident::RouterId;
 use crate::core::state::State;
 use crate::http::response as http;
-use crate::keepalived::supervisor::Supervisor;
 use crate::logging::syslog;
+use crate::supervisor::Supervisor;
 
 impl Daemon {
     /// Every configured router: those started, then those still waiting
     /// to start (nothing known of them yet: no state, no keepalived).
     pub(super) fn status_rows(&self) -> Vec<RouterStatus> {
-        self.routers.values().map(status_row).chain(self.starting.iter().map(starting_row)).collect()
+        self.routers
+            .values()
+            .map(|r| status_row(r, &self.hooks))
+            .chain(self.starting.iter().map(starting_row))
+            .collect()
+    }
+
+    /// The `/metrics` page, for the control socket and `metrics_listen`.
+    pub(super) fn metrics_text(&self) -> String {
+        let mut counters = self.counters.clone();
+        let live = self.namespaces.values().filter_map(|w| w.socket.as_ref());
+        counters.netlink_resyncs = self.netlink_closed.0 + live.clone().map(|(s, _)| s.resyncs()).sum::<u64>();
+        counters.netlink_undecodable = self.netlink_closed.1 + live.map(|(s, _)| s.undecodable()).sum::<u64>();
+        counters.control_refused = self.control.refused;
+        counters.control_evicted = self.control.evicted;
+        counters.metrics_refused = self.metrics_listener.as_ref().map_or(0, |m| m.refused);
+        counters.log_dropped = syslog::dropped_messages();
+        api::metrics(&self.status_rows(), &counters, &self.daemon_status())
+    }
+
+    /// The metrics listener's sources: only `GET /metrics` comes this far
+    /// ([`crate::control::metrics_listener`]), and gets the page; nothing
+    /// else from there reaches the daemon.
+    pub(super) fn metrics_ready(&mut self, token: mio::Token, now: Instant) {
+        let Some(listener) = self.metrics_listener.as_mut() else { return };
+        let waiting = listener.ready(&mut self.sources, token, now);
+        if waiting.is_empty() {
+            return;
+        }
+        let body = self.metrics_text();
+        let Some(listener) = self.metrics_listener.as_mut() else { return };
+        for token in waiting {
+            listener.answer(&mut self.sources, token, &body, now);
+        }
     }
 
     /// Answers one control request.
@@ -75,7 +109,7 @@ impl Daemon {
                     return plain(400, "invalid router id");
                 };
                 let row = match self.routers.get(&id) {
-                    Some(router) => Some(status_row(router)),
+                    Some(router) => Some(status_row(router, &self.hooks)),
                     None => self.starting.iter().find(|cfg| cfg.id == id).map(starting_row),
                 };
                 match row {
@@ -99,15 +133,19 @@ impl Daemon {
                 Reply::Subscribe { head: head.into_bytes(), text }
             }
             Route::Metrics => {
-                let mut counters = self.counters.clone();
-                let live = self.namespaces.values().filter_map(|w| w.socket.as_ref());
-                counters.netlink_resyncs = self.netlink_closed.0 + live.clone().map(|(s, _)| s.resyncs()).sum::<u64>();
-                counters.netlink_undecodable = self.netlink_closed.1 + live.map(|(s, _)| s.undecodable()).sum::<u64>();
-                counters.control_refused = self.control.refused;
-                counters.control_evicted = self.control.evicted;
-                counters.log_dropped = syslog::dropped_messages();
-                let body = api::metrics(&self.status_rows(), &counters);
-                Reply::Response(http::response(200, "text/plain; version=0.0.4", body.as_bytes()))
+                Reply::Response(http::response(200, "text/plain; version=0.0.4", self.metrics_text().as_bytes()))
+            }
+            Route::Daemon => {
+                let status = self.daemon_status();
+                if text {
+                    Reply::Response(http::response(
+                        200,
+                        "text/plain; charset=utf-8",
+                        api::daemon_text(&status).as_bytes(),
+                    ))
+                } else {
+                    json(200, format!("{}\n", api::daemon_json(&status)))
+                }
             }
             Route::MethodNotAllowed => plain(405, "method not allowed"),
             Route::NotFound => plain(404, "not found"),
@@ -129,16 +167,23 @@ fn starting_row(cfg: &RouterConfig) -> RouterStatus {
         supervised: cfg.keepalived,
         keepalived_pid: None,
         restarts: 0,
+        conntrackd: false,
+        conntrackd_pid: None,
+        conntrackd_restarts: 0,
         transitions: 0,
         last_error: None,
         write_failures: 0,
         writes_pending: 0,
+        scripts: Default::default(),
     }
 }
 
-pub(super) fn status_row(router: &Router) -> RouterStatus {
+pub(super) fn status_row(router: &Router, hooks: &Hooks) -> RouterStatus {
     let cfg = &router.rt.cfg;
     let sup = router.supervisor.as_ref();
+    let scripts = hooks.stats(&cfg.id).cloned().unwrap_or_default();
+    // One being stopped for good (turned off) is no longer the router's.
+    let ctd = router.conntrackd_sup.as_ref().filter(|_| !router.conntrackd_off);
     RouterStatus {
         id: cfg.id.clone(),
         namespace: cfg.namespace.as_ref().map(|n| n.to_string()),
@@ -151,9 +196,13 @@ pub(super) fn status_row(router: &Router) -> RouterStatus {
         supervised: cfg.keepalived,
         keepalived_pid: sup.and_then(Supervisor::pid),
         restarts: sup.map_or(0, Supervisor::restarts),
+        conntrackd: ctd.is_some(),
+        conntrackd_pid: ctd.and_then(Supervisor::pid),
+        conntrackd_restarts: ctd.map_or(0, Supervisor::restarts),
         transitions: router.rt.effective_changes,
         last_error: router.rt.last_error().map(str::to_owned),
         write_failures: router.rt.write_failures,
         writes_pending: u32::from(router.rt.state_write_pending) + u32::from(router.files_retry.is_some()),
+        scripts,
     }
 }

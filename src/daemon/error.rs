@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 
 use crate::control::server::ControlError;
 
@@ -16,6 +17,8 @@ pub enum DaemonError {
     Lookup { key: &'static str, name: String, source: nix::Error },
     /// The control socket (its path is in the error).
     Control(ControlError),
+    /// `metrics_listen` could not be listened on.
+    MetricsListen { addr: SocketAddr, source: io::Error },
 }
 
 impl fmt::Display for DaemonError {
@@ -25,6 +28,9 @@ impl fmt::Display for DaemonError {
             DaemonError::UnknownPrincipal { key, kind, name } => write!(f, "{key}: no {kind} '{name}'"),
             DaemonError::Lookup { key, name, source } => write!(f, "{key}: cannot look up '{name}': {source}"),
             DaemonError::Control(e) => e.fmt(f),
+            DaemonError::MetricsListen { addr, source } => {
+                write!(f, "metrics_listen: cannot listen on {addr}: {source}")
+            }
         }
     }
 }
@@ -35,6 +41,7 @@ impl std::error::Error for DaemonError {
             DaemonError::Setup { source, .. } => Some(source),
             DaemonError::Lookup { source, .. } => Some(source),
             DaemonError::Control(e) => Some(e),
+            DaemonError::MetricsListen { source, .. } => Some(source),
             DaemonError::UnknownPrincipal { .. } => None,
         }
     }

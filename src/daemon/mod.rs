@@ -1,13 +1,13 @@
 //! The daemon (`harouterd run`): every configured router in one
 //! single-threaded event loop (SPEC section 3). This file holds the loop
 //! and its dispatch; one file per concern holds the rest: `routers`,
-//! `namespaces`, `supervision` (keepalived), `transitions`, `state_writes`,
+//! `namespaces`, `supervision` (keepalived, conntrackd), `transitions`, `state_writes`,
 //! `control` (requests), `reload` (SIGHUP).
 //!
 //! One `mio::Poll` owns every source: the signalfd, one rtnetlink socket
 //! per namespace (routers sharing a namespace share it), an inotify watch on
 //! /run/netns, each router's keepalived notify FIFO and, for keepalived
-//! processes adopted from a previous run, their pidfds. Everything with a
+//! and conntrackd processes adopted from a previous run, their pidfds. Everything with a
 //! deadline (a pending primary, a keepalived respawn, a throttled SIGHUP,
 //! a stop escalation, an agent retry, a namespace retry) feeds the poll
 //! timeout; with nothing pending the daemon sleeps with no timeout at all.
@@ -24,6 +24,7 @@ mod namespaces;
 pub mod reload;
 pub mod router;
 mod routers;
+pub mod service;
 mod state_writes;
 mod supervision;
 mod transitions;
@@ -39,12 +40,13 @@ use crate::Exit;
 use crate::actions::hooks::Hooks;
 use crate::config::{Config, OnExit, Principal, RouterConfig};
 use crate::control::api::Counters;
+use crate::control::metrics_listener::MetricsListener;
 use crate::control::server::ControlServer;
 use crate::core::ident::Namespace;
 use crate::core::ident::RouterId;
-use crate::keepalived::supervisor::Supervisor;
 use crate::netlink::RECV_BUFFER;
 use crate::notify::Notifier;
+use crate::supervisor::Kind;
 use crate::sys::child_output::ChildOutputs;
 use crate::sys::event_loop::{EventLoop, Owner, Signals, Sources, Timers, earliest};
 use crate::sys::files::confs::HaConfs;
@@ -55,6 +57,7 @@ use error::setup;
 use namespaces::{NsWatch, watch_netns_dir};
 use router::Router;
 use routers::remove_router_dir;
+use service::{ReloadLog, Service};
 use state_writes::{STATE_SYNC_BUDGET, STATE_WRITES_PER_PASS, StateWrites};
 pub use supervision::keepalived_starting_max;
 
@@ -83,7 +86,7 @@ enum Source {
     NetnsDir,
     Netlink(NsKey),
     Fifo(RouterId),
-    Pidfd(RouterId),
+    Pidfd(RouterId, Kind),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +123,8 @@ pub struct Daemon {
     /// State files still to write.
     state_writes: StateWrites,
     control: ControlServer,
+    /// `GET /metrics` over TCP (`metrics_listen`).
+    metrics_listener: Option<MetricsListener>,
     /// What keepalived, conntrackd and transition scripts write.
     outputs: ChildOutputs,
     /// Who may POST state changes besides root.
@@ -144,6 +149,14 @@ pub struct Daemon {
     starting_keepalived: HashMap<RouterId, (u32, Instant)>,
     /// The last look at `starting_keepalived` found it full.
     keepalived_gated: bool,
+    /// Who waits for us to serve, reload and stop (`service`).
+    service: Service,
+    /// Serving was said (every configured router started once).
+    served: bool,
+    /// When the running config was read, how the reloads went.
+    reload_log: ReloadLog,
+    /// keepalived is stopped at exit whatever `on_exit` says.
+    stop_on_exit: bool,
 }
 
 impl Daemon {
@@ -177,6 +190,15 @@ impl Daemon {
         let listener = ControlServer::bind(&config.daemon.socket, config.daemon.socket_mode, gid)?;
         let mut control = ControlServer::new(&config.daemon.socket, listener, &mut sources)?;
         control.set_allowed_uids(&allowed_uids);
+        let metrics_listener = match config.daemon.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let listener = MetricsListener::bind(addr, &mut sources)
+                    .map_err(|source| DaemonError::MetricsListen { addr, source })?;
+                log::info!("serving GET /metrics on {} (metrics_listen)", listener.local_addr());
+                Some(listener)
+            }
+        };
         let daemon = Daemon {
             config_path,
             confs,
@@ -188,13 +210,14 @@ impl Daemon {
             namespaces: HashMap::new(),
             routers: BTreeMap::new(),
             notifier,
-            hooks: Hooks::default(),
+            hooks: Hooks::new(Duration::from_secs(u64::from(config.daemon.transition_script_timeout))),
             timers: Timers::default(),
             scratch: Vec::with_capacity(RECV_BUFFER),
             stopping: None,
             failed: false,
             state_writes: StateWrites::default(),
             control,
+            metrics_listener,
             outputs: ChildOutputs::new(),
             allowed_uids,
             counters: Counters::default(),
@@ -204,6 +227,10 @@ impl Daemon {
             reap_more: false,
             starting_keepalived: HashMap::new(),
             keepalived_gated: false,
+            service: Service::default(),
+            served: false,
+            reload_log: ReloadLog::new(),
+            stop_on_exit: false,
             config,
         };
         log::info!("harouterd {} starting with {} routers", env!("CARGO_PKG_VERSION"), daemon.starting.len());
@@ -254,6 +281,10 @@ impl Daemon {
             if let Some(exit) = self.finished() {
                 return exit;
             }
+            if !self.served && self.starting.is_empty() && self.stopping.is_none() {
+                self.served = true;
+                self.started_serving();
+            }
             self.outputs.adopt(&mut self.sources, spawn::take_outputs(), Instant::now());
             let deadline = self.next_deadline();
             let Some(tokens) = self.event_loop.ready_tokens(deadline) else { return Exit::Runtime };
@@ -265,7 +296,7 @@ impl Daemon {
                     Some(Owner::Loop(Source::NetnsDir)) => self.netns_dir_changed(now),
                     Some(Owner::Loop(Source::Netlink(ns))) => self.netlink_ready(&ns, now),
                     Some(Owner::Loop(Source::Fifo(id))) => self.fifo_ready(&id, now),
-                    Some(Owner::Loop(Source::Pidfd(id))) => self.pidfd_ready(&id, now),
+                    Some(Owner::Loop(Source::Pidfd(id, kind))) => self.pidfd_ready(&id, kind, now),
                     Some(Owner::Control) => {
                         for incoming in self.control.ready(&mut self.sources, token, now) {
                             let token = incoming.token;
@@ -273,6 +304,7 @@ impl Daemon {
                             self.control.reply(&mut self.sources, token, reply, now);
                         }
                     }
+                    Some(Owner::Metrics) => self.metrics_ready(token, now),
                     Some(Owner::ChildOutput) => self.outputs.ready(&mut self.sources, token, now),
                     Some(Owner::Notifier) => {
                         if let Some(n) = self.notifier.as_mut() {
@@ -292,14 +324,12 @@ impl Daemon {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let routers = self
-            .routers
-            .values()
-            .flat_map(|r| [r.rt.transitions.deadline(), r.supervisor.as_ref().and_then(Supervisor::next_deadline)]);
+        let routers = self.routers.values().flat_map(|r| [r.rt.transitions.deadline(), r.supervisor_deadline()]);
         earliest(
             routers
                 .chain([self.timers.next_deadline(), self.notifier.as_ref().and_then(Notifier::next_deadline)])
-                .chain([self.control.next_deadline()])
+                .chain([self.control.next_deadline(), self.hooks.next_deadline()])
+                .chain([self.metrics_listener.as_ref().and_then(MetricsListener::next_deadline)])
                 .chain([(!self.netlink_more.is_empty()).then(Instant::now)])
                 .chain([self.gated_deadline()])
                 .chain([self.stopping])
@@ -336,23 +366,27 @@ impl Daemon {
         let ids: Vec<RouterId> = self
             .routers
             .iter()
-            .filter(|(_, r)| {
-                due_at(r.rt.transitions.deadline()) || due_at(r.supervisor.as_ref().and_then(Supervisor::next_deadline))
-            })
+            .filter(|(_, r)| due_at(r.rt.transitions.deadline()) || due_at(r.supervisor_deadline()))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
             let Some(router) = self.routers.get_mut(&id) else { continue };
             let actions = router.rt.transitions.tick(now);
-            let outcomes = router.supervisor.as_mut().map(|s| s.tick(now)).unwrap_or_default();
+            let ct = router.conntrackd_sup.as_mut().map(|s| s.tick(now)).unwrap_or_default();
+            let ka = router.supervisor.as_mut().map(|s| s.tick(now)).unwrap_or_default();
             self.apply_actions(&id, actions, now);
-            self.keepalived_outcomes(&id, outcomes, now);
+            self.supervisor_outcomes(&id, Kind::Conntrackd, ct, now);
+            self.supervisor_outcomes(&id, Kind::Keepalived, ka, now);
         }
         if let Some(n) = self.notifier.as_mut() {
             let deliveries = n.tick(&mut self.sources, now);
             self.report(deliveries);
         }
         self.control.tick(&mut self.sources, now);
+        if let Some(m) = self.metrics_listener.as_mut() {
+            m.tick(&mut self.sources, now);
+        }
+        self.hooks.tick(now);
     }
 
     /// `Some` once the daemon should exit: after SIGTERM, when the agent is
@@ -364,9 +398,11 @@ impl Daemon {
         }
         let deadline = self.stopping?;
         let now = Instant::now();
-        let flushed =
-            (self.notifier.as_ref().is_none_or(Notifier::is_idle) && self.control.is_flushed()) || now >= deadline;
-        let stopped = self.routers.values().all(|r| r.supervisor.as_ref().is_none_or(Supervisor::is_stopped));
+        let flushed = (self.notifier.as_ref().is_none_or(Notifier::is_idle)
+            && self.control.is_flushed()
+            && self.metrics_listener.as_ref().is_none_or(MetricsListener::is_flushed))
+            || now >= deadline;
+        let stopped = self.routers.values().all(Router::programs_stopped);
         if !(flushed && stopped) {
             return None;
         }
@@ -375,7 +411,7 @@ impl Daemon {
         let written = self.state_writes.flush(&self.confs, usize::MAX, now);
         self.state_written(written);
         self.state_writes.sync_all(&self.confs);
-        if self.config.daemon.on_exit == OnExit::Stop {
+        if self.on_exit() == OnExit::Stop {
             for id in self.routers.keys() {
                 remove_router_dir(&self.confs, id);
             }
@@ -388,7 +424,7 @@ impl Daemon {
             match signal {
                 Signal::SIGCHLD => self.reap(now),
                 Signal::SIGHUP => {
-                    self.reload(now);
+                    self.reload_signalled(now);
                     self.requeue_starting();
                 }
                 Signal::SIGTERM | Signal::SIGINT if self.stopping.is_none() => self.shutdown(signal, now),
@@ -398,10 +434,14 @@ impl Daemon {
     }
 
     fn shutdown(&mut self, signal: Signal, now: Instant) {
-        log::info!("received {signal}: stopping (on_exit = {:?})", self.config.daemon.on_exit);
+        log::info!("received {signal}: stopping (on_exit = {:?})", self.on_exit());
+        self.service.stopping();
         self.stopping = Some(now + FLUSH);
         self.control.stop_listening(&mut self.sources);
-        let stop = self.config.daemon.on_exit == OnExit::Stop;
+        if let Some(m) = self.metrics_listener.as_mut() {
+            m.stop_listening(&mut self.sources);
+        }
+        let stop = self.on_exit() == OnExit::Stop;
         // Routers not started yet: with on_exit = keep their keepalived
         // (if one runs from an earlier daemon) is left alone, as it would
         // be once started; with stop they are started now so that one is
@@ -417,12 +457,20 @@ impl Daemon {
         let ids: Vec<RouterId> = self.routers.keys().cloned().collect();
         for id in ids {
             let Some(router) = self.routers.get_mut(&id) else { continue };
-            let Some(sup) = router.supervisor.as_mut() else { continue };
-            if stop {
-                let outcomes = sup.stop(now);
-                self.keepalived_outcomes(&id, outcomes, now);
-            } else {
-                sup.detach();
+            if !stop {
+                for sup in [router.supervisor.as_mut(), router.conntrackd_sup.as_mut()].into_iter().flatten() {
+                    sup.detach();
+                }
+                continue;
+            }
+            // keepalived first; conntrackd follows once it is gone
+            // (`reap_stopped`), as Neutron orders them.
+            match router.supervisor.as_mut() {
+                Some(sup) => {
+                    let outcomes = sup.stop(now);
+                    self.supervisor_outcomes(&id, Kind::Keepalived, outcomes, now);
+                }
+                None => self.reap_stopped(now),
             }
         }
         if let Some(n) = self.notifier.as_mut() {

@@ -14,6 +14,7 @@ use super::{Daemon, NsKey, Source, Timer};
 use crate::core::backoff::{Backoff, Retry};
 use crate::core::ident::{Namespace, RouterId, namespace_name};
 use crate::netlink::{Change, Read, RtSocket};
+use crate::supervisor::Kind;
 use crate::sys::event_loop::{Owner, Sources};
 use crate::sys::netns::{NetnsDirWatch, NsIdentity};
 
@@ -149,35 +150,29 @@ impl Daemon {
         }
     }
 
-    /// keepalived must run in the namespace the router's namespace name
-    /// means now: one running elsewhere (the namespace was deleted and
-    /// re-created, possibly while the daemon was down) is restarted, and one
-    /// waiting out a respawn backoff (its namespace was missing) is started
-    /// at once.
+    /// keepalived and conntrackd must run in the namespace the router's
+    /// namespace name means now: one running elsewhere (the namespace was
+    /// deleted and re-created, possibly while the daemon was down) is
+    /// restarted, and one waiting out a respawn backoff (its namespace was
+    /// missing) is started at once.
     pub(super) fn check_keepalived_namespace(&mut self, id: &RouterId, now: Instant) {
-        let Some(router) = self.routers.get(id) else { return };
-        let Some(sup) = router.supervisor.as_ref() else { return };
-        let Some(want) = self.namespaces.get(&router.rt.cfg.namespace).and_then(|w| w.identity) else { return };
-        let why = match sup.pid() {
-            // Spawned and not exec'd yet: it enters the namespace the name
-            // meant when it was spawned, moments ago (a re-creation since
-            // comes through the /run/netns watch, which checks again).
-            Some(pid) if not_exec_yet(pid) => return,
-            Some(pid) => match process_netns(pid) {
-                Some(theirs) if theirs != want => {
-                    format!(
-                        "keepalived (pid {pid}) runs in an old instance of {}",
-                        namespace_name(router.rt.cfg.namespace.as_ref())
-                    )
-                }
-                _ => return,
-            },
-            None if sup.next_restart().is_some() => {
-                format!("network namespace {} is there now", namespace_name(router.rt.cfg.namespace.as_ref()))
-            }
-            None => return,
-        };
-        self.revive_keepalived(id, &why, Revive::Restart, now);
+        for kind in [Kind::Conntrackd, Kind::Keepalived] {
+            let Some(router) = self.routers.get(id) else { return };
+            let Some(sup) = router.sup(kind).filter(|s| !s.is_stopping()) else { continue };
+            let Some(want) = self.namespaces.get(&router.rt.cfg.namespace).and_then(|w| w.identity) else { return };
+            let ns = namespace_name(router.rt.cfg.namespace.as_ref());
+            let why = match sup.pid() {
+                Some(pid) => match sup.netns() {
+                    Some((dev, ino)) if (NsIdentity { dev, ino }) != want => {
+                        format!("{kind} (pid {pid}) runs in an old instance of {ns}")
+                    }
+                    _ => continue,
+                },
+                None if sup.next_restart().is_some() => format!("network namespace {ns} is there now"),
+                None => continue,
+            };
+            self.revive(id, kind, &why, Revive::Restart, now);
+        }
     }
 
     /// A namespace file under /run/netns appeared or went away.
@@ -324,7 +319,10 @@ impl Daemon {
         );
         self.feed_raw(id, now);
         if came_back {
-            self.revive_keepalived(id, &why, Revive::Sighup, now);
+            // conntrackd's multicast membership was on the interface that
+            // went: only a new conntrackd joins the group on this one.
+            self.revive(id, Kind::Conntrackd, &why, Revive::Restart, now);
+            self.revive(id, Kind::Keepalived, &why, Revive::Sighup, now);
         }
     }
 }
@@ -357,21 +355,6 @@ pub(super) fn watch_netns_dir(sources: &mut Sources<Source>, create: bool) -> Op
 /// Router IDs for a log line.
 fn list(ids: &[RouterId]) -> String {
     ids.iter().map(RouterId::as_str).collect::<Vec<_>>().join(", ")
-}
-
-/// Whether `pid` is a child of ours that has not exec'd yet (it still runs
-/// our own binary): `spawn` does not wait for the exec, so a child seen
-/// at once may not have entered its namespace yet.
-fn not_exec_yet(pid: u32) -> bool {
-    let inode = |path: &str| nix::sys::stat::stat(path).ok().map(|s| (s.st_dev, s.st_ino));
-    let theirs = inode(&format!("/proc/{pid}/exe"));
-    theirs.is_some() && theirs == inode("/proc/self/exe")
-}
-
-/// The network namespace process `pid` runs in.
-pub(super) fn process_netns(pid: u32) -> Option<NsIdentity> {
-    let stat = nix::sys::stat::stat(format!("/proc/{pid}/ns/net").as_str()).ok()?;
-    Some(NsIdentity { dev: stat.st_dev, ino: stat.st_ino })
 }
 
 #[cfg(test)]

@@ -81,6 +81,7 @@ use std::time::{Duration, Instant};
 
 use super::{Daemon, notifier_for};
 use crate::config;
+use crate::supervisor::{Kind, Supervisor};
 
 impl Daemon {
     pub(super) fn reload(&mut self, now: Instant) {
@@ -93,6 +94,7 @@ impl Daemon {
                 for e in &errors.0 {
                     log::error!("reload rejected, keeping the running config: {e}");
                 }
+                self.reload_rejected(&errors);
                 return;
             }
         };
@@ -117,8 +119,10 @@ impl Daemon {
             diff.restarted.len(),
             diff.unchanged.len()
         );
+        let listen = |c: &Config| c.daemon.metrics_listen.map_or_else(|| "nowhere".to_owned(), |a| a.to_string());
         for (what, old, new_value) in [
             ("socket", self.config.daemon.socket.display().to_string(), new.daemon.socket.display().to_string()),
+            ("metrics_listen", listen(&self.config), listen(&new)),
             (
                 "state_path",
                 self.config.daemon.state_path.display().to_string(),
@@ -138,6 +142,7 @@ impl Daemon {
         self.config.daemon.ha_confs_path = old.daemon.ha_confs_path.clone();
         self.config.daemon.state_path = old.daemon.state_path.clone();
         self.config.daemon.socket = old.daemon.socket.clone();
+        self.config.daemon.metrics_listen = old.daemon.metrics_listen;
         if old.daemon.notify_agent_socket != self.config.daemon.notify_agent_socket
             && let Some(old) = std::mem::replace(&mut self.notifier, notifier_for(&self.config))
         {
@@ -162,8 +167,12 @@ impl Daemon {
                 self.start_router(cfg, now);
             }
         }
+        self.reload_applied();
     }
 
+    /// A router changed in place: new files (keepalived re-reads its own,
+    /// conntrackd restarts on a new conntrackd.conf), new timings, and its
+    /// conntrackd started or stopped when `ha_conntrackd_enabled` toggled.
     pub(super) fn update_router(&mut self, id: &RouterId, cfg: RouterConfig, now: Instant) {
         let Some(mut router) = self.routers.remove(id) else { return };
         router.rt.transitions.set_advert_int(Duration::from_secs(u64::from(cfg.advert_int)));
@@ -173,15 +182,34 @@ impl Daemon {
         } else if router.conntrackd.is_none() {
             router.conntrackd = Some(self.conntrackd_for(&router.rt.cfg));
         }
-        let changed = self.sync_files(&mut router, now);
-        if let Some(sup) = router.supervisor.as_mut() {
-            sup.update(&self.config.daemon, &router.rt.cfg);
-            if changed {
-                log::info!("router {id}: keepalived.conf changed, reloading keepalived");
-                sup.sighup(now);
+        let mut written = self.sync_files(&mut router, now);
+        let mut updated = Vec::new();
+        let sups = [(Kind::Conntrackd, router.conntrackd_sup.as_mut()), (Kind::Keepalived, router.supervisor.as_mut())];
+        for (kind, sup) in sups {
+            if let Some(sup) = sup {
+                updated.push((kind, sup.update(&self.config.daemon, &router.rt.cfg, now)));
             }
         }
+        let start_conntrackd = self.runs_conntrackd(&router.rt.cfg) && router.conntrackd_sup.is_none();
+        let stop_conntrackd = !self.runs_conntrackd(&router.rt.cfg) && router.conntrackd_sup.is_some();
         self.routers.insert(id.to_owned(), router);
+        for (kind, outcomes) in updated {
+            self.supervisor_outcomes(id, kind, outcomes, now);
+        }
+        if start_conntrackd && let Some(router) = self.routers.get_mut(id) {
+            log::info!("router {id}: conntrackd is on: starting it");
+            let mut sup = Supervisor::conntrackd(&self.config.daemon, &router.rt.cfg, &self.confs);
+            let outcomes = sup.start(now);
+            router.conntrackd_sup = Some(sup);
+            self.supervisor_outcomes(id, Kind::Conntrackd, outcomes, now);
+            // It read the new file (unless an old one was adopted).
+            let adopted = self.routers.get(id).and_then(|r| r.conntrackd_sup.as_ref()).is_some_and(Supervisor::adopted);
+            written.changed.conntrackd &= adopted;
+        }
+        if stop_conntrackd {
+            self.stop_conntrackd_for_good(id, now);
+        }
+        self.apply_written(id, written, now);
         self.evaluate(id, now);
     }
 }

@@ -7,7 +7,7 @@
 //! namespace has been read once there is no raw state at all: nothing is
 //! reported from a guess.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::Token;
 
@@ -18,8 +18,8 @@ use crate::conntrackd::sync::ConntrackdSync;
 use crate::core::state::State;
 use crate::core::transition::Transitions;
 use crate::keepalived::notify_fifo::NotifyFifo;
-use crate::keepalived::supervisor::Supervisor;
 use crate::netlink::VipWatch;
+use crate::supervisor::{Kind, Supervisor};
 
 pub struct RouterRuntime {
     pub cfg: RouterConfig,
@@ -46,18 +46,38 @@ pub enum ErrorSource {
     Namespace,
     HaInterface,
     Keepalived,
-    /// keepalived.conf or the health-check script.
+    Conntrackd,
+    /// keepalived.conf, the health-check script or conntrackd.conf.
     Files,
     StateFile,
+}
+
+impl ErrorSource {
+    /// Where a supervised program's problems are shown.
+    pub fn of(kind: Kind) -> ErrorSource {
+        match kind {
+            Kind::Keepalived => ErrorSource::Keepalived,
+            Kind::Conntrackd => ErrorSource::Conntrackd,
+        }
+    }
 }
 
 /// A router and everything the daemon runs for it.
 pub(super) struct Router {
     pub(super) rt: RouterRuntime,
+    /// Its keepalived.
     pub(super) supervisor: Option<Supervisor>,
     pub(super) fifo: Option<(NotifyFifo, Token)>,
     pub(super) pidfd_token: Option<Token>,
+    /// The transition sync (`ha_conntrackd_enabled`).
     pub(super) conntrackd: Option<ConntrackdSync>,
+    /// Its conntrackd (`ha_conntrackd_enabled`, not monitor-only).
+    pub(super) conntrackd_sup: Option<Supervisor>,
+    pub(super) conntrackd_pidfd_token: Option<Token>,
+    /// conntrackd is being stopped for good (turned off, or left over from
+    /// a config that had it): once stopped, its files go and so does
+    /// `conntrackd_sup`.
+    pub(super) conntrackd_off: bool,
     /// Being stopped because it left the config (or is restarting); its
     /// replacement, if any, starts once it is gone.
     pub(super) leaving: bool,
@@ -65,13 +85,48 @@ pub(super) struct Router {
     /// The HA interface as last seen, to tell when it comes back as a new
     /// interface.
     pub(super) ha_link: HaLink,
-    /// keepalived is being stopped to be started again at once (its
-    /// namespace or HA interface was re-created under it).
-    pub(super) revive: bool,
     /// Its keepalived files could not all be written: the config they
     /// carry is not applied (keepalived not reloaded) until a retry or a
     /// later reload writes them.
     pub(super) files_retry: Option<FilesRetry>,
+}
+
+impl Router {
+    pub(super) fn sup(&self, kind: Kind) -> Option<&Supervisor> {
+        match kind {
+            Kind::Keepalived => self.supervisor.as_ref(),
+            Kind::Conntrackd => self.conntrackd_sup.as_ref(),
+        }
+    }
+
+    pub(super) fn sup_mut(&mut self, kind: Kind) -> Option<&mut Supervisor> {
+        match kind {
+            Kind::Keepalived => self.supervisor.as_mut(),
+            Kind::Conntrackd => self.conntrackd_sup.as_mut(),
+        }
+    }
+
+    pub(super) fn pidfd_token_mut(&mut self, kind: Kind) -> &mut Option<Token> {
+        match kind {
+            Kind::Keepalived => &mut self.pidfd_token,
+            Kind::Conntrackd => &mut self.conntrackd_pidfd_token,
+        }
+    }
+
+    /// Its supervisors, conntrackd's first (the order they start in).
+    pub(super) fn supervisors(&self) -> impl Iterator<Item = &Supervisor> {
+        self.conntrackd_sup.iter().chain(self.supervisor.iter())
+    }
+
+    /// The earliest timer of its supervisors.
+    pub(super) fn supervisor_deadline(&self) -> Option<Instant> {
+        crate::sys::event_loop::earliest(self.supervisors().map(Supervisor::next_deadline))
+    }
+
+    /// Nothing of its programs runs or will be spawned.
+    pub(super) fn programs_stopped(&self) -> bool {
+        self.supervisors().all(Supervisor::is_stopped)
+    }
 }
 
 impl RouterRuntime {

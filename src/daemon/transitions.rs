@@ -5,7 +5,7 @@
 use std::time::{Instant, SystemTime};
 
 use super::Daemon;
-use crate::actions::hooks;
+use crate::actions::hooks::{self, ScriptJob};
 use crate::control::api::{self, Event};
 use crate::core::ident::{Namespace, RouterId};
 use crate::core::state::State;
@@ -58,7 +58,8 @@ impl Daemon {
         let event = Event { seq: self.counters.events, router: id.clone(), state, previous, time: SystemTime::now() };
         self.control.broadcast(&mut self.sources, &api::event_json(&event), &api::event_text(&event));
         if let Some(script) = self.config.daemon.transition_script.clone() {
-            self.hooks.run_transition_script(&script, id, state);
+            let job = ScriptJob { script, router: id.clone(), state, previous, seq: event.seq };
+            self.hooks.run_transition_script(job, Instant::now());
         }
         if self.config.daemon.ipv6_forwarding_on_primary {
             hooks::set_ipv6_forwarding(ns, state == State::Primary, id);

@@ -1,11 +1,11 @@
 //! Everything about keepalived: the files a router gets (`conf` renders
 //! keepalived.conf, `health_check` its script), keepalived's own view of a
-//! router (`notify_fifo`), and running it (`supervisor`, `throttle`).
+//! router (`notify_fifo`), and the SIGHUP window it is reloaded in
+//! (`throttle`). Running it is [`crate::supervisor`]'s.
 
 pub mod conf;
 pub mod health_check;
 pub mod notify_fifo;
-pub mod supervisor;
 pub mod throttle;
 
 use std::path::PathBuf;

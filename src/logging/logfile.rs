@@ -134,11 +134,24 @@ impl Sink {
     }
 }
 
+/// How each line looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// oslo.log's layout ([`format_line`]): log files, and stderr outside
+    /// journald.
+    Oslo,
+    /// `<N>MESSAGE` ([`format_journal_line`]): stderr connected to
+    /// journald, which reads the syslog priority `N` from the prefix and
+    /// stamps time, pid and unit itself (systemd's `SyslogLevelPrefix=`).
+    Journal,
+}
+
 /// A [`log::Log`] writing oslo.log-style lines. Built by [`LogFile::open`];
 /// [`init`] installs one as the process logger.
 #[derive(Debug)]
 pub struct LogFile {
     sink: Sink,
+    style: Style,
     debug: bool,
     component: &'static str,
     dropped: AtomicUsize,
@@ -167,7 +180,19 @@ impl LogFile {
     }
 
     fn with_sink(sink: Sink, debug: bool, component: &'static str) -> LogFile {
-        LogFile { sink, debug, component, dropped: AtomicUsize::new(0), torn: AtomicBool::new(false) }
+        LogFile {
+            sink,
+            style: Style::Oslo,
+            debug,
+            component,
+            dropped: AtomicUsize::new(0),
+            torn: AtomicBool::new(false),
+        }
+    }
+
+    /// The same logger writing lines in `style`.
+    pub fn with_style(self, style: Style) -> LogFile {
+        LogFile { style, ..self }
     }
 
     /// The most verbose level written: DEBUG with `--debug`, else INFO
@@ -206,7 +231,10 @@ impl log::Log for LogFile {
             return;
         }
         let message = record.args().to_string();
-        let mut line = format_line(SystemTime::now(), std::process::id(), record.level(), self.component, &message);
+        let mut line = match self.style {
+            Style::Oslo => format_line(SystemTime::now(), std::process::id(), record.level(), self.component, &message),
+            Style::Journal => format_journal_line(record.level(), &message),
+        };
         if self.torn.load(Ordering::Relaxed) {
             line.insert(0, '\n');
         }
@@ -249,6 +277,40 @@ pub fn install(logger: LogFile) -> Result<(), LogFileError> {
 /// Lines the installed logger failed to write (0 when none is installed).
 pub fn dropped_lines() -> u64 {
     INSTALLED.get().map_or(0, |logger| logger.dropped())
+}
+
+/// Whether our stderr is the journald stream systemd connected it to:
+/// `$JOURNAL_STREAM` names that stream's `DEVICE:INODE`, and only when fd 2
+/// is that very file (not redirected since, not inherited by something
+/// systemd did not start) may lines carry journald's `<N>` prefix.
+pub fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else { return false };
+    is_stream(&value.to_string_lossy(), meta.dev(), meta.ino())
+}
+
+/// Whether `journal_stream` (`DEVICE:INODE`, decimal, as systemd writes
+/// it) names the file with `dev` and `ino`.
+pub fn is_stream(journal_stream: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = journal_stream.split_once(':') else { return false };
+    d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino)
+}
+
+/// One record for journald: `<N>` (the syslog severity) before every
+/// line of the message, newline-terminated; nothing else, since journald
+/// records time, pid and unit itself.
+pub fn format_journal_line(level: log::Level, message: &str) -> String {
+    let severity = crate::logging::syslog::severity(level);
+    let mut out = String::with_capacity(message.len() + 4);
+    for text in message.trim_end_matches('\n').split('\n') {
+        out.push('<');
+        out.push(char::from(b'0' + severity));
+        out.push('>');
+        out.push_str(text.trim_end_matches('\r'));
+        out.push('\n');
+    }
+    out
 }
 
 /// oslo.log's level names.
@@ -318,6 +380,27 @@ mod tests {
             format_line(t, 12345, log::Level::Info, "harouterd.state_change", "Wrote router r1 state primary"),
             "2026-11-21 07:40:09.123 12345 INFO harouterd.state_change [-] Wrote router r1 state primary\n"
         );
+    }
+
+    #[test]
+    fn journal_lines_carry_the_syslog_priority() {
+        assert_eq!(format_journal_line(log::Level::Error, "boom"), "<3>boom\n");
+        assert_eq!(format_journal_line(log::Level::Warn, "w"), "<4>w\n");
+        assert_eq!(format_journal_line(log::Level::Info, "router r1: primary"), "<6>router r1: primary\n");
+        assert_eq!(format_journal_line(log::Level::Debug, "d"), "<7>d\n");
+        assert_eq!(format_journal_line(log::Level::Trace, "t"), "<7>t\n");
+        // Every line keeps its priority: a message cannot forge another.
+        assert_eq!(format_journal_line(log::Level::Warn, "a\r\n<3>b\n"), "<4>a\n<4><3>b\n");
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderr_itself() {
+        assert!(is_stream("8:12345", 8, 12345));
+        assert!(!is_stream("8:12345", 8, 12346));
+        assert!(!is_stream("9:12345", 8, 12345));
+        assert!(!is_stream("8", 8, 12345));
+        assert!(!is_stream("", 0, 0));
+        assert!(!is_stream("x:y", 0, 0));
     }
 
     #[test]

@@ -212,14 +212,19 @@ static SYSLOG: OnceLock<&'static Syslog> = OnceLock::new();
 ///   panicking. `simple_logger` is not used: with the features this crate
 ///   enables it prints to stdout with `println!`, which blocks on a full
 ///   pipe and panics on a closed one. `LogFile` writes nothing below
-///   DEBUG, so `Trace` acts as `Debug`.
+///   DEBUG, so `Trace` acts as `Debug`. When stderr is the journald
+///   stream systemd gave us ([`logfile::stderr_is_journal`]), lines are
+///   `<N>MESSAGE` instead, so journald files each at its own priority.
 /// - otherwise: syslog at [`DEV_LOG`], facility daemon (see [`Syslog`]).
 pub fn init_daemon_logging(foreground: bool, level: log::LevelFilter) -> Result<(), LoggingError> {
     if foreground {
-        logfile::init(None, level >= log::LevelFilter::Debug, COMPONENT).map_err(|e| match e {
-            LogFileError::AlreadyInitialized => LoggingError::AlreadyInitialized,
-            other => LoggingError::Stderr(other),
-        })?;
+        let style = if logfile::stderr_is_journal() { logfile::Style::Journal } else { logfile::Style::Oslo };
+        logfile::LogFile::open(None, level >= log::LevelFilter::Debug, COMPONENT)
+            .and_then(|logger| logfile::install(logger.with_style(style)))
+            .map_err(|e| match e {
+                LogFileError::AlreadyInitialized => LoggingError::AlreadyInitialized,
+                other => LoggingError::Stderr(other),
+            })?;
         // LogFile knows only INFO or DEBUG; the global filter narrows it
         // further (`--log-level warn`).
         log::set_max_level(level.min(log::LevelFilter::Debug));

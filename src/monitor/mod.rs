@@ -219,7 +219,7 @@ impl Monitor {
                         let deliveries = self.notifier.ready(&mut self.sources, token, now);
                         log_deliveries(deliveries);
                     }
-                    Some(Owner::Control) | None => {}
+                    Some(Owner::Control | Owner::Metrics) | None => {}
                 }
             }
             let now = Instant::now();
@@ -427,7 +427,9 @@ impl Monitor {
     fn synced(&mut self, done: Vec<Synced>, now: Instant) {
         for synced in done {
             synced.log(&self.router);
-            let deliveries = self.notifier.submit(&mut self.sources, &self.router, synced.state, now);
+            // The monitor runs no conntrackd, so asks for no resync.
+            let Some(state) = synced.state else { continue };
+            let deliveries = self.notifier.submit(&mut self.sources, &self.router, state, now);
             log_deliveries(deliveries);
         }
     }

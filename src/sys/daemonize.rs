@@ -1,10 +1,11 @@
-//! Detaching `harouterd run` from its caller when it runs as an init-script
-//! service (no `--foreground`): the classic double fork.
+//! Detaching a long-running process from its caller: the classic double
+//! fork ([`daemonize`]), and the same with a start-up report to the caller
+//! ([`detach_reporting`], what `harouterd run` without `--foreground` and
+//! the Neutron drop-in monitor use).
 //!
-//! 1. `fork`; the original process exits 0 at once. The init script does
-//!    not learn readiness from our exit status: it waits for the pidfile,
-//!    which the daemon writes (and locks) after [`daemonize`] returns, so
-//!    the pid in it is the final one.
+//! 1. `fork`; with [`daemonize`] the original process exits 0 at once (its
+//!    caller learns nothing from that), with [`detach_reporting`] it waits
+//!    for the detached process's verdict (below).
 //! 2. `setsid` in the child: a new session and process group, no
 //!    controlling terminal, so a closing terminal or the caller's process
 //!    group being signalled no longer reaches us.
@@ -15,15 +16,17 @@
 //!    caller's terminal or pipe may go away; a write to it must neither
 //!    block nor kill us with SIGPIPE). Logging goes to syslog from then on.
 //!
-//! [`detach_reporting`] is the same detach for the Neutron drop-in monitor,
-//! whose caller *does* learn from the exit status: Neutron up to 28 runs the
-//! monitor with a blocking execute that returns when the command exits (and
-//! its stdout and stderr reach EOF), then reads `--pid_file`. So the
-//! original process does not exit at once: it waits on a close-on-exec pipe
-//! until the detached process reports that start-up finished (pid file
-//! written, socket open, privileges dropped) or failed, then exits 0, or
-//! prints the reason and exits with the reported status. A detached process
-//! that dies before reporting closes the pipe: exit 1.
+//! [`detach_reporting`] is for callers that learn from the exit status: an
+//! init script starting `harouterd run` (a daemon that cannot serve must
+//! not look started), and Neutron up to 28, which runs the drop-in monitor
+//! with a blocking execute that returns when the command exits (and its
+//! stdout and stderr reach EOF), then reads `--pid_file`. So the original
+//! process does not exit at once: it waits on a close-on-exec pipe until
+//! the detached process reports that start-up finished (the daemon serves;
+//! the monitor's pid file is written, its socket open, privileges dropped)
+//! or failed, then exits 0, or prints the reason and exits with the
+//! reported status. A detached process that dies before reporting closes
+//! the pipe: exit 1.
 //!
 //! Invariants / preconditions:
 //! - **Call it before any thread, event loop, signalfd or socket exists.**

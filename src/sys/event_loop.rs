@@ -36,6 +36,8 @@ pub enum Owner<K> {
     Loop(K),
     /// The control socket: its listener and its connections.
     Control,
+    /// The TCP metrics listener (`metrics_listen`) and its connections.
+    Metrics,
     /// A connection to the agent socket ([`crate::notify::Notifier`]).
     Notifier,
     /// A child's output pipe ([`crate::sys::child_output::ChildOutputs`]).

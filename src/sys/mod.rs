@@ -12,4 +12,6 @@ pub mod pidfile;
 pub mod privdrop;
 pub mod process;
 pub mod recv;
+pub mod sd_notify;
+pub mod socket;
 pub mod spawn;

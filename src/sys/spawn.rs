@@ -24,8 +24,9 @@
 //! - umask [`CHILD_UMASK`], not the daemon's 077;
 //! - the scheduling priority the process was started with, not the better
 //!   one the daemon gives itself ([`crate::sys::process::raise_priority`]);
-//! - a fixed, minimal environment ([`CHILD_PATH`] only): nothing of ours
-//!   (`LD_PRELOAD`, `IFS`, proxies) reaches a program run as root;
+//! - a fixed, minimal environment ([`CHILD_PATH`], and the variables the
+//!   caller names, such as a transition script's `HAROUTERD_*`): nothing
+//!   of ours (`LD_PRELOAD`, `IFS`, proxies) reaches a program run as root;
 //! - descriptors 0-2 only: stdin on /dev/null, stdout and stderr on a pipe
 //!   of its own whose far end the event loop reads ([`take_outputs`],
 //!   [`crate::sys::child_output`]). Never our own stdout/stderr: an agent that
@@ -189,6 +190,9 @@ pub struct SpawnOptions<'a> {
     /// monitor): raised between fork and exec, before `setns`, by
     /// [`crate::sys::privdrop::prepare_exec`]. `None`: the child inherits ours.
     pub caps: Option<(u64, u64)>,
+    /// Variables besides `PATH` (a transition script's `HAROUTERD_*`):
+    /// the caller's fixed names, never anything of our own environment.
+    pub env: &'a [(&'a str, String)],
 }
 
 thread_local! {
@@ -330,7 +334,10 @@ pub fn spawn_with(
     for arg in args {
         argv.push(cstring(arg.as_bytes())?);
     }
-    let envp = vec![cstring(format!("PATH={CHILD_PATH}").as_bytes())?];
+    let mut envp = vec![cstring(format!("PATH={CHILD_PATH}").as_bytes())?];
+    for (name, value) in options.env {
+        envp.push(cstring(format!("{name}={value}").as_bytes())?);
+    }
     let namespace = namespace.map(netns::open).transpose().map_err(SpawnError::Namespace)?;
     let stdin = nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
         .and_then(above_stdio)

@@ -146,6 +146,10 @@ pub struct RouterSpec {
     pub namespace: Option<String>,
     /// The HA interface's name, when not `ha-ID`.
     pub ha: Option<String>,
+    /// Gets `ha_address =` the node's own address on the HA veth
+    /// (169.254.192.1 on the first node, .2 on the second), as conntrackd
+    /// needs.
+    pub ha_address: bool,
 }
 
 impl RouterSpec {
@@ -158,6 +162,7 @@ impl RouterSpec {
             extra: Vec::new(),
             namespace: None,
             ha: None,
+            ha_address: false,
         }
     }
 
@@ -178,6 +183,12 @@ impl RouterSpec {
     /// Shares the namespace named `group` with the other routers in it.
     pub fn in_namespace(mut self, group: &str) -> RouterSpec {
         self.namespace = Some(group.into());
+        self
+    }
+
+    /// Writes each node's own HA address as `ha_address`.
+    pub fn with_ha_address(mut self) -> RouterSpec {
+        self.ha_address = true;
         self
     }
 
@@ -272,6 +283,25 @@ impl Node {
     /// Every live process running with the router's config.
     pub fn keepalived_processes(&self, id: &str) -> Vec<u32> {
         processes_matching(&format!("-f {} ", self.conf(id).display()))
+    }
+
+    pub fn conntrackd_conf(&self, id: &str) -> PathBuf {
+        self.router_dir(id).join("conntrackd.conf")
+    }
+
+    /// The router's conntrackd according to its pidfile (the daemon's,
+    /// `ID/conntrackd.pid`), if that pid is alive and runs `-C CONF` (the
+    /// daemon, not a client command).
+    pub fn conntrackd_pid(&self, id: &str) -> Option<u32> {
+        let pid = read_pid(&self.router_dir(id).join("conntrackd.pid"))?;
+        cmdline(pid).ends_with(&format!(" -C {}", self.conntrackd_conf(id).display())).then_some(pid)
+    }
+
+    /// Every live conntrackd daemon (not a client command) with the
+    /// router's config.
+    pub fn conntrackd_processes(&self, id: &str) -> Vec<u32> {
+        let daemon = format!(" -C {}", self.conntrackd_conf(id).display());
+        processes_matching(&daemon).into_iter().filter(|&p| cmdline(p).ends_with(&daemon)).collect()
     }
 
     pub fn transitions(&self) -> Vec<Transition> {
@@ -542,6 +572,9 @@ impl Lab {
             ));
             if !r.keepalived {
                 text.push_str("keepalived = false\n");
+            }
+            if r.ha_address {
+                text.push_str(&format!("ha_address = 169.254.192.{}\n", node + 1));
             }
             for line in &r.extra {
                 text.push_str(line);

@@ -179,6 +179,24 @@ impl Drop for Netns {
     }
 }
 
+/// Re-creates a lab namespace deleted under the same name: `ip netns add`,
+/// loopback, the HA interface (a veth whose peer stays inside) with its
+/// HA-network address, up.
+pub fn recreate_namespace(name: &str, ha: &str, address: &str) {
+    run_ok(tool("ip"), &["netns", "add", name]);
+    for args in [
+        vec!["link", "set", "lo", "up"],
+        vec!["link", "add", ha, "type", "veth", "peer", "name", &format!("{ha}-p")],
+        vec!["addr", "add", address, "dev", ha],
+        vec!["link", "set", ha, "up"],
+        vec!["link", "set", &format!("{ha}-p"), "up"],
+    ] {
+        let mut full = vec!["-n", name];
+        full.extend(args);
+        run_ok(tool("ip"), &full);
+    }
+}
+
 /// A fresh interface name (≤ 15 bytes) for the unnamed end of a veth pair:
 /// `v<pid hex>-<counter hex>`.
 pub fn unique_ifname() -> String {

@@ -212,13 +212,13 @@ impl HaConfs {
         self.with_confs(|confs| remove_tree_at(confs, OsStr::new(id.as_str()), &path))
     }
 
-    /// A pidfile beside the router directories (`ID.pid.keepalived`): its
-    /// contents (at most `limit` bytes) and when it was last written. Never
-    /// follows a symlink. `Ok(None)` when there is none.
+    /// A pidfile of this layout, beside the router directories
+    /// (`ID.pid.keepalived`) or in one (`ID/conntrackd.pid`): its contents
+    /// (at most `limit` bytes) and when it was last written. Never follows a
+    /// symlink. `Ok(None)` when there is none (or no router directory).
     pub fn read_pidfile(&self, path: &Path, limit: u64) -> Result<Option<(Vec<u8>, SystemTime)>, FileError> {
-        let name = self.pidfile_name(path)?;
-        self.with_confs(|confs| {
-            let fd = match open_at(confs, name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0) {
+        let read = self.in_dir_of(path, |dir, name| {
+            let fd = match open_at(dir, name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => return Ok(None),
                 Err(e) => return Err(self.io_error(path, "open", e)),
@@ -229,32 +229,92 @@ impl HaConfs {
             let mut text = Vec::new();
             io::Read::read_to_end(&mut io::Read::take(&file, limit), &mut text).map_err(io)?;
             Ok(Some((text, written)))
+        })?;
+        Ok(read.flatten())
+    }
+
+    /// Writes `pid` into a pidfile of this layout (`PID\n`, mode 0644, as
+    /// Neutron's agent writes its own), replacing it atomically. Not
+    /// synced to disk: after a power loss no process it could name runs.
+    /// The router's directory must exist.
+    pub fn write_pidfile(&self, path: &Path, pid: u32) -> Result<(), FileError> {
+        let written = self.in_dir_of(path, |dir, name| {
+            let io = |action, e: Errno| FileError::Io { path: path.to_path_buf(), action, source: e.into() };
+            let mut temp = std::ffi::OsString::from(".");
+            temp.push(name);
+            temp.push(".tmp");
+            let create = || open_at(dir, &temp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, PIDFILE_MODE);
+            let fd = match create() {
+                Err(Errno::EEXIST) => {
+                    unlinkat(dir, temp.as_os_str(), UnlinkatFlags::NoRemoveDir).map_err(|e| io("replace", e))?;
+                    create()
+                }
+                other => other,
+            }
+            .map_err(|e| io("create", e))?;
+            nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(PIDFILE_MODE)).map_err(|e| io("chmod", e))?;
+            let mut file = std::fs::File::from(fd);
+            let done = io::Write::write_all(&mut file, format!("{pid}\n").as_bytes())
+                .map_err(|source| FileError::Io { path: path.to_path_buf(), action: "write", source })
+                .and_then(|()| nix::fcntl::renameat(dir, temp.as_os_str(), dir, name).map_err(|e| io("rename", e)));
+            if done.is_err() {
+                let _ = unlinkat(dir, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            }
+            done
+        })?;
+        written.ok_or_else(|| FileError::Io {
+            path: path.to_path_buf(),
+            action: "write",
+            source: io::Error::from(io::ErrorKind::NotFound),
         })
     }
 
-    /// Removes a pidfile beside the router directories; `Ok(false)` when
+    /// Removes a pidfile (or another plain file, never a directory) of this
+    /// layout, beside the router directories or in one; `Ok(false)` when
     /// there was none.
     pub fn remove_pidfile(&self, path: &Path) -> Result<bool, FileError> {
-        let name = self.pidfile_name(path)?;
-        self.with_confs(|confs| match unlinkat(confs, name, UnlinkatFlags::NoRemoveDir) {
+        let removed = self.in_dir_of(path, |dir, name| match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(self.io_error(path, "remove", e)),
-        })
+        })?;
+        Ok(removed.unwrap_or(false))
     }
 
-    /// The name in `ha_confs_path` of a path this layout built.
-    fn pidfile_name<'p>(&self, path: &'p Path) -> Result<&'p OsStr, FileError> {
-        match (path.parent(), path.file_name()) {
-            (Some(parent), Some(name)) if parent == self.layout.ha_confs_path() => Ok(name),
-            _ => Err(FileError::Io {
-                path: path.to_path_buf(),
-                action: "use",
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not directly in ha_confs_path"),
-            }),
+    /// Runs `work` on the directory holding `path` (open, checked) and the
+    /// file's name in it: `ha_confs_path` itself, or a router's directory
+    /// under it (`None` when that directory does not exist). Any other path
+    /// is refused: these operations never leave the layout.
+    fn in_dir_of<T>(
+        &self,
+        path: &Path,
+        work: impl FnOnce(BorrowedFd<'_>, &OsStr) -> Result<T, FileError>,
+    ) -> Result<Option<T>, FileError> {
+        let refused = || FileError::Io {
+            path: path.to_path_buf(),
+            action: "use",
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file of ha_confs_path or a router directory"),
+        };
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Err(refused()) };
+        if parent == self.layout.ha_confs_path() {
+            return self.with_confs(|confs| work(confs, name)).map(Some);
+        }
+        let id = parent
+            .file_name()
+            .and_then(OsStr::to_str)
+            .and_then(|id| RouterId::parse(id).ok())
+            .filter(|id| self.layout.router_dir(id) == parent)
+            .ok_or_else(refused)?;
+        match self.router_dir_fd(&id, false) {
+            Ok(dir) => work(dir.fd(), name).map(Some),
+            Err(FileError::Dir(e)) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }
+
+/// The mode of the pidfiles the daemon writes: anyone may read a pid.
+const PIDFILE_MODE: u32 = 0o644;
 
 /// Removes `name` in `dir`: a directory with everything in it, anything
 /// else (a symlink included) itself. Every step is relative to an open
@@ -373,5 +433,20 @@ mod tests {
         assert!(l.remove_pidfile(&l.layout().pid_file(&id)).unwrap());
         assert!(!l.remove_pidfile(&l.layout().pid_file(&id)).unwrap());
         assert!(l.read_pidfile(Path::new("/etc/passwd"), 64).is_err(), "only files of this layout");
+        assert!(l.read_pidfile(&dir.join("a/b/c"), 64).is_err(), "only router directories");
+
+        // In a router's directory (conntrackd's pidfile, Neutron's place).
+        let in_dir = l.layout().router_dir(&id).join("conntrackd.pid");
+        assert!(l.read_pidfile(&in_dir, 64).unwrap().is_none(), "no router directory yet");
+        assert!(!l.remove_pidfile(&in_dir).unwrap());
+        assert!(l.write_pidfile(&in_dir, 42).is_err(), "the router directory must exist");
+        l.router_dir_fd(&id, true).unwrap();
+        l.write_pidfile(&in_dir, 4242).unwrap();
+        l.write_pidfile(&in_dir, 4243).unwrap();
+        assert_eq!(l.read_pidfile(&in_dir, 64).unwrap().unwrap().0, b"4243\n");
+        assert_eq!(std::fs::metadata(&in_dir).unwrap().mode() & 0o7777, 0o644);
+        assert_eq!(std::fs::read_dir(dir.join("r1")).unwrap().count(), 1, "no temporary file left");
+        assert!(l.remove_pidfile(&in_dir).unwrap());
+        assert!(!in_dir.exists());
     }
 }

@@ -1,44 +1,28 @@
-//! Whether a process is a router's keepalived (issue 15.3): what
-//! `/proc/PID` says about it, and the pure rule that judges it.
+//! Whether a process is a router's keepalived or conntrackd (issue 15.3):
+//! what `/proc/PID` says about it, and the pure rule that judges it.
 
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use super::program::{Kind, Program, cmdline_is_conntrackd_daemon, cmdline_names_conf};
 use crate::sys::spawn;
 
-/// `/proc/PID/cmdline` is read up to this many bytes; keepalived's is a few
+/// `/proc/PID/cmdline` is read up to this many bytes; ours are a few
 /// hundred.
 const MAX_CMDLINE: u64 = 64 * 1024;
 
 /// How much later than its pidfile's last write a process may appear to
 /// have started and still be the one that wrote it. keepalived writes its
-/// pidfile after it starts; the slack covers the 10 ms granularity of
+/// pidfile after it starts (and the supervisor conntrackd's after spawning
+/// it); the slack covers the 10 ms granularity of
 /// process start times and small clock adjustments. A pid reused by
 /// another process necessarily started after the pidfile's writer died.
 pub const PIDFILE_SLACK: Duration = Duration::from_secs(1);
-
-/// Whether a NUL-separated `/proc/PID/cmdline` gives `conf` as keepalived's
-/// configuration file: `-f CONF`, `-fCONF`, `--use-file CONF` or
-/// `--use-file=CONF` after `argv[0]`. Requiring the option (not just the
-/// path anywhere) keeps an operator's `less CONF` from ever being taken for
-/// keepalived.
-pub fn cmdline_names_conf(cmdline: &[u8], conf: &[u8]) -> bool {
-    if conf.is_empty() {
-        return false;
-    }
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).skip(1).collect();
-    args.iter().enumerate().any(|(i, arg)| {
-        let is_option = |a: &[u8]| a == b"-f" || a == b"--use-file";
-        (*arg == conf && i > 0 && is_option(args[i - 1]))
-            || arg.strip_prefix(b"--use-file=") == Some(conf)
-            || (arg.strip_prefix(b"-f") == Some(conf) && !arg.starts_with(b"--"))
-    })
-}
 
 /// The pid in a pidfile's contents: decimal, surrounding whitespace allowed
 /// (keepalived writes `PID\n`), 1 ..= i32::MAX. Anything else: `None`.
@@ -51,18 +35,22 @@ pub fn parse_pid(text: &[u8]) -> Option<u32> {
     (pid > 0 && pid <= i32::MAX as u32).then_some(pid)
 }
 
-/// What must be true of a process for it to be a router's keepalived.
+/// What must be true of a process for it to be a router's keepalived or
+/// conntrackd.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected {
-    /// keepalived's config file, given to `-f`.
+    /// Which program: what its command line must look like.
+    pub kind: Kind,
+    /// Its config file: given to keepalived's `-f`, or conntrackd's `-C`
+    /// (the daemon, not a client command).
     pub conf: PathBuf,
-    /// (device, inode) of the configured keepalived binary; `None` when it
+    /// (device, inode) of the configured binary; `None` when it
     /// is not there (nothing running can then be proven ours, except...).
     pub exe: Option<(u64, u64)>,
     /// ... a keepalived started before the binary at this (canonical) path
     /// was replaced or removed: the kernel shows `PATH (deleted)` for it. A
     /// package upgrade does that, and an upgrade must not turn into a
-    /// second keepalived beside the first.
+    /// second program beside the first.
     pub exe_path: PathBuf,
     /// The uid every one of its uids must be: the daemon's, root.
     pub uid: u32,
@@ -90,7 +78,7 @@ pub struct ProcFacts {
     pub started: Option<SystemTime>,
 }
 
-/// Why a process is not proven to be a router's keepalived.
+/// Why a process is not proven to be a router's program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotOurs {
     /// No such process (or a zombie, or it changed while being looked at).
@@ -113,9 +101,9 @@ impl fmt::Display for NotOurs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NotOurs::Gone => f.write_str("no such process"),
-            NotOurs::Cmdline => f.write_str("its command line does not give our config to -f"),
+            NotOurs::Cmdline => f.write_str("its command line is not one of ours for our config"),
             NotOurs::Exe { running: Some(exe) } => {
-                write!(f, "it runs {}, not the configured keepalived", exe.display())
+                write!(f, "it runs {}, not the configured program", exe.display())
             }
             NotOurs::Exe { running: None } => f.write_str("its executable is unknown"),
             NotOurs::Uid { uids: Some(u) } => write!(f, "it runs as uid {} (effective {}), not root", u[0], u[1]),
@@ -128,14 +116,20 @@ impl fmt::Display for NotOurs {
     }
 }
 
-/// Whether `facts` prove a router's keepalived (see the module
+/// Whether `facts` prove a router's program (see the module
 /// documentation). `written`: when the pidfile naming it was last written
-/// (`None`: no start-time check). Pure.
+/// (`None`: no start-time check). [`NotOurs::Namespace`] comes last: it
+/// means everything else proves the process ours. Pure.
 pub fn judge_process(facts: &ProcFacts, expected: &Expected, written: Option<SystemTime>) -> Result<(), NotOurs> {
     if facts.cmdline.is_empty() {
         return Err(NotOurs::Gone);
     }
-    if !cmdline_names_conf(&facts.cmdline, expected.conf.as_os_str().as_bytes()) {
+    let conf = expected.conf.as_os_str().as_bytes();
+    let ours = match expected.kind {
+        Kind::Keepalived => cmdline_names_conf(&facts.cmdline, conf),
+        Kind::Conntrackd => cmdline_is_conntrackd_daemon(&facts.cmdline, conf),
+    };
+    if !ours {
         return Err(NotOurs::Cmdline);
     }
     let same_file = facts.exe.is_some() && facts.exe == expected.exe;
@@ -148,9 +142,6 @@ pub fn judge_process(facts: &ProcFacts, expected: &Expected, written: Option<Sys
     if facts.uids.is_none_or(|uids| uids.iter().any(|&u| u != expected.uid)) {
         return Err(NotOurs::Uid { uids: facts.uids });
     }
-    if facts.netns.is_none() || facts.netns != expected.netns {
-        return Err(NotOurs::Namespace);
-    }
     if let Some(written) = written {
         let Some(started) = facts.started else { return Err(NotOurs::Gone) };
         if let Ok(by) = started.duration_since(written)
@@ -159,18 +150,21 @@ pub fn judge_process(facts: &ProcFacts, expected: &Expected, written: Option<Sys
             return Err(NotOurs::StartedAfterPidfile { by });
         }
     }
+    if facts.netns.is_none() || facts.netns != expected.netns {
+        return Err(NotOurs::Namespace);
+    }
     Ok(())
 }
 
 /// Whether `pid` still is the process proven ours earlier: alive, same
-/// start time (`None`: unknown, then its cmdline alone says), still naming
-/// our config.
-pub(super) fn same_process(pid: u32, start: Option<u64>, conf: &Path) -> bool {
+/// start time (`None`: unknown, then its cmdline alone says), its command
+/// line still one of `program`'s.
+pub(super) fn same_process(pid: u32, start: Option<u64>, program: &Program) -> bool {
     let facts = ProcFacts::read(pid);
-    (start.is_none() || facts.start_ticks == start) && cmdline_names_conf(&facts.cmdline, conf.as_os_str().as_bytes())
+    (start.is_none() || facts.start_ticks == start) && program.names_conf(&facts.cmdline)
 }
 
-/// `keepalived_path` as a file: itself when it holds a `/`, else the first
+/// `keepalived_path` (or `conntrackd_path`) as a file: itself when it holds a `/`, else the first
 /// executable of that name in the fixed `PATH` children get
 /// ([`spawn::CHILD_PATH`], where a bare name would be looked up anyway; the
 /// daemon's inherited `PATH` plays no part). `None` when there is none.

@@ -1,8 +1,8 @@
 //! The supervisor driven without root or keepalived: stand-ins are `sh`
 //! processes whose command line names the router's config.
 
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use nix::sys::signal::Signal;
@@ -61,7 +61,7 @@ fn supervisor_with(dir: &Path, program: &str, namespace: Option<&str>, daemon_ex
     );
     let config = crate::config::parse(Path::new("test.conf"), &text).expect("valid config").config;
     let confs = HaConfs::new(Layout::new(&config.daemon.ha_confs_path));
-    let mut sup = Supervisor::new(&config.daemon, &config.routers[0], &confs, false);
+    let mut sup = Supervisor::keepalived(&config.daemon, &config.routers[0], &confs, false);
     // The stand-in keepalived below is `sh`: a running process is ours
     // when it runs that binary (the proof is otherwise unchanged).
     sup.expect_exe = Some(PathBuf::from("/bin/sh"));
@@ -69,6 +69,7 @@ fn supervisor_with(dir: &Path, program: &str, namespace: Option<&str>, daemon_ex
 }
 
 fn names_conf(pid: u32, conf: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
     cmdline_names_conf(&ProcFacts::read(pid).cmdline, conf.as_os_str().as_bytes())
 }
 
@@ -330,6 +331,7 @@ fn detach_leaves_the_process_alone() {
 
 fn expected() -> Expected {
     Expected {
+        kind: Kind::Keepalived,
         conf: PathBuf::from("/h/r1/keepalived.conf"),
         exe: Some((8, 100)),
         exe_path: PathBuf::from("/usr/sbin/keepalived"),
@@ -406,7 +408,7 @@ fn judging_a_process() {
     // The messages name what is wrong.
     assert_eq!(
         NotOurs::Exe { running: Some("/usr/bin/tail".into()) }.to_string(),
-        "it runs /usr/bin/tail, not the configured keepalived"
+        "it runs /usr/bin/tail, not the configured program"
     );
     assert_eq!(NotOurs::Uid { uids: Some([65534; 4]) }.to_string(), "it runs as uid 65534 (effective 65534), not root");
 }
@@ -501,4 +503,309 @@ fn a_keepalived_whose_binary_was_upgraded_is_still_adopted() {
     std::fs::write(dir.0.join("r1.pid.keepalived"), format!("{}\n", fake.pid())).expect("seed");
     assert_eq!(sup.start(Instant::now()), [Outcome::Adopted { pid: fake.pid() }, Outcome::Watch]);
     sup.detach();
+}
+
+// ---- one program, two namespaces (a namespace re-created while the
+// daemon was down) ----
+
+#[test]
+fn ours_in_another_namespace_is_stopped_and_replaced() {
+    let dir = Dir::new("elsewhere");
+    // The router's "namespace" is a plain file: it exists, and it is not
+    // the namespace the fake below runs in. Entering it fails, which ends
+    // the replacement in a spawn failure (without root).
+    let ns_file = dir.0.join("netns-now");
+    std::fs::write(&ns_file, "").expect("write");
+    let mut sup = supervisor(&dir.0, "/nonexistent/keepalived", Some(ns_file.to_str().unwrap()));
+    let mut fake = Fake::start(&dir.0, sup.conf_path());
+    std::fs::write(dir.0.join("r1.pid.keepalived"), format!("{}\n", fake.pid())).expect("seed");
+    let t0 = Instant::now();
+    assert_eq!(sup.start(t0), [Outcome::Replacing { pid: fake.pid() }, Outcome::Watch]);
+    assert_eq!(sup.pid(), Some(fake.pid()));
+    assert!(sup.is_stopping());
+    assert_eq!(sup.next_deadline(), Some(t0 + STOP_GRACE), "asked to stop, SIGKILL armed");
+    let out = until_pidfd_ready(&mut sup);
+    let status = fake.child.wait().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM),
+        "stopped through its pidfd"
+    );
+    assert_eq!(out, [Outcome::SpawnFailed { retry_in: 100 * MS }], "then a new one is started in the namespace");
+    let error = sup.last_error().expect("an error").to_string();
+    // setns(2) refuses the plain file.
+    assert!(error.starts_with("router r1: cannot start keepalived"), "{error}");
+    assert_eq!(sup.restarts(), 0, "a replacement is no death");
+}
+
+#[test]
+fn ours_in_another_namespace_is_only_stopped_by_a_stop() {
+    let dir = Dir::new("elsewhere-stop");
+    let ns_file = dir.0.join("netns-now");
+    std::fs::write(&ns_file, "").expect("write");
+    let mut sup = supervisor(&dir.0, "/nonexistent/keepalived", Some(ns_file.to_str().unwrap()));
+    let mut fake = Fake::start(&dir.0, sup.conf_path());
+    std::fs::write(dir.0.join("r1.pid.keepalived"), format!("{}\n", fake.pid())).expect("seed");
+    assert_eq!(sup.stop(Instant::now()), [Outcome::Adopted { pid: fake.pid() }, Outcome::Watch]);
+    let out = until_pidfd_ready(&mut sup);
+    let _ = fake.child.wait();
+    assert_eq!(out, [Outcome::Stopped]);
+}
+
+#[test]
+fn ours_while_the_namespace_is_gone_is_adopted() {
+    let dir = Dir::new("nsgone-adopt");
+    let mut sup = supervisor(&dir.0, "/nonexistent/keepalived", Some("/nonexistent/netns/r1"));
+    let fake = Fake::start(&dir.0, sup.conf_path());
+    std::fs::write(dir.0.join("r1.pid.keepalived"), format!("{}\n", fake.pid())).expect("seed");
+    assert_eq!(sup.start(Instant::now()), [Outcome::Adopted { pid: fake.pid() }, Outcome::Watch]);
+    assert!(sup.adopted() && !sup.is_stopping());
+    sup.detach();
+}
+
+#[test]
+fn an_orphan_in_another_namespace_is_killed_before_a_spawn() {
+    let dir = Dir::new("orphan-elsewhere");
+    let ns_file = dir.0.join("netns-now");
+    std::fs::write(&ns_file, "").expect("write");
+    let mut sup = supervisor(&dir.0, "/nonexistent/keepalived", Some(ns_file.to_str().unwrap()));
+    let mut orphan = Fake::start(&dir.0, sup.conf_path());
+    std::fs::write(dir.0.join("r1.pid.keepalived-vrrp"), format!("{}\n", orphan.pid())).expect("seed");
+    assert_eq!(sup.start(Instant::now()), [Outcome::Watch], "waits for the orphan");
+    let status = orphan.child.wait().expect("wait");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    assert_eq!(until_pidfd_ready(&mut sup), [Outcome::SpawnFailed { retry_in: 100 * MS }]);
+}
+
+// ---- conntrackd ----
+
+#[test]
+fn conntrackd_command_lines() {
+    let conf = b"/h/r1/conntrackd.conf";
+    assert!(cmdline_is_conntrackd_daemon(b"conntrackd\0-C\0/h/r1/conntrackd.conf\0", conf));
+    assert!(cmdline_is_conntrackd_daemon(b"/usr/sbin/conntrackd\0-C\0/h/r1/conntrackd.conf", conf));
+    // Neutron's daemon mode, adopted after a migration.
+    assert!(cmdline_is_conntrackd_daemon(b"conntrackd\0-d\0-C\0/h/r1/conntrackd.conf\0", conf));
+    assert!(cmdline_is_conntrackd_daemon(b"conntrackd\0-C\0/h/r1/conntrackd.conf\0-d\0", conf));
+    // Client commands name the same file: never the daemon.
+    for client in ["-c", "-f", "-R", "-B", "-t", "-n", "-k", "-s"] {
+        let line = format!("conntrackd\0-C\0/h/r1/conntrackd.conf\0{client}\0");
+        assert!(!cmdline_is_conntrackd_daemon(line.as_bytes(), conf), "{client}");
+    }
+    assert!(!cmdline_is_conntrackd_daemon(b"conntrackd\0-C\0/h/r10/conntrackd.conf\0", conf));
+    assert!(!cmdline_is_conntrackd_daemon(b"conntrackd\0-d\0-d\0-C\0/h/r1/conntrackd.conf\0", conf));
+    assert!(!cmdline_is_conntrackd_daemon(b"less\0/h/r1/conntrackd.conf\0", conf));
+    assert!(!cmdline_is_conntrackd_daemon(b"", conf));
+    assert!(!cmdline_is_conntrackd_daemon(b"conntrackd\0-C\0\0", b""));
+}
+
+fn conntrackd_supervisor(dir: &Path, program: &str) -> Supervisor {
+    let text = format!(
+        "[daemon]\nha_confs_path = {}\nconntrackd_path = {program}\nha_conntrackd_enabled = true\n\
+         [router r1]\nha_interface = ha-1\nvrid = 1\nha_address = 169.254.192.1\n",
+        dir.display()
+    );
+    let config = crate::config::parse(Path::new("test.conf"), &text).expect("valid config").config;
+    let confs = HaConfs::new(Layout::new(&config.daemon.ha_confs_path));
+    confs.router_dir_fd(&config.routers[0].id, true).expect("router dir");
+    let mut sup = Supervisor::conntrackd(&config.daemon, &config.routers[0], &confs);
+    sup.expect_exe = Some(PathBuf::from("/bin/sh"));
+    sup
+}
+
+/// A socket file nobody listens on, as a killed conntrackd leaves its
+/// control socket. Made with mknod: a listener bound and closed here could
+/// live on for a moment in a child another test is forking.
+fn dead_socket(path: &Path) {
+    use nix::sys::stat::{Mode, SFlag, mknod};
+    mknod(path, SFlag::S_IFSOCK, Mode::from_bits_truncate(0o600), 0).expect("mknod socket");
+}
+
+/// A stand-in for conntrackd: `sh -C CONF`, which is conntrackd's command
+/// line (sh takes `-C` for noclobber and runs CONF as its script, which
+/// waits on a FIFO nobody writes).
+fn fake_conntrackd(dir: &Path, conf: &Path) -> std::process::Child {
+    let fifo = dir.join("ctd-fifo");
+    let _ = nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600));
+    std::fs::write(conf, format!("read line < {}\n", fifo.display())).expect("write the fake conf");
+    let mut command = std::process::Command::new("sh");
+    command.arg("-C").arg(conf);
+    crate::sys::spawn::start_with_clean_signals(&mut command);
+    let child = command.spawn().expect("spawn sh");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ProcFacts::read(child.id()).cmdline.ends_with(b"conntrackd.conf\0") {
+        assert!(Instant::now() < deadline, "fake conntrackd never showed up");
+        std::thread::sleep(MS);
+    }
+    child
+}
+
+#[test]
+fn conntrackd_is_adopted_then_stopped_and_its_leftovers_go() {
+    let dir = Dir::new("ctd-adopt");
+    let mut sup = conntrackd_supervisor(&dir.0, "/nonexistent/conntrackd");
+    let mut fake = fake_conntrackd(&dir.0, sup.conf_path());
+    let router = dir.0.join("r1");
+    std::fs::write(router.join("conntrackd.pid"), format!("{}\n", fake.id())).expect("seed");
+    assert_eq!(sup.start(Instant::now()), [Outcome::Adopted { pid: fake.id() }, Outcome::Watch]);
+    // What conntrackd leaves when killed: its lock file, a dead socket.
+    std::fs::write(router.join("conntrackd.lock"), "").expect("lock");
+    dead_socket(&router.join("conntrackd.ctl"));
+    let t0 = Instant::now();
+    // `conntrackd -k` cannot run (no such program): SIGTERM instead.
+    assert!(sup.stop(t0).is_empty());
+    assert_eq!(sup.next_deadline(), Some(t0 + STOP_GRACE));
+    let out = until_pidfd_ready(&mut sup);
+    let status = fake.wait().expect("wait");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
+    assert_eq!(out, [Outcome::Stopped]);
+    let left: Vec<String> =
+        std::fs::read_dir(&router).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, ["conntrackd.conf"], "pidfile, lock and socket removed; the config is the daemon's");
+}
+
+#[test]
+fn a_client_command_is_never_taken_for_conntrackd() {
+    let dir = Dir::new("ctd-client");
+    let mut sup = conntrackd_supervisor(&dir.0, "/nonexistent/conntrackd");
+    let fake = Fake::start_program(&dir.0, Path::new("sh"), sup.conf_path(), "read line < \"$1\"", &[]);
+    // `sh -c SCRIPT sh FIFO -f CONF`: names the file, not conntrackd's daemon.
+    std::fs::write(dir.0.join("r1").join("conntrackd.pid"), format!("{}\n", fake.pid())).expect("seed");
+    assert_eq!(sup.start(Instant::now()), [Outcome::SpawnFailed { retry_in: 100 * MS }]);
+    assert!(ProcFacts::read(fake.pid()).cmdline.len() > 1, "left alone");
+}
+
+#[test]
+fn conntrackd_is_not_started_beside_a_process_answering_on_its_socket() {
+    let dir = Dir::new("ctd-busy");
+    let mut sup = conntrackd_supervisor(&dir.0, "/bin/sh");
+    let router = dir.0.join("r1");
+    std::fs::write(router.join("conntrackd.lock"), "").expect("lock");
+    let listener = std::os::unix::net::UnixListener::bind(router.join("conntrackd.ctl")).expect("bind");
+    let t0 = Instant::now();
+    assert_eq!(sup.start(t0), [Outcome::SpawnFailed { retry_in: 100 * MS }]);
+    let error = sup.last_error().expect("an error").to_string();
+    assert_eq!(
+        error,
+        format!(
+            "router r1: not starting conntrackd: a process not proven ours answers on {}",
+            router.join("conntrackd.ctl").display()
+        )
+    );
+    assert!(router.join("conntrackd.lock").exists(), "its lock file is left alone");
+    assert_eq!(sup.stop(t0), [Outcome::Stopped]);
+    assert!(router.join("conntrackd.ctl").exists() && router.join("conntrackd.lock").exists(), "still left alone");
+    drop(listener);
+}
+
+#[test]
+fn spawned_conntrackd_gets_a_pidfile_and_is_ready_once_its_socket_is_there() {
+    let dir = Dir::new("ctd-spawn");
+    let mut sup = conntrackd_supervisor(&dir.0, "/bin/sh");
+    let router = dir.0.join("r1");
+    let fifo = dir.0.join("ctd-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    // `sh -C CONF` runs CONF: a stand-in that waits.
+    std::fs::write(sup.conf_path(), format!("read line < {}\n", fifo.display())).expect("conf");
+    // Leftovers of a killed conntrackd: removed before the spawn.
+    std::fs::write(router.join("conntrackd.lock"), "").expect("lock");
+    dead_socket(&router.join("conntrackd.ctl"));
+    let t0 = Instant::now();
+    let out = sup.start(t0);
+    let Some(Outcome::Spawned { pid }) = out.first().cloned() else { panic!("{out:?}") };
+    assert_eq!(out.len(), 1, "no socket yet: {out:?}");
+    assert!(!router.join("conntrackd.lock").exists() && !router.join("conntrackd.ctl").exists());
+    assert_eq!(std::fs::read_to_string(router.join("conntrackd.pid")).unwrap(), format!("{pid}\n"));
+    // Looked for again soon, then less often.
+    let first = sup.next_deadline().expect("a look is due");
+    assert!(first <= t0 + 2 * MS, "{:?}", first - t0);
+    assert!(sup.tick(first).is_empty());
+    let second = sup.next_deadline().expect("another look");
+    assert!(second > first && second <= first + 4 * MS, "{:?}", second - first);
+    let listener = std::os::unix::net::UnixListener::bind(router.join("conntrackd.ctl")).expect("bind");
+    assert_eq!(sup.tick(second), [Outcome::Ready { pid }]);
+    assert_eq!(sup.next_deadline(), None, "no more looks");
+    // A process proven ours is found by the pidfile the supervisor wrote.
+    let mut other = conntrackd_supervisor(&dir.0, "/bin/sh");
+    assert_eq!(other.start(t0)[0], Outcome::Adopted { pid });
+    other.detach();
+    drop(listener);
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+}
+
+#[test]
+fn a_conntrackd_that_never_creates_its_socket_is_reported() {
+    let dir = Dir::new("ctd-notready");
+    let mut sup = conntrackd_supervisor(&dir.0, "/bin/sh");
+    let fifo = dir.0.join("ctd-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    std::fs::write(sup.conf_path(), format!("read line < {}\n", fifo.display())).expect("conf");
+    let t0 = Instant::now();
+    let Some(Outcome::Spawned { pid }) = sup.start(t0).first().cloned() else { panic!("not spawned") };
+    let mut looks = 0;
+    let (at, out) = loop {
+        let at = sup.next_deadline().expect("looking");
+        looks += 1;
+        let out = sup.tick(at);
+        if !out.is_empty() {
+            break (at, out);
+        }
+    };
+    assert_eq!(out, [Outcome::NotReady { pid }]);
+    assert_eq!(at, t0 + READY_WAIT);
+    assert!(looks < 25, "{looks} looks in {READY_WAIT:?}");
+    assert_eq!(sup.next_deadline(), None, "left running, no more looks");
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+}
+
+#[test]
+fn restart_stops_then_starts_without_counting_a_death() {
+    let dir = Dir::new("ctd-restart");
+    let mut sup = conntrackd_supervisor(&dir.0, "/nonexistent/conntrackd");
+    let mut fake = fake_conntrackd(&dir.0, sup.conf_path());
+    std::fs::write(dir.0.join("r1").join("conntrackd.pid"), format!("{}\n", fake.id())).expect("seed");
+    let t0 = Instant::now();
+    assert_eq!(sup.start(t0)[0], Outcome::Adopted { pid: fake.id() });
+    assert!(sup.restart(t0).is_empty());
+    assert!(sup.is_stopping() && !sup.is_stopped());
+    let out = until_pidfd_ready(&mut sup);
+    let _ = fake.wait();
+    assert_eq!(out, [Outcome::SpawnFailed { retry_in: 100 * MS }], "gone, then started again (here: cannot)");
+    assert_eq!(sup.restarts(), 0);
+    // A restart while waiting out a backoff starts at once.
+    assert_eq!(sup.restart(t0 + 10 * MS), [Outcome::SpawnFailed { retry_in: 100 * MS }]);
+}
+
+#[test]
+fn program_command_lines() {
+    let text = "[daemon]\nha_confs_path = /h\nha_conntrackd_enabled = true\n\
+                [router r1]\nha_interface = ha-1\nvrid = 1\nha_address = 169.254.192.1\n";
+    let config = crate::config::parse(Path::new("test.conf"), text).expect("valid config").config;
+    let layout = Layout::new(Path::new("/h"));
+    let (daemon, router) = (&config.daemon, &config.routers[0]);
+    let ka = Program::keepalived(daemon, router, &layout, true);
+    assert_eq!(
+        ka.args(),
+        [
+            "-n",
+            "-P",
+            "-f",
+            "/h/r1/keepalived.conf",
+            "-p",
+            "/h/r1.pid.keepalived",
+            "-r",
+            "/h/r1.pid.keepalived-vrrp",
+            "-D"
+        ]
+    );
+    assert!(ka.names_conf(b"keepalived\0-n\0-f\0/h/r1/keepalived.conf\0") && ka.stop_command().is_none());
+    let ct = Program::conntrackd(daemon, router, &layout);
+    assert_eq!(ct.args(), ["-C", "/h/r1/conntrackd.conf"], "no -d: it stays our child");
+    assert_eq!(ct.stop_command(), Some(vec!["-C".into(), "/h/r1/conntrackd.conf".into(), "-k".into()]));
+    assert_eq!(ct.pid_file, Path::new("/h/r1/conntrackd.pid"));
+    assert_eq!(ct.leftovers, [Path::new("/h/r1/conntrackd.lock"), Path::new("/h/r1/conntrackd.ctl")]);
+    assert!(ct.names_conf(b"conntrackd\0-C\0/h/r1/conntrackd.conf\0"));
+    assert!(!ct.names_conf(b"keepalived\0-f\0/h/r1/conntrackd.conf\0"));
 }
