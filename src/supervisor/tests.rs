@@ -725,7 +725,13 @@ fn spawned_conntrackd_gets_a_pidfile_and_is_ready_once_its_socket_is_there() {
     let listener = std::os::unix::net::UnixListener::bind(router.join("conntrackd.ctl")).expect("bind");
     assert_eq!(sup.tick(second), [Outcome::Ready { pid }]);
     assert_eq!(sup.next_deadline(), None, "no more looks");
-    // A process proven ours is found by the pidfile the supervisor wrote.
+    // A process proven ours is found by the pidfile the supervisor wrote,
+    // once it runs the program (spawn does not wait for the exec).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(format!("/proc/{pid}/exe")).ok() == std::env::current_exe().ok() {
+        assert!(Instant::now() < deadline, "the stand-in conntrackd never exec'd");
+        std::thread::sleep(MS);
+    }
     let mut other = conntrackd_supervisor(&dir.0, "/bin/sh");
     assert_eq!(other.start(t0)[0], Outcome::Adopted { pid });
     other.detach();
