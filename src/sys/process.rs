@@ -115,6 +115,7 @@ fn autogroup_nice(text: &str) -> Option<i32> {
 ///
 ///
 /// Returns how many KiB were unmapped. Never fails: it only gives back.
+#[inline(never)]
 pub fn release_startup_memory() -> usize {
     let released = release_clean_mappings();
     // Last: reading smaps itself needed a buffer.
