@@ -28,7 +28,12 @@ Throughout: the daemon's PSS (smaps_rollup, sampled every 200 ms; target
 < 16 MiB) and CPU time (utime + stime) per phase, and a thread asking the
 control socket GET /v1/routers and GET /v1/routers/ID in turn, every
 --probe-gap-ms, whose answer times (connect -> last byte) are reported per
-phase (target: max < 100 ms).
+phase (target: max < 100 ms). The asking client runs at the daemon's own
+priority (--probe-nice, process and autogroup, in a session of its own):
+the target is the daemon's responsiveness; on 2 CPUs saturated by a
+thousand keepalived starting, each in an autogroup of its own, a client at
+nice 0 waits up to a second for a CPU itself (measured), whatever the
+daemon does. `--probe-nice 0` measures such a client.
 
 Needs root, keepalived, and bench_flipper (cargo build --release --example
 bench_flipper). Limits it raises when too low, and restores: the open-file
@@ -341,9 +346,17 @@ class Prober:
     closing the connection; a socket not there yet (or refusing) is
     counted, not timed."""
 
-    def __init__(self, flipper: str, node: Node, gap_ms: float):
+    def __init__(self, flipper: str, node: Node, gap_ms: float, nice: int):
         self.proc = subprocess.Popen([flipper, "probe", node.socket, str(max(1, round(gap_ms)))],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # fmt: skip
+        # Its own session is its own autogroup: both get `nice`.
+        os.setpriority(os.PRIO_PROCESS, self.proc.pid, nice)
+        try:
+            with open(f"/proc/{self.proc.pid}/autogroup", "w") as f:
+                f.write(str(nice))
+        except OSError:
+            pass
         self.proc.stdin.write("".join(f"{rid}\n" for rid in node.ids) + "\n")
         self.proc.stdin.flush()
         self.samples: list[tuple[int, int, str, int]] = []  # (start, duration ns, kind, status)
@@ -693,7 +706,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
     # 1. Start of the node under test.
     watch = Inotify(node.ha_confs)
     agent.expect(10**9)
-    prober = Prober(flipper, node, args.probe_gap_ms)
+    prober = Prober(flipper, node, args.probe_gap_ms, args.probe_nice)
     known = Known(node)
     say(f"node: starting {n} routers")
     t_start = now_ns()
@@ -737,6 +750,7 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
             "daemon_autogroup": autogroup_nice(node.pid),
             "keepalived": sorted({nice_of(p) for p in ka} - {None}),
             "peer": nice_of(peer.pid),
+            "probe": nice_of(prober.proc.pid),
         }
         # keepalived's own start-up (exec, dynamic linking, config, forking
         # its VRRP child): the floor under any start or respawn storm.
@@ -994,8 +1008,8 @@ def rows(report: dict) -> list[dict]:
         row("keepalived processes of the node under test", report["keepalived_processes"], "")
     if report.get("nice"):
         nc = report["nice"]
-        row("nice: node daemon (its autogroup) / its keepalived / peer and its keepalived",
-            f"{nc['daemon']} ({nc['daemon_autogroup']}) / {','.join(map(str, nc['keepalived']))} / {nc['peer']}", "")  # fmt: skip
+        row("nice: node daemon (its autogroup) / its keepalived / peer and its keepalived / status client",
+            f"{nc['daemon']} ({nc['daemon_autogroup']}) / {','.join(map(str, nc['keepalived']))} / {nc['peer']} / {nc.get('probe')}", "")  # fmt: skip
     return out
 
 
@@ -1039,6 +1053,7 @@ def main() -> int:
     p.add_argument("--peer-nice", type=int, default=10, help="nice value (process and autogroup) of the peer daemon and its keepalived once all are primary: it stands for another host (default 10; 0 to compete for the CPUs as an equal)")
     p.add_argument("--failover", choices=("sigterm", "kill"), default="sigterm", help="how the peer goes: SIGTERM to its daemon (on_exit = stop), or SIGKILL to it and its keepalived")
     p.add_argument("--probe-gap-ms", type=float, default=10.0, help="pause between two control-socket requests (default 10)")
+    p.add_argument("--probe-nice", type=int, default=-10, help="nice value (process and autogroup) of the status client (default -10, the daemon's own: the target is the daemon's answer time, not the client's wait for a CPU)")
     p.add_argument("--timeout", type=float, default=120.0, help="longest wait for each phase (default 120 s)")
     p.add_argument("--settle", type=float, default=3.0, help="pause between phases (default 3 s)")
     p.add_argument("--log-level", choices=("error", "warn", "info", "debug"), help="the daemons' --log-level (default: theirs, info)")
@@ -1063,6 +1078,7 @@ def main() -> int:
             "advert_int": args.advert_int,
             "failover": args.failover,
             "peer_nice": args.peer_nice,
+            "probe_nice": args.probe_nice,
             "binary": os.path.abspath(args.binary),
             "kernel": platform.release(),
             "cpus": os.cpu_count(),
