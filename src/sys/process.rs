@@ -113,8 +113,9 @@ fn autogroup_nice(text: &str) -> Option<i32> {
 /// - with glibc, heap pages freed since start-up go back to the kernel
 ///   (`malloc_trim`; musl's allocator does it by itself).
 ///
-///
 /// Returns how many KiB were unmapped. Never fails: it only gives back.
+/// Never inlined: scripts/monitor-order.sh profiles what a monitor runs
+/// from the moment it is called.
 #[inline(never)]
 pub fn release_startup_memory() -> usize {
     let released = release_clean_mappings();
