@@ -28,7 +28,12 @@ Throughout: the daemon's PSS (smaps_rollup, sampled every 200 ms; target
 < 16 MiB) and CPU time (utime + stime) per phase, and a thread asking the
 control socket GET /v1/routers and GET /v1/routers/ID in turn, every
 --probe-gap-ms, whose answer times (connect -> last byte) are reported per
-phase (target: max < 100 ms).
+phase (target: max < 100 ms). The asking client runs at the daemon's own
+priority (--probe-nice, process and autogroup, in a session of its own):
+the target is the daemon's responsiveness; on 2 CPUs saturated by a
+thousand keepalived starting, each in an autogroup of its own, a client at
+nice 0 waits up to a second for a CPU itself (measured), whatever the
+daemon does. `--probe-nice 0` measures such a client.
 
 Needs root, keepalived, and bench_flipper (cargo build --release --example
 bench_flipper). Limits it raises when too low, and restores: the open-file
@@ -210,6 +215,19 @@ class Node:
             self.proc.kill()
             self.proc.wait()
 
+    def renice(self, nice: int) -> None:
+        """The daemon and every keepalived of this node at `nice`, their
+        autogroups too (each keepalived runs in a session, so an autogroup,
+        of its own: with autogroups on, a process's nice value only counts
+        within its group). What the daemon did to its own priority is undone."""
+        for pid in [self.pid] + self.keepalived_pids():
+            try:
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
+                with open(f"/proc/{pid}/autogroup", "w") as f:
+                    f.write(str(nice))
+            except OSError:
+                pass
+
     def keepalived_pids(self) -> list[int]:
         """Every keepalived process running one of this node's configs."""
         needle = self.ha_confs.encode() + b"/"
@@ -328,9 +346,17 @@ class Prober:
     closing the connection; a socket not there yet (or refusing) is
     counted, not timed."""
 
-    def __init__(self, flipper: str, node: Node, gap_ms: float):
+    def __init__(self, flipper: str, node: Node, gap_ms: float, nice: int):
         self.proc = subprocess.Popen([flipper, "probe", node.socket, str(max(1, round(gap_ms)))],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # fmt: skip
+        # Its own session is its own autogroup: both get `nice`.
+        os.setpriority(os.PRIO_PROCESS, self.proc.pid, nice)
+        try:
+            with open(f"/proc/{self.proc.pid}/autogroup", "w") as f:
+                f.write(str(nice))
+        except OSError:
+            pass
         self.proc.stdin.write("".join(f"{rid}\n" for rid in node.ids) + "\n")
         self.proc.stdin.flush()
         self.samples: list[tuple[int, int, str, int]] = []  # (start, duration ns, kind, status)
@@ -516,6 +542,24 @@ class VipWatch:
                 self.proc.wait()
 
 
+def nice_of(pid: int) -> int | None:
+    """The nice value of a process (/proc/PID/stat field 19)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def autogroup_nice(pid: int) -> int | None:
+    """The nice value of a process's autogroup, None without autogroups."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def sched(pid: int) -> tuple[int, int]:
     """(ns on a CPU, ns runnable but waiting for one) of a single-threaded
     process, from /proc/PID/schedstat (exact, unlike the 10 ms ticks of
@@ -607,6 +651,10 @@ def bench(args: argparse.Namespace, lab: Lab, report: dict) -> None:
 def _run(args, lab: Lab, report: dict, names_a: list[str], names_b: list[str], agent: Agent, flipper: str) -> None:
     n = args.routers
     adv = args.advert_int
+    # The peer stands for another host: on a real deployment its keepalived
+    # do not share this node's CPUs. Niced once all are primary (see
+    # --peer-nice), they still run (and advertise in time: adverts are
+    # cheap) but leave the CPUs to the node under test when both want them.
     peer = Node(lab, "peer", names_b, IFACE_B, args.peer_priority, "stop", None)
     node = Node(lab, "node", names_a, IFACE_A, args.priority, "keep", agent.path)
 
@@ -650,13 +698,15 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
         raise peer.diagnose(f"not every router became primary within {wait_s:.0f} s")
     report["peer_all_primary_s"] = peer_primary_s
     report["peer_keepalived_processes"] = len(peer.keepalived_pids())
+    if args.peer_nice:
+        peer.renice(args.peer_nice)
     say(f"peer: all {n} primary after {peer_primary_s:.1f} s")
     time.sleep(args.settle)
 
     # 1. Start of the node under test.
     watch = Inotify(node.ha_confs)
     agent.expect(10**9)
-    prober = Prober(flipper, node, args.probe_gap_ms)
+    prober = Prober(flipper, node, args.probe_gap_ms, args.probe_nice)
     known = Known(node)
     say(f"node: starting {n} routers")
     t_start = now_ns()
@@ -693,7 +743,15 @@ def _phases(args, lab, report, node: Node, peer: Node, agent: Agent, vipwatch: V
         report["start"]["states_after_settle"] = {s: sum(1 for r in rows if r.get("state") == s) for s in ("primary", "backup", "fault", None)}
         report["start"]["memory_after"] = memory(node.pid, lab.binary)
         report["start"]["fds_after"] = fd_count(node.pid)
-        report["keepalived_processes"] = len(node.keepalived_pids())
+        ka = node.keepalived_pids()
+        report["keepalived_processes"] = len(ka)
+        report["nice"] = {
+            "daemon": nice_of(node.pid),
+            "daemon_autogroup": autogroup_nice(node.pid),
+            "keepalived": sorted({nice_of(p) for p in ka} - {None}),
+            "peer": nice_of(peer.pid),
+            "probe": nice_of(prober.proc.pid),
+        }
         # keepalived's own start-up (exec, dynamic linking, config, forking
         # its VRRP child): the floor under any start or respawn storm.
         report["start"]["keepalived_sched"] = sched_sum(node.keepalived_pids())
@@ -948,6 +1006,10 @@ def rows(report: dict) -> list[dict]:
         row(f"peer alone: start -> all {n} primary (keepalived's master-down timeout)", report["peer_all_primary_s"], "s")
     if report.get("keepalived_processes") is not None:
         row("keepalived processes of the node under test", report["keepalived_processes"], "")
+    if report.get("nice"):
+        nc = report["nice"]
+        row("nice: node daemon (its autogroup) / its keepalived / peer and its keepalived / status client",
+            f"{nc['daemon']} ({nc['daemon_autogroup']}) / {','.join(map(str, nc['keepalived']))} / {nc['peer']} / {nc.get('probe')}", "")  # fmt: skip
     return out
 
 
@@ -958,7 +1020,7 @@ def fmt_value(value, unit: str) -> str:
 
 def print_table(report: dict, table: list[dict]) -> None:
     c = report["config"]
-    print(f"harouterd with real keepalived: {c['routers']} routers (+ {c['routers']} on the peer), advert_int {c['advert_int']} s, binary {c['binary']}")
+    print(f"harouterd with real keepalived: {c['routers']} routers (+ {c['routers']} on the peer, nice {c.get('peer_nice', 0)}), advert_int {c['advert_int']} s, binary {c['binary']}")
     print(f"host: {c['kernel']}, {c['cpus']} CPUs, keepalived {c['keepalived_version']}; state dirs on {c.get('state_path_fs', '?')}")
     print(f"load average at start / end: {c['loadavg_start']} / {c.get('loadavg_end', '?')}; set-up {report.get('setup_s', '?')} s; limits raised: {report.get('limits_changed') or 'none'}")
     print()
@@ -988,8 +1050,10 @@ def main() -> int:
     p.add_argument("--advert-int", type=int, default=1, help="ha_vrrp_advert_int of both nodes (default 1)")
     p.add_argument("--priority", type=int, default=50, help="priority of the node under test (default 50)")
     p.add_argument("--peer-priority", type=int, default=100, help="priority of the peer (default 100: it is primary first)")
+    p.add_argument("--peer-nice", type=int, default=10, help="nice value (process and autogroup) of the peer daemon and its keepalived once all are primary: it stands for another host (default 10; 0 to compete for the CPUs as an equal)")
     p.add_argument("--failover", choices=("sigterm", "kill"), default="sigterm", help="how the peer goes: SIGTERM to its daemon (on_exit = stop), or SIGKILL to it and its keepalived")
     p.add_argument("--probe-gap-ms", type=float, default=10.0, help="pause between two control-socket requests (default 10)")
+    p.add_argument("--probe-nice", type=int, default=-10, help="nice value (process and autogroup) of the status client (default -10, the daemon's own: the target is the daemon's answer time, not the client's wait for a CPU)")
     p.add_argument("--timeout", type=float, default=120.0, help="longest wait for each phase (default 120 s)")
     p.add_argument("--settle", type=float, default=3.0, help="pause between phases (default 3 s)")
     p.add_argument("--log-level", choices=("error", "warn", "info", "debug"), help="the daemons' --log-level (default: theirs, info)")
@@ -1013,6 +1077,8 @@ def main() -> int:
             "routers": args.routers,
             "advert_int": args.advert_int,
             "failover": args.failover,
+            "peer_nice": args.peer_nice,
+            "probe_nice": args.probe_nice,
             "binary": os.path.abspath(args.binary),
             "kernel": platform.release(),
             "cpus": os.cpu_count(),

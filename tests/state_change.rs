@@ -340,6 +340,20 @@ impl MonitorLab {
         fs::read_to_string(self.conf_dir.join("state")).unwrap_or_default()
     }
 
+    /// The state file, once it says `want`: it is written right after the
+    /// agent's notification has gone out, so a test that has just seen the
+    /// notification may look a moment too early.
+    fn wait_state(&self, want: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.state();
+            if state == want || Instant::now() >= deadline {
+                return state;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The notifications so far, as states, once there are `count` of them.
     fn states(&self, count: usize, timeout: Duration) -> Vec<String> {
         let got: Vec<String> = self.receiver().wait_for(count, timeout).into_iter().map(|n| n.state).collect();
@@ -443,7 +457,7 @@ fn initial_backup_is_notified_at_once() {
     assert!(after < SECOND, "initial state notified after {after:?}");
     println!("initial backup notified {after:?} after start");
     assert_eq!(first[0].router_id, "r1");
-    assert_eq!(lab.state(), "backup");
+    assert_eq!(lab.wait_state("backup", SECOND), "backup");
     let log = lab.wait_log("Notified agent router r1, state backup", SECOND);
     assert_eq!(
         sequence(&log, &["Initial status of router r1 is backup", "Wrote router r1 state backup", "Notified agent"]),
@@ -469,7 +483,7 @@ fn initial_primary_when_the_address_is_already_there() {
     let first = lab.receiver().wait_for(1, Duration::from_secs(5));
     assert_eq!(first.first().map(|n| n.state.as_str()), Some("primary"), "log:\n{}", lab.log());
     assert!(first[0].received_at - started < SECOND);
-    assert_eq!(lab.state(), "primary");
+    assert_eq!(lab.wait_state("primary", SECOND), "primary");
     lab.wait_log("Initial status of router r1 is primary", SECOND);
     lab.wait_log("Notified agent router r1, state primary", SECOND);
 }
@@ -491,13 +505,17 @@ fn transitions_follow_the_monitored_cidr_only() {
     // This one is: the next notification must be exactly it.
     lab.ip(&["addr", "add", VIP, "dev", IFACE]);
     assert_eq!(lab.states(2, Duration::from_secs(5)), ["backup", "primary"]);
-    assert_eq!(lab.state(), "primary");
+    assert_eq!(lab.wait_state("primary", SECOND), "primary");
     lab.ip(&["addr", "del", VIP, "dev", IFACE]);
     assert_eq!(lab.states(3, Duration::from_secs(5)), ["backup", "primary", "backup"]);
-    assert_eq!(lab.state(), "backup");
-    let log = lab.wait_log("Notified agent router r1, state backup\n", SECOND);
-    let wrote = sequence(&log, &["Wrote router r1 state"]);
-    assert_eq!(wrote.len(), 3, "{log}");
+    assert_eq!(lab.wait_state("backup", SECOND), "backup");
+    // The third state written (right after its notification went out).
+    let deadline = Instant::now() + SECOND;
+    while lab.log().matches("Wrote router r1 state").count() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let log = lab.log();
+    assert_eq!(log.matches("Wrote router r1 state").count(), 3, "{log}");
     // Nothing more arrives for the unrelated changes.
     lab.ip(&["addr", "del", VIP, "dev", "ha-b"]);
     lab.ip(&["addr", "add", VIP, "dev", IFACE]);
@@ -524,14 +542,16 @@ fn conntrackd_sync_runs_in_order_for_each_transition() {
     let (t, n, c, f, r, b) = (exec("-t"), exec("-n"), exec("-c"), exec("-f"), exec("-R"), exec("-B"));
     let needles = [
         "Initial status of router r1 is backup",
-        "Wrote router r1 state backup",
+        // conntrackd's first command (which the agent waits for) starts
+        // before the state file is written: nothing on the disk delays it.
         t.as_str(),
+        "Wrote router r1 state backup",
         n.as_str(),
         "Synced connection tracking state on backup for router r1",
         "Notified agent router r1, state backup",
         "Detected state change to: primary",
-        "Wrote router r1 state primary",
         c.as_str(),
+        "Wrote router r1 state primary",
         f.as_str(),
         r.as_str(),
         b.as_str(),
@@ -597,7 +617,7 @@ fn missing_namespace_reports_backup_and_recovers_when_it_appears() {
     assert_eq!(lab.states(1, Duration::from_secs(5)), ["backup"]);
     let log = lab.wait_log("Timeout reading the initial status of router r1, state is set to \"backup\".", SECOND);
     assert!(log.contains("Failed to get initial status of router r1: cannot open network namespace"), "{log}");
-    assert_eq!(lab.state(), "backup");
+    assert_eq!(lab.wait_state("backup", SECOND), "backup");
     assert!(lab.still_running(), "the monitor must survive a missing namespace");
 
     // It appears later, with the VIP: the monitor picks it up.
@@ -633,7 +653,7 @@ fn deleting_the_monitored_interface_means_backup() {
     assert_eq!(lab.states(1, Duration::from_secs(5)), ["primary"]);
     lab.ip(&["link", "del", IFACE]);
     assert_eq!(lab.states(2, Duration::from_secs(5)), ["primary", "backup"]);
-    assert_eq!(lab.state(), "backup");
+    assert_eq!(lab.wait_state("backup", SECOND), "backup");
     lab.wait_log("interface ha-a was deleted", SECOND);
 }
 
@@ -1081,7 +1101,13 @@ fn conf_dir_links_planted_by_the_agent_user_get_no_state() {
     ));
     lab.ip(&["addr", "add", VIP, "dev", IFACE]);
     assert_eq!(lab.states(2, Duration::from_secs(5)), ["backup", "primary"]);
-    assert_eq!(fs::read_to_string(moved.join("state")).unwrap(), "primary");
+    // Written right after the notification went out.
+    let written = || fs::read_to_string(moved.join("state")).unwrap_or_default();
+    let deadline = Instant::now() + SECOND;
+    while written() != "primary" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(written(), "primary");
     assert!(!root_dir.join("state").exists(), "root wrote state through the agent's link");
     lab.terminate();
 
@@ -1124,7 +1150,7 @@ fn a_dropped_monitor_without_conntrackd_holds_no_capability() {
         assert_eq!(cap_mask(&status, field), 0, "{field}:\n{status}");
     }
     assert_eq!(status_field(&status, "NoNewPrivs"), "1");
-    assert_eq!(lab.state(), "backup", "the state file is written as the agent user");
+    assert_eq!(lab.wait_state("backup", SECOND), "backup", "the state file is written as the agent user");
 }
 
 #[test]
@@ -1213,4 +1239,47 @@ fn with_conntrackd_only_the_conntrackd_child_holds_a_capability() {
     assert_eq!(lab.states(1, Duration::from_secs(5)), ["backup"]);
     lab.wait_log("Synced connection tracking state on backup for router r1", SECOND);
     assert!(!lab.log().contains("Failed to sync"), "{}", lab.log());
+}
+
+/// Issue 13: nothing on the disk path delays a notification. The conf dir
+/// (where the state file goes) is on a filesystem that is then frozen: a
+/// write there blocks until it is thawed, as on a hung disk. Before issue
+/// 13 the monitor wrote the state file first and the agent heard nothing
+/// until the thaw; now the notification goes out first and the file
+/// follows once the disk takes writes again.
+#[test]
+fn a_frozen_disk_does_not_delay_the_notification() {
+    if !common::require_root_and(&["ip", "mkfs.ext4", "mount"]) {
+        return;
+    }
+    let mut lab = MonitorLab::new("scfz");
+    let mut disk = common::frozen::FreezableFs::mount(&lab.dir.join("conf.img"), &lab.conf_dir);
+    // The log elsewhere: only the state file is on the disk that freezes.
+    let log = lab.dir.join("external/monitor.log");
+    let mut args = lab.args(lab.ns.name(), VIP, &[]);
+    let at = args.iter().position(|a| a == "--log-file").unwrap();
+    args[at + 1] = log.display().to_string();
+    let (out, _) = lab.run_blocking(Command::new(BIN).arg("state-change").args(&args));
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(lab.states(1, Duration::from_secs(5)), ["backup"]);
+    assert_eq!(lab.wait_state("backup", SECOND), "backup");
+
+    disk.freeze();
+    let frozen = Instant::now();
+    lab.ip(&["addr", "add", VIP, "dev", IFACE]);
+    let got = lab.receiver().wait_for(2, Duration::from_secs(5));
+    let states: Vec<&str> = got.iter().map(|n| n.state.as_str()).collect();
+    assert_eq!(
+        states,
+        ["backup", "primary"],
+        "the agent waited for the disk\nlog:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    println!("primary notified {:?} after the change, the state file's disk frozen", got[1].received_at - frozen);
+    assert_eq!(lab.state(), "backup", "written to a frozen filesystem?");
+
+    disk.thaw();
+    assert_eq!(lab.wait_state("primary", Duration::from_secs(5)), "primary", "the state file once thawed");
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("Wrote router r1 state primary"), "{text}");
 }

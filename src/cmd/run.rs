@@ -81,6 +81,9 @@ pub fn run(args: RunArgs) -> Exit {
     if let Err(e) = process::raise_fd_limit() {
         log::warn!("cannot raise the open-file limit: {e}");
     }
+    if let Err(e) = process::raise_priority() {
+        log::warn!("cannot raise the scheduling priority ({e}): in a storm of keepalived, status and events may wait");
+    }
     if let Err(e) = process::become_subreaper() {
         log::warn!("cannot become a child subreaper ({e}): orphaned keepalived children may linger");
     }

@@ -211,7 +211,12 @@ impl ConntrackdSync {
     }
 
     pub fn owns(&self, pid: u32) -> bool {
-        self.job.as_ref().and_then(|j| j.running).is_some_and(|(p, _)| p == pid)
+        self.waits_for() == Some(pid)
+    }
+
+    /// The command running now, if any (see [`ConntrackdSync::owns`]).
+    pub fn waits_for(&self) -> Option<u32> {
+        self.job.as_ref().and_then(|j| j.running).map(|(pid, _)| pid)
     }
 
     pub fn is_idle(&self) -> bool {

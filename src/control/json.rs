@@ -42,28 +42,42 @@ pub fn quote(s: &str) -> String {
 }
 
 /// Appends `s` to `out` as a JSON string literal, quotes included.
+///
+/// Byte by byte: everything that needs escaping is ASCII except U+2028 and
+/// U+2029 (`E2 80 A8`, `E2 80 A9` in UTF-8), so runs of anything else are
+/// copied whole (this is most of the time spent answering a status of a
+/// thousand routers).
 pub fn escape_into(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
+    let bytes = s.as_bytes();
     let mut clean = 0; // start of the run not yet copied
-    for (i, c) in s.char_indices() {
-        let short = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\u{8}' => "\\b",
-            '\t' => "\\t",
-            '\n' => "\\n",
-            '\u{c}' => "\\f",
-            '\r' => "\\r",
-            '\0'..='\u{1f}' | '\u{7f}' | '\u{2028}' | '\u{2029}' => "",
-            _ => continue,
+    let mut i = 0;
+    while i < bytes.len() {
+        let (short, len): (&str, usize) = match bytes[i] {
+            b'"' => ("\\\"", 1),
+            b'\\' => ("\\\\", 1),
+            0x08 => ("\\b", 1),
+            b'\t' => ("\\t", 1),
+            b'\n' => ("\\n", 1),
+            0x0c => ("\\f", 1),
+            b'\r' => ("\\r", 1),
+            0x00..=0x1f | 0x7f => ("", 1),
+            0xe2 if matches!(bytes.get(i + 1..i + 3), Some([0x80, 0xa8 | 0xa9])) => ("", 3),
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.push_str(&s[clean..i]);
         if short.is_empty() {
-            let _ = write!(out, "\\u{:04x}", c as u32);
+            let c = s[i..].chars().next().map_or(0, u32::from);
+            let _ = write!(out, "\\u{c:04x}");
         } else {
             out.push_str(short);
         }
-        clean = i + c.len_utf8();
+        i += len;
+        clean = i;
     }
     out.push_str(&s[clean..]);
     out.push('"');
@@ -74,6 +88,23 @@ pub fn object(f: impl FnOnce(&mut Object)) -> String {
     let mut out = String::new();
     write_object(&mut out, f);
     out
+}
+
+/// A whole JSON object, built by `f`, appended to `out`: a document of
+/// many objects (a thousand routers) is written into one buffer rather
+/// than assembled from a string per object.
+pub fn object_into(out: &mut String, f: impl FnOnce(&mut Object)) {
+    write_object(out, f);
+}
+
+/// Any integer up to 128 bits, in decimal; the 64-bit ones (all of ours)
+/// without 128-bit arithmetic.
+fn write_int(out: &mut String, value: i128) {
+    let _ = match (i64::try_from(value), u64::try_from(value)) {
+        (Ok(v), _) => write!(out, "{v}"),
+        (_, Ok(v)) => write!(out, "{v}"),
+        _ => write!(out, "{value}"),
+    };
 }
 
 /// A whole JSON array, built by `f`.
@@ -127,7 +158,7 @@ impl Object<'_> {
 
     /// Any integer type up to 64 bits, signed or not.
     pub fn int(&mut self, key: &str, value: impl Into<i128>) -> &mut Self {
-        let _ = write!(self.key(key), "{}", value.into());
+        write_int(self.key(key), value.into());
         self
     }
 
@@ -188,7 +219,7 @@ impl Array<'_> {
     }
 
     pub fn int(&mut self, value: impl Into<i128>) -> &mut Self {
-        let _ = write!(self.next(), "{}", value.into());
+        write_int(self.next(), value.into());
         self
     }
 

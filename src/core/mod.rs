@@ -8,5 +8,6 @@ pub mod layout;
 pub mod net;
 pub mod primary_vip;
 pub mod state;
+pub mod sync_later;
 pub mod time;
 pub mod transition;

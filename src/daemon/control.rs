@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::Daemon;
 use super::router::Router;
 use crate::actions::hooks::Hooks;
+use crate::config::RouterConfig;
 use crate::control::api;
 use crate::control::api::{Route, RouterStatus};
 use crate::control::server::{Incoming, Reply};
@@ -16,8 +17,14 @@ use crate::logging::syslog;
 use crate::supervisor::Supervisor;
 
 impl Daemon {
+    /// Every configured router: those started, then those still waiting
+    /// to start (nothing known of them yet: no state, no keepalived).
     pub(super) fn status_rows(&self) -> Vec<RouterStatus> {
-        self.routers.values().map(|r| status_row(r, &self.hooks)).collect()
+        self.routers
+            .values()
+            .map(|r| status_row(r, &self.hooks))
+            .chain(self.starting.iter().map(starting_row))
+            .collect()
     }
 
     /// The `/metrics` page, for the control socket and `metrics_listen`.
@@ -75,6 +82,9 @@ impl Daemon {
                     return plain(400, "invalid router id");
                 };
                 let Some(router) = self.routers.get_mut(&id) else {
+                    if self.starting.iter().any(|cfg| cfg.id == id) {
+                        return plain(503, &format!("router {id} is still starting"));
+                    }
                     return plain(404, &format!("no router {id}"));
                 };
                 log::info!("router {id}: state {state} posted by uid {uid}");
@@ -98,9 +108,12 @@ impl Daemon {
                 let Ok(id) = RouterId::parse(&id) else {
                     return plain(400, "invalid router id");
                 };
-                match self.routers.get(&id) {
-                    Some(router) => {
-                        let row = status_row(router, &self.hooks);
+                let row = match self.routers.get(&id) {
+                    Some(router) => Some(status_row(router, &self.hooks)),
+                    None => self.starting.iter().find(|cfg| cfg.id == id).map(starting_row),
+                };
+                match row {
+                    Some(row) => {
                         if text {
                             Reply::Response(http::response(
                                 200,
@@ -137,6 +150,31 @@ impl Daemon {
             Route::MethodNotAllowed => plain(405, "method not allowed"),
             Route::NotFound => plain(404, "not found"),
         }
+    }
+}
+
+/// A router of the config not started yet: nothing known but its config.
+fn starting_row(cfg: &RouterConfig) -> RouterStatus {
+    RouterStatus {
+        id: cfg.id.clone(),
+        namespace: cfg.namespace.as_ref().map(|n| n.to_string()),
+        ha_interface: cfg.ha_interface.clone(),
+        vrid: cfg.vrid,
+        primary_vip: cfg.primary_vip.to_string(),
+        state: None,
+        effective: None,
+        since: None,
+        supervised: cfg.keepalived,
+        keepalived_pid: None,
+        restarts: 0,
+        conntrackd: false,
+        conntrackd_pid: None,
+        conntrackd_restarts: 0,
+        transitions: 0,
+        last_error: None,
+        write_failures: 0,
+        writes_pending: 0,
+        scripts: Default::default(),
     }
 }
 

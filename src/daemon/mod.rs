@@ -29,7 +29,7 @@ mod state_writes;
 mod supervision;
 mod transitions;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ use nix::sys::signal::Signal;
 
 use crate::Exit;
 use crate::actions::hooks::Hooks;
-use crate::config::{Config, OnExit, Principal};
+use crate::config::{Config, OnExit, Principal, RouterConfig};
 use crate::control::api::Counters;
 use crate::control::metrics_listener::MetricsListener;
 use crate::control::server::ControlServer;
@@ -58,10 +58,18 @@ use namespaces::{NsWatch, watch_netns_dir};
 use router::Router;
 use routers::remove_router_dir;
 use service::{ReloadLog, Service};
-use state_writes::{STATE_WRITES_PER_PASS, StateWrites};
+use state_writes::{STATE_SYNC_BUDGET, STATE_WRITES_PER_PASS, StateWrites};
+pub use supervision::keepalived_starting_max;
 
 /// Enough that a node-wide flip goes out in a few loop passes.
 const NOTIFIER_IN_FLIGHT: usize = 256;
+
+/// Routers started per loop pass at most, and the time a pass may spend
+/// starting them: start-up happens inside the loop, so the control socket
+/// and signals are served between batches (a thousand routers take a few
+/// seconds to start, keepalived's own start-up mostly).
+const STARTS_PER_PASS: usize = 32;
+const STARTS_BUDGET: Duration = Duration::from_millis(10);
 
 /// How long SIGTERM waits for pending agent notifications.
 const FLUSH: Duration = Duration::from_secs(2);
@@ -128,8 +136,23 @@ pub struct Daemon {
     /// Namespaces whose socket still holds data after a read that reached
     /// its budget (edge-triggered: no new readiness will say so).
     netlink_more: Vec<NsKey>,
+    /// Configured routers not started yet, in config order: start-up
+    /// happens in the loop, a batch per pass ([`STARTS_PER_PASS`]).
+    starting: VecDeque<RouterConfig>,
+    /// The last reap stopped at its batch size (or was held back by the
+    /// keepalived gate): more children may be waiting, and no SIGCHLD will
+    /// come for them.
+    reap_more: bool,
+    /// keepalived spawned and not up yet (its notify FIFO has not spoken),
+    /// with its pid and when: at most [`supervision::keepalived_starting_max`]
+    /// at once (see [`Daemon::keepalived_gate_open`]).
+    starting_keepalived: HashMap<RouterId, (u32, Instant)>,
+    /// The last look at `starting_keepalived` found it full.
+    keepalived_gated: bool,
     /// Who waits for us to serve, reload and stop (`service`).
     service: Service,
+    /// Serving was said (every configured router started once).
+    served: bool,
     /// When the running config was read, how the reloads went.
     reload_log: ReloadLog,
     /// keepalived is stopped at exit whatever `on_exit` says.
@@ -137,7 +160,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Sets up the loop and its sources, then starts every router.
+    /// Sets up the loop and its sources and binds the control socket; the
+    /// routers start from inside [`Daemon::run`], a batch per pass, with
+    /// the control socket answering from the first pass.
     pub fn new(config_path: PathBuf, config: Config, confs: HaConfs, debug: bool) -> Result<Daemon, DaemonError> {
         let event_loop = EventLoop::new(1024).map_err(setup("create the event loop"))?;
         let registry = event_loop.registry().try_clone().map_err(setup("clone the poll registry"))?;
@@ -174,7 +199,7 @@ impl Daemon {
                 Some(listener)
             }
         };
-        let mut daemon = Daemon {
+        let daemon = Daemon {
             config_path,
             confs,
             debug,
@@ -198,24 +223,67 @@ impl Daemon {
             counters: Counters::default(),
             netlink_closed: (0, 0),
             netlink_more: Vec::new(),
+            starting: config.routers.iter().cloned().collect(),
+            reap_more: false,
+            starting_keepalived: HashMap::new(),
+            keepalived_gated: false,
             service: Service::default(),
+            served: false,
             reload_log: ReloadLog::new(),
             stop_on_exit: false,
-            config: config.clone(),
+            config,
         };
-        log::info!("harouterd {} starting with {} routers", env!("CARGO_PKG_VERSION"), config.routers.len());
-        let now = Instant::now();
-        for router in config.routers {
-            daemon.start_router(router, now);
-        }
+        log::info!("harouterd {} starting with {} routers", env!("CARGO_PKG_VERSION"), daemon.starting.len());
         Ok(daemon)
     }
 
+    /// Configured routers not started yet (start-up is done when 0).
+    pub fn routers_starting(&self) -> usize {
+        self.starting.len()
+    }
+
+    /// Starts the next routers of the start-up, at most
+    /// [`STARTS_PER_PASS`] and for about [`STARTS_BUDGET`].
+    fn start_some(&mut self, now: Instant) {
+        if self.starting.is_empty() || self.stopping.is_some() {
+            return;
+        }
+        let began = Instant::now();
+        for _ in 0..STARTS_PER_PASS {
+            let Some(cfg) = self.starting.front() else { break };
+            if cfg.keepalived && !self.keepalived_gate_open(now) {
+                break;
+            }
+            let Some(cfg) = self.starting.pop_front() else { break };
+            self.start_router(cfg, now);
+            if began.elapsed() >= STARTS_BUDGET {
+                break;
+            }
+        }
+        if self.starting.is_empty() {
+            log::info!("all {} routers started", self.routers.len());
+        }
+    }
+
+    /// After a reload: routers still waiting to start take their new
+    /// config, and those no longer configured are not started at all
+    /// (the reload itself only touches routers already started).
+    fn requeue_starting(&mut self) {
+        let config = &self.config;
+        self.starting = std::mem::take(&mut self.starting)
+            .into_iter()
+            .filter_map(|queued| config.router(queued.id.as_str()).cloned())
+            .collect();
+    }
+
     pub fn run(&mut self) -> Exit {
-        self.started_serving();
         loop {
             if let Some(exit) = self.finished() {
                 return exit;
+            }
+            if !self.served && self.starting.is_empty() && self.stopping.is_none() {
+                self.served = true;
+                self.started_serving();
             }
             self.outputs.adopt(&mut self.sources, spawn::take_outputs(), Instant::now());
             let deadline = self.next_deadline();
@@ -248,8 +316,10 @@ impl Daemon {
                 }
             }
             self.tick(Instant::now());
+            self.start_some(Instant::now());
             let written = self.state_writes.flush(&self.confs, STATE_WRITES_PER_PASS, Instant::now());
             self.state_written(written);
+            self.state_writes.sync_due(&self.confs, STATE_SYNC_BUDGET, Instant::now());
         }
     }
 
@@ -261,6 +331,7 @@ impl Daemon {
                 .chain([self.control.next_deadline(), self.hooks.next_deadline()])
                 .chain([self.metrics_listener.as_ref().and_then(MetricsListener::next_deadline)])
                 .chain([(!self.netlink_more.is_empty()).then(Instant::now)])
+                .chain([self.gated_deadline()])
                 .chain([self.stopping])
                 .chain([self.state_writes.next_deadline(Instant::now())]),
         )
@@ -278,6 +349,10 @@ impl Daemon {
                 }
                 Timer::RetryFiles(id) => self.retry_files(&id, now),
             }
+        }
+        // Children left by the last reap's batch.
+        if self.reap_more {
+            self.reap(now);
         }
         // Sockets whose last read stopped at its budget, after the other
         // sources had their turn.
@@ -335,6 +410,7 @@ impl Daemon {
         self.state_writes.retry_now();
         let written = self.state_writes.flush(&self.confs, usize::MAX, now);
         self.state_written(written);
+        self.state_writes.sync_all(&self.confs);
         if self.on_exit() == OnExit::Stop {
             for id in self.routers.keys() {
                 remove_router_dir(&self.confs, id);
@@ -347,7 +423,10 @@ impl Daemon {
         for signal in self.signals.drain() {
             match signal {
                 Signal::SIGCHLD => self.reap(now),
-                Signal::SIGHUP => self.reload_signalled(now),
+                Signal::SIGHUP => {
+                    self.reload_signalled(now);
+                    self.requeue_starting();
+                }
                 Signal::SIGTERM | Signal::SIGINT if self.stopping.is_none() => self.shutdown(signal, now),
                 _ => {}
             }
@@ -363,6 +442,18 @@ impl Daemon {
             m.stop_listening(&mut self.sources);
         }
         let stop = self.on_exit() == OnExit::Stop;
+        // Routers not started yet: with on_exit = keep their keepalived
+        // (if one runs from an earlier daemon) is left alone, as it would
+        // be once started; with stop they are started now so that one is
+        // stopped below, as if start-up had finished first.
+        if !self.starting.is_empty() {
+            log::info!("{} routers were not started yet", self.starting.len());
+        }
+        for cfg in std::mem::take(&mut self.starting) {
+            if stop {
+                self.start_router(cfg, now);
+            }
+        }
         let ids: Vec<RouterId> = self.routers.keys().cloned().collect();
         for id in ids {
             let Some(router) = self.routers.get_mut(&id) else { continue };

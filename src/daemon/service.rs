@@ -8,8 +8,10 @@
 //! **Serving** means: the control socket is bound and listening (so
 //! `harouterd status` answers), and every configured router has been
 //! started: its namespace's rtnetlink socket is open with the initial
-//! address dump requested, its keepalived spawned or adopted. `Daemon::new`
-//! does all of that; the loop says so before its first wait. A start-up
+//! address dump requested, its keepalived spawned or adopted. The loop
+//! starts the routers a batch per pass (answering the control socket from
+//! the first pass) and says so before the first wait after the last one
+//! started; a SIGTERM before that ends the wait with a failure. A start-up
 //! failure before that point (a `socket_group` that does not exist, a
 //! socket in use) reaches the terminal with the daemon's own message and
 //! exit status, and systemd sees the process exit before `READY=1`.
@@ -148,7 +150,7 @@ impl Daemon {
         if self.stop_on_exit { OnExit::Stop } else { self.config.daemon.on_exit }
     }
 
-    /// Before the loop's first wait (see the module docs).
+    /// Once every configured router was started (see the module docs).
     pub(super) fn started_serving(&mut self) {
         let status = format!("serving {} routers", self.routers.len());
         log::info!("{status}");

@@ -1,6 +1,9 @@
 //! Writing routers' state files without holding up the loop: queued latest
-//! wins, a few per pass, and a failed write (full or read-only disk) retried
-//! with backoff until it succeeds, shown in `status` and `/metrics` meanwhile.
+//! wins, written after the pass's notifications have gone out, a few per
+//! pass, never synced on the spot (synced later, in quiet time:
+//! [`crate::core::sync_later`]), and a failed write (full or read-only
+//! disk) retried with backoff until it succeeds, shown in `status` and
+//! `/metrics` meanwhile.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,6 +13,7 @@ use super::router::ErrorSource;
 use crate::core::backoff::Backoff;
 use crate::core::ident::RouterId;
 use crate::core::state::State;
+use crate::core::sync_later::SyncLater;
 use crate::sys::event_loop::{TimerId, Timers};
 use crate::sys::files::confs::HaConfs;
 
@@ -17,6 +21,12 @@ use crate::sys::files::confs::HaConfs;
 /// a zero poll timeout), so readiness (agent answers, control requests,
 /// netlink) is served in between.
 pub(super) const STATE_WRITES_PER_PASS: usize = 32;
+
+/// Time a loop pass may spend syncing state files once they are due (at
+/// least one file): each sync is a disk flush the loop waits for, 0.4 ms
+/// to 8 ms here, so a thousand are spread over many passes with every
+/// source served in between.
+pub(super) const STATE_SYNC_BUDGET: Duration = Duration::from_millis(2);
 
 /// A file that could not be written (full or read-only disk) is tried again
 /// after this, doubling per failure in a row up to [`WRITE_RETRY_MAX`]: soon
@@ -34,11 +44,12 @@ pub(super) fn write_retry_delay(failures: u32) -> Duration {
 /// Raw states waiting to be written to their state files, oldest first;
 /// a router changing again before its write only changes what is written.
 ///
-/// The write (temp file, fdatasync, rename) costs about 0.35 ms on a plain
-/// disk: done inline, a node-wide flip of 1000 routers held every agent
-/// notification behind 350 ms of file writes. Queued, the writes still
-/// happen in the same loop pass when there are few, and in batches between
-/// I/O events when there are many.
+/// A write with its fdatasync costs 0.4 ms to 8 ms on a shared disk: done
+/// inline, a node-wide flip of 1000 routers held every agent notification
+/// behind seconds of flushes, and even one delayed the next change. So the
+/// write (temp file, rename: microseconds) comes after the pass's
+/// notifications and events have gone out, in batches between I/O events
+/// when there are many, and its sync waits for quiet time ([`SyncLater`]).
 ///
 /// A write that fails (full or read-only disk) is not dropped: the router
 /// stays pending and is tried again after [`write_retry_delay`], with
@@ -50,6 +61,8 @@ pub(super) struct StateWrites {
     pub(super) order: std::collections::VecDeque<RouterId>,
     pub(super) pending: HashMap<RouterId, PendingState>,
     pub(super) retries: Timers<RouterId>,
+    /// Written, not synced yet.
+    pub(super) unsynced: SyncLater<RouterId>,
 }
 
 pub(super) struct PendingState {
@@ -84,11 +97,38 @@ impl StateWrites {
             self.retries.cancel(timer);
         }
         self.order.retain(|i| i != id);
+        self.unsynced.forget(id);
     }
 
-    /// `now` when writes are due, else the next retry.
+    /// `now` when writes are due, else the next retry or sync.
     pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        if self.order.is_empty() { self.retries.next_deadline() } else { Some(now) }
+        if !self.order.is_empty() {
+            return Some(now);
+        }
+        crate::sys::event_loop::earliest([self.retries.next_deadline(), self.unsynced.deadline()])
+    }
+
+    /// Syncs the state files whose sync is due, for about `budget` (at
+    /// least one). A file gone since (its router removed) needs none; any
+    /// other failure is logged: the file is in place, only its durability
+    /// is in doubt.
+    pub(super) fn sync_due(&mut self, confs: &HaConfs, budget: Duration, now: Instant) {
+        let began = Instant::now();
+        loop {
+            let Some(id) = self.unsynced.take_due(now, 1).pop() else { return };
+            if let Err(e) = confs.sync_state(&id) {
+                log::warn!("router {id}: {e}");
+            }
+            if began.elapsed() >= budget {
+                return;
+            }
+        }
+    }
+
+    /// Every file written and not synced yet is synced now (shutdown).
+    pub(super) fn sync_all(&mut self, confs: &HaConfs) {
+        let far = Instant::now() + crate::core::sync_later::MAX_AGE;
+        self.sync_due(confs, Duration::MAX, far);
     }
 
     /// Every router waiting for a retry is due now (shutdown).
@@ -119,6 +159,7 @@ impl StateWrites {
                 Ok(()) => {
                     let after_failures = pending.failures;
                     self.pending.remove(&id);
+                    self.unsynced.written(id.clone(), now);
                     out.push(StateWritten::Written { id, state, after_failures });
                 }
                 Err(e) => {
@@ -177,6 +218,7 @@ impl Daemon {
 mod tests {
     use super::*;
     use crate::core::layout::Layout;
+    use crate::core::sync_later::QUIET;
     use crate::test_support::TempDir;
 
     fn id(text: &str) -> RouterId {
@@ -210,7 +252,14 @@ mod tests {
         assert_eq!(state(&dir, "r2").as_deref(), Some("fault"));
         assert_eq!(state(&dir, "r3"), None, "a forgotten router is not written");
         assert!(writes.pending.is_empty());
-        assert_eq!(writes.next_deadline(now), None);
+        // Written, not synced: the sync waits for a quiet second, then
+        // nothing is left to wake up for.
+        assert_eq!(writes.next_deadline(now), Some(now + QUIET));
+        writes.sync_due(&layout, Duration::MAX, now);
+        assert_eq!(writes.unsynced.len(), 2, "not synced before it is due");
+        writes.sync_due(&layout, Duration::MAX, now + QUIET);
+        assert!(writes.unsynced.is_empty());
+        assert_eq!(writes.next_deadline(now + QUIET), None);
     }
 
     #[test]
@@ -245,7 +294,10 @@ mod tests {
         let out = writes.flush(&layout, usize::MAX, ms(300));
         assert_eq!(out, [StateWritten::Written { id: id("r1"), state: State::Fault, after_failures: 2 }], "{out:?}");
         assert_eq!(state(&dir, "r1").as_deref(), Some("fault"));
-        assert!(writes.pending.is_empty() && writes.next_deadline(ms(300)).is_none());
+        assert!(writes.pending.is_empty());
+        assert_eq!(writes.next_deadline(ms(300)), Some(ms(300) + QUIET), "only its sync is left");
+        writes.sync_due(&layout, Duration::MAX, ms(300) + QUIET);
+        assert!(writes.next_deadline(ms(300)).is_none());
         // A failing router that is forgotten leaves no retry behind.
         writes.queue(&id("r2"), State::Primary);
         writes.flush(&layout, usize::MAX, ms(400));

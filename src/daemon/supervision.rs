@@ -4,6 +4,7 @@
 //! re-created, reaping children, and reading keepalived's own view from its
 //! notify FIFO.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use super::router::{ErrorSource, Router};
 use super::state_writes::write_retry_delay;
 use super::{Daemon, Source, Timer};
 use crate::conntrackd::conf as conntrackd_conf;
+use crate::conntrackd::sync::ConntrackdSync;
 use crate::core::ident::RouterId;
 use crate::keepalived;
 use crate::keepalived::conf::Secrets;
@@ -18,6 +20,35 @@ use crate::keepalived::notify_fifo::KaState;
 use crate::supervisor::{Kind, Outcome, Sighup, Supervisor};
 use crate::sys::event_loop::{Owner, TimerId};
 use crate::sys::spawn;
+
+/// Children reaped per loop pass: each keepalived death is a respawn
+/// (pidfiles, proofs, a fork), so a storm of a thousand is handled in
+/// batches with the control socket and signals served in between.
+pub(super) const REAP_PER_PASS: usize = 32;
+
+/// How many keepalived may be starting at once (spawned, their notify FIFO
+/// not heard from yet): four per CPU. keepalived's own start-up (exec,
+/// dynamic linking, config, its VRRP child) costs 10-15 ms of CPU; a
+/// thousand of them made runnable at once (a start, an OOM kill of all)
+/// thrash the CPUs and starve the daemon itself: measured with 1000
+/// routers on 2 CPUs, everything started later than when one keepalived
+/// started after another, and status answers waited seconds. A handful
+/// per CPU keeps the CPUs busy and the run queue short.
+pub fn keepalived_starting_max() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from).saturating_mul(4).clamp(4, 64)
+}
+
+/// A keepalived not heard from within this long no longer counts as
+/// starting (a FIFO that could not be made, a keepalived stuck).
+pub(super) const STARTING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether `pid` is a live process (not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
 
 /// How [`Daemon::revive`] gets a program going again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,38 +102,62 @@ pub(super) struct FilesFailed {
 }
 
 /// Who waits for a child's exit.
+#[derive(Clone, Copy)]
 enum Owned {
     Program(Kind),
     Sync,
 }
 
 impl Daemon {
+    /// Reaps up to [`REAP_PER_PASS`] children and hands each exit to whoever
+    /// waits for it; `reap_more` says whether more may be waiting (a
+    /// SIGCHLD does not come again for them).
     pub(super) fn reap(&mut self, now: Instant) {
-        for (pid, exit) in spawn::reap() {
+        // A keepalived death is a respawn: held back while as many
+        // keepalived are starting as the machine takes (the deaths wait as
+        // zombies; SIGCHLD or a keepalived coming up wakes us again).
+        if self.stopping.is_none() && !self.keepalived_gate_open(now) {
+            self.reap_more = true;
+            return;
+        }
+        // No more than the free places take (a router's keepalived is two
+        // processes: its main one and the VRRP child, orphaned with it).
+        let free = keepalived_starting_max().saturating_sub(self.starting_keepalived.len());
+        let batch = REAP_PER_PASS.min(2 * free).max(1);
+        let reaped = spawn::reap_at_most(batch);
+        self.reap_more = reaped.len() == batch;
+        if reaped.is_empty() {
+            return;
+        }
+        // Who waits for which pid, in one walk over the routers: a storm
+        // of a thousand deaths must not walk them once per death.
+        let mut owners: HashMap<u32, (RouterId, Owned)> = HashMap::new();
+        for (id, r) in &self.routers {
+            for (kind, sup) in [(Kind::Keepalived, &r.supervisor), (Kind::Conntrackd, &r.conntrackd_sup)] {
+                for pid in sup.iter().flat_map(Supervisor::waits_for) {
+                    owners.insert(pid, (id.clone(), Owned::Program(kind)));
+                }
+            }
+            if let Some(pid) = r.conntrackd.as_ref().and_then(ConntrackdSync::waits_for) {
+                owners.insert(pid, (id.clone(), Owned::Sync));
+            }
+        }
+        for (pid, exit) in reaped {
             if self.hooks.child_exited(pid, exit, now) {
                 continue;
             }
-            let owner = self.routers.iter().find_map(|(id, r)| {
-                let owned = if r.supervisor.as_ref().is_some_and(|s| s.owns(pid)) {
-                    Owned::Program(Kind::Keepalived)
-                } else if r.conntrackd_sup.as_ref().is_some_and(|s| s.owns(pid)) {
-                    Owned::Program(Kind::Conntrackd)
-                } else if r.conntrackd.as_ref().is_some_and(|c| c.owns(pid)) {
-                    Owned::Sync
-                } else {
-                    return None;
-                };
-                Some((id.clone(), owned))
-            });
-            let Some((id, owned)) = owner else { continue };
+            let Some((id, owned)) = owners.get(&pid).cloned() else { continue };
             let Some(router) = self.routers.get_mut(&id) else { continue };
             match owned {
                 Owned::Program(kind) => {
-                    let outcomes = router.sup_mut(kind).map(|s| s.child_exited(pid, exit, now)).unwrap_or_default();
+                    // Checked again: an earlier exit of this batch may have
+                    // moved the router on.
+                    let Some(sup) = router.sup_mut(kind).filter(|s| s.owns(pid)) else { continue };
+                    let outcomes = sup.child_exited(pid, exit, now);
                     self.supervisor_outcomes(&id, kind, outcomes, now);
                 }
                 Owned::Sync => {
-                    if let Some(sync) = router.conntrackd.as_mut() {
+                    if let Some(sync) = router.conntrackd.as_mut().filter(|c| c.owns(pid)) {
                         for synced in sync.exited(pid, exit) {
                             synced.log(&id);
                         }
@@ -198,6 +253,36 @@ impl Daemon {
         }
     }
 
+    /// Whether another keepalived may start now (see
+    /// [`keepalived_starting_max`]), after forgetting those no longer
+    /// starting: heard from (FIFO), dead (a zombie waiting to be reaped
+    /// counts as dead), replaced, or past [`STARTING_TIMEOUT`].
+    pub(super) fn keepalived_gate_open(&mut self, now: Instant) -> bool {
+        let routers = &self.routers;
+        self.starting_keepalived.retain(|id, (pid, since)| {
+            now < *since + STARTING_TIMEOUT
+                && routers.get(id).and_then(|r| r.supervisor.as_ref()?.pid()) == Some(*pid)
+                && alive(*pid)
+        });
+        self.keepalived_gated = self.starting_keepalived.len() >= keepalived_starting_max();
+        !self.keepalived_gated
+    }
+
+    /// When the loop must look again at work waiting for the keepalived
+    /// gate (children to reap, routers to start): at once when the gate was
+    /// open, else when the oldest starting keepalived times out (a FIFO
+    /// message or a SIGCHLD wakes the loop before that).
+    pub(super) fn gated_deadline(&self) -> Option<Instant> {
+        let waiting = self.reap_more || (!self.starting.is_empty() && self.stopping.is_none());
+        if !waiting {
+            return None;
+        }
+        if !self.keepalived_gated {
+            return Some(Instant::now());
+        }
+        self.starting_keepalived.values().map(|(_, since)| *since + STARTING_TIMEOUT).min()
+    }
+
     /// Makes the router's programs follow their files: keepalived re-reads
     /// changed ones (SIGHUP), conntrackd restarts on a changed
     /// conntrackd.conf, and a conntrackd the router no longer gets is
@@ -272,6 +357,9 @@ impl Daemon {
             let sync = router.conntrackd.as_mut().filter(|_| kind == Kind::Conntrackd);
             match outcome {
                 Outcome::Spawned { pid } => {
+                    if kind == Kind::Keepalived {
+                        self.starting_keepalived.insert(id.clone(), (pid, now));
+                    }
                     log::info!("router {id}: {kind} started (pid {pid})");
                     router.rt.clear_error(source);
                     // Syncs wait until conntrackd answers.
@@ -425,6 +513,10 @@ impl Daemon {
         let Some(router) = self.routers.get_mut(id) else { return };
         let Some((fifo, _)) = router.fifo.as_mut() else { return };
         let events = fifo.read();
+        if !events.is_empty() {
+            // It is up: its place among those starting is free.
+            self.starting_keepalived.remove(id);
+        }
         for event in events {
             log::debug!("router {id}: keepalived reports {:?} for {}", event.state, event.instance);
             router.rt.keepalived_fault = event.state == KaState::Fault;

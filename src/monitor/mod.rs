@@ -5,14 +5,21 @@
 //! One router, one rtnetlink socket inside its namespace, one event loop.
 //! The monitored CIDR present on the monitored interface means `primary`,
 //! absent means `backup`. Each change (and the initial state, at once) is
-//! written to `CONF_DIR/state`, synced to conntrackd when enabled, then
-//! POSTed to the L3 agent; the log lines are the ones Neutron's tests and
-//! operators grep for.
+//! POSTed to the L3 agent (once conntrackd is synced, when enabled) and
+//! written to `CONF_DIR/state`; the log lines are the ones Neutron's tests
+//! and operators grep for.
 //!
 //! Invariants: a state is reported only when it differs from the last one
 //! (an address update that changes nothing is not a transition), and the
 //! loop never blocks: conntrackd runs as reaped children, the agent is
-//! notified through the non-blocking [`Notifier`].
+//! notified through the non-blocking [`Notifier`]. **Nothing on the disk
+//! path delays a notification**: the request is on the agent's socket (or
+//! conntrackd's sync started) before the state file is written, and the
+//! file is written without a sync (temp file, rename: microseconds); its
+//! `fdatasync` waits for quiet time ([`SyncLater`]), so a slow or busy disk
+//! never sits between an address change and the agent. The log therefore
+//! still says `Wrote router ID state S` before `Notified agent router ID,
+//! state S`: the latter is logged when the agent's answer arrives.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -27,13 +34,14 @@ use crate::core::backoff::{Backoff, Retry};
 use crate::core::ident::{Namespace, RouterId, namespace_name};
 use crate::core::net::Cidr;
 use crate::core::state::State;
+use crate::core::sync_later::SyncLater;
 use crate::netlink::{Change, NetlinkError, RECV_BUFFER, Read, RtSocket, VipWatch};
 use crate::notify::{Delivery, Notifier};
 use crate::sys::child_output::ChildOutputs;
 use crate::sys::event_loop::{EventLoop, Owner, Signals, Sources, Timers, earliest};
 use crate::sys::files::{self, nofollow};
 use crate::sys::netns::{NetnsDirWatch, NetnsError};
-use crate::sys::{privdrop, spawn};
+use crate::sys::{privdrop, process, spawn};
 
 /// The agent's socket under `--state_path` (Neutron's
 /// `get_keepalived_state_change_socket_path`).
@@ -102,6 +110,11 @@ pub struct Monitor {
     signals: Signals,
     /// What conntrackd writes.
     outputs: ChildOutputs,
+    /// The state file, written and not synced yet.
+    unsynced: SyncLater<()>,
+    /// What start-up alone needed is given back (once the initial state
+    /// is reported: [`process::release_startup_memory`]).
+    released: bool,
 }
 
 impl Monitor {
@@ -149,6 +162,8 @@ impl Monitor {
             sources,
             signals,
             outputs: ChildOutputs::new(),
+            unsynced: SyncLater::default(),
+            released: false,
         })
     }
 
@@ -179,6 +194,7 @@ impl Monitor {
                 self.timers.next_deadline(),
                 self.notifier.next_deadline(),
                 self.netlink_deadline(Instant::now()),
+                self.unsynced.deadline(),
             ]);
             let Some(tokens) = self.event_loop.ready_tokens(deadline) else { return Exit::Runtime };
             for token in tokens {
@@ -217,6 +233,16 @@ impl Monitor {
             }
             let deliveries = self.notifier.tick(&mut self.sources, now);
             log_deliveries(deliveries);
+            if !self.unsynced.take_due(now, 1).is_empty() {
+                self.sync_state();
+            }
+            if !self.released && self.state.is_some() {
+                // A node runs one monitor per router: each pays for what it
+                // keeps mapped.
+                self.released = true;
+                let kib = process::release_startup_memory();
+                log::debug!("router {}: {kib} KiB of start-up pages given back", self.router);
+            }
         }
     }
 
@@ -353,10 +379,8 @@ impl Monitor {
             None => log::info!("Initial status of router {} is {new}", self.router),
         }
         self.state = Some(new);
-        match self.write_state(new) {
-            Ok(()) => log::info!("Wrote router {} state {new}", self.router),
-            Err(e) => log::error!("router {}: {e}", self.router),
-        }
+        // The agent first (or conntrackd, which the agent waits for): the
+        // request is on its socket before the disk is touched.
         match &mut self.conntrackd {
             Some(sync) => {
                 let done = sync.request(new);
@@ -366,6 +390,13 @@ impl Monitor {
                 let deliveries = self.notifier.submit(&mut self.sources, &self.router, new, now);
                 log_deliveries(deliveries);
             }
+        }
+        match self.write_state(new) {
+            Ok(()) => {
+                log::info!("Wrote router {} state {new}", self.router);
+                self.unsynced.written((), now);
+            }
+            Err(e) => log::error!("router {}: {e}", self.router),
         }
     }
 
@@ -379,6 +410,16 @@ impl Monitor {
         let written = files::write_state(dir.as_fd(), &self.conf_dir, state);
         self.conf_dir_fd = Some(dir);
         written.map_err(|e| e.to_string())
+    }
+
+    /// Makes the state file durable, in quiet time (see the module docs);
+    /// a failure is logged: the file is in place, its durability in doubt.
+    fn sync_state(&mut self) {
+        if let Some(dir) = &self.conf_dir_fd
+            && let Err(e) = files::sync_state(dir.as_fd())
+        {
+            log::warn!("router {}: cannot sync {}/state: {e}", self.router, self.conf_dir.display());
+        }
     }
 
     /// The agent hears of a change once conntrackd is synced for it (each

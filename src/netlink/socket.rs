@@ -174,10 +174,13 @@ impl RtSocket {
         now: Instant,
         sink: &mut impl FnMut(Change),
     ) -> Result<Read, NetlinkError> {
-        scratch.resize(RECV_BUFFER, 0);
+        // Received into the capacity, never zero-filled: only the pages a
+        // datagram reaches become resident (see `sys::recv`).
+        scratch.clear();
+        scratch.reserve(RECV_BUFFER);
         for _ in 0..READ_BUDGET {
-            match self.sock.recv(&mut scratch[..], Msg::empty()) {
-                Ok((n, _)) => {
+            match crate::sys::recv::recv_into(self.sock.as_raw_fd(), scratch) {
+                Ok(n) => {
                     if let Some(request) = self.tracker.datagram(&scratch[..n], now, sink) {
                         self.send(request)?;
                     }

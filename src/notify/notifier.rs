@@ -32,10 +32,10 @@ struct Conn {
 }
 
 impl Conn {
-    /// Sends what is left of the request, then reads until the status line
-    /// is decided. `None`: wait for readiness. Reads until `WouldBlock`
-    /// because mio readiness is edge-triggered.
-    fn drive(&mut self, path: &Path) -> Option<Result<(), NotifyError>> {
+    /// Sends what is left of the request, then (with `read`) reads until the
+    /// status line is decided. `None`: wait for readiness. Reads until
+    /// `WouldBlock` because mio readiness is edge-triggered.
+    fn drive(&mut self, path: &Path, read: bool) -> Option<Result<(), NotifyError>> {
         while self.written < self.request.len() {
             // send(2) with MSG_NOSIGNAL: a peer that hung up must give EPIPE,
             // not a SIGPIPE that would kill the daemon.
@@ -51,6 +51,9 @@ impl Conn {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Some(Err(NotifyError::Send { path: path.to_owned(), source: e.into() })),
             }
+        }
+        if !read {
+            return None;
         }
         let mut buf = [0u8; 512];
         loop {
@@ -196,8 +199,13 @@ impl Notifier {
                 Ok((token, conn)) => {
                     self.conns.insert(token, conn);
                     // The socket is usually writable at once: send now rather
-                    // than after one more trip through the poll.
-                    self.progress(sources, token, now, out);
+                    // than after one more trip through the poll. The answer
+                    // is read when readiness says it is there (registered
+                    // before the send, so its edge is never missed): the
+                    // caller's own follow-up (the state file) comes first,
+                    // and the agent's answer is never judged in the call
+                    // that asked.
+                    self.send(token);
                 }
                 Err(err) => self.conclude(router_id, state, Err(err), now, out),
             }
@@ -230,9 +238,17 @@ impl Notifier {
         Ok((token, conn))
     }
 
+    /// Sends what the socket takes of a new request; a send that fails ends
+    /// the attempt at the next readiness (the socket reports the error).
+    fn send(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(&token) {
+            let _ = conn.drive(&self.socket_path, false);
+        }
+    }
+
     fn progress<K>(&mut self, sources: &mut Sources<K>, token: Token, now: Instant, out: &mut Vec<Delivery>) {
         let Some(conn) = self.conns.get_mut(&token) else { return };
-        let Some(result) = conn.drive(&self.socket_path) else { return };
+        let Some(result) = conn.drive(&self.socket_path, true) else { return };
         if let Some(conn) = self.conns.remove(&token) {
             self.close(sources, token, conn, result, now, out);
         }

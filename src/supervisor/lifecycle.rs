@@ -272,10 +272,7 @@ impl Supervisor {
         }
         self.remove_leftovers();
         let args = self.program.args();
-        // Run by the path it resolves to now, so what runs is exactly the
-        // binary a later proof of ownership expects.
-        let program =
-            resolve_program(&self.program.path).map_or_else(|| self.program.path.clone(), |p| p.display().to_string());
+        let program = self.spawned_program();
         log::debug!("router {}: running {program} {}", self.id, args.join(" "));
         let label = format!("router {}: {kind}", self.id);
         let options = SpawnOptions { new_session: true, label: &label, ..SpawnOptions::default() };
@@ -303,14 +300,28 @@ impl Supervisor {
                     self.look_for_socket(now, out);
                 }
             }
-            Err(source) => {
-                let delay = self.backoff.on_spawn_failure();
-                let program = self.program.path.clone();
-                self.last_error = Some(SupervisorError::Spawn { router: self.id.clone(), kind, program, source });
-                self.run = Run::Waiting { at: now + delay };
-                out.push(Outcome::SpawnFailed { retry_in: delay });
-            }
+            Err(source) => self.spawn_failed(source, now, out),
         }
+    }
+
+    /// The program as spawned: the path it resolves to now, so what runs
+    /// is exactly the binary a later proof of ownership expects.
+    pub(super) fn spawned_program(&self) -> String {
+        resolve_program(&self.program.path).map_or_else(|| self.program.path.clone(), |p| p.display().to_string())
+    }
+
+    /// The program could not be started, whether `spawn` said so or the
+    /// child reported it never ran (its `exec` failed after `spawn`
+    /// returned): retried after a backoff that is never zero, so a program
+    /// that cannot run never makes a respawn loop.
+    pub(super) fn spawn_failed(&mut self, source: spawn::SpawnError, now: Instant, out: &mut Vec<Outcome>) {
+        let delay = self.backoff.on_spawn_failure();
+        self.throttle.clear();
+        self.probe = None;
+        let (kind, program) = (self.program.kind, self.program.path.clone());
+        self.last_error = Some(SupervisorError::Spawn { router: self.id.clone(), kind, program, source });
+        self.run = Run::Waiting { at: now + delay };
+        out.push(Outcome::SpawnFailed { retry_in: delay });
     }
 
     /// A spawned program is up once its socket is there: reported

@@ -364,12 +364,18 @@ impl Supervisor {
     /// an orphan being killed, its stop command): give its exit to
     /// [`Supervisor::child_exited`].
     pub fn owns(&self, pid: u32) -> bool {
+        self.waits_for().any(|p| p == pid)
+    }
+
+    /// The processes this supervisor waits for (see [`Supervisor::owns`]):
+    /// lets a caller index children by pid.
+    pub fn waits_for(&self) -> impl Iterator<Item = u32> + use<> {
         let run = match self.run {
-            Run::Running { pid: p, .. } | Run::Stopping { pid: p, .. } => p == pid,
-            Run::Cleaning { orphan, .. } => orphan == pid,
-            _ => false,
+            Run::Running { pid, .. } | Run::Stopping { pid, .. } => Some(pid),
+            Run::Cleaning { orphan, .. } => Some(orphan),
+            _ => None,
         };
-        run || self.helper == Some(pid)
+        run.into_iter().chain(self.helper)
     }
 
     /// Starts supervising: adopts a program of ours found running (no
@@ -423,7 +429,14 @@ impl Supervisor {
         }
         let kind = self.program.kind;
         match self.run {
-            Run::Running { pid: p, .. } if p == pid => self.on_death(Some(exit), now, &mut out),
+            Run::Running { pid: p, .. } if p == pid => match exit {
+                // It never ran: a spawn failure learnt late, not a death.
+                ChildExit::NotRun(failure) => {
+                    let source = failure.into_spawn_error(&self.spawned_program());
+                    self.spawn_failed(source, now, &mut out);
+                }
+                exit => self.on_death(Some(exit), now, &mut out),
+            },
             Run::Stopping { pid: p, then, .. } if p == pid => {
                 log::debug!("router {}: {kind} (pid {pid}) stopped ({exit})", self.id);
                 self.watch = None;

@@ -159,6 +159,38 @@ fn missing_program_is_retried_with_backoff_and_stale_pidfiles_go() {
     assert_eq!(sup.next_deadline(), None, "stopped: no wake-ups");
 }
 
+/// A program that is there and executable but whose `exec` fails (its
+/// interpreter is missing): `spawn` no longer waits to learn that, so it is
+/// reported by the child's exit, and must still count as a failed start,
+/// with the errno and a backoff, never as a death respawned at once.
+#[test]
+fn an_exec_that_fails_after_spawn_returned_is_a_failed_start_with_backoff() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new("noexec");
+    let program = dir.0.join("keepalived");
+    std::fs::write(&program, "#!/nonexistent/interpreter\n").expect("write");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut sup = supervisor(&dir.0, program.to_str().expect("utf-8"), None);
+    let t0 = Instant::now();
+    let [Outcome::Spawned { pid }] = sup.start(t0)[..] else { panic!("spawn returns before the exec") };
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).expect("waitpid");
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid as i32), 127));
+    let exit = crate::sys::spawn::not_run_report(pid).map_or(ChildExit::Code(127), ChildExit::NotRun);
+    let t1 = t0 + 5 * MS;
+    assert_eq!(sup.child_exited(pid, exit, t1), [Outcome::SpawnFailed { retry_in: 100 * MS }]);
+    let error = sup.last_error().expect("an error").to_string();
+    assert_eq!(
+        error,
+        format!(
+            "router r1: cannot start keepalived ({0}): cannot run {0}: No such file or directory (os error 2)",
+            program.display()
+        )
+    );
+    assert_eq!(sup.restarts(), 0, "a failed start is not a restart");
+    assert_eq!(sup.pid(), None);
+    assert_eq!(sup.next_restart(), Some(t1 + 100 * MS), "backed off, not respawned at once");
+}
+
 #[test]
 fn missing_namespace_is_an_error_naming_it() {
     let dir = Dir::new("nsgone");
@@ -693,7 +725,13 @@ fn spawned_conntrackd_gets_a_pidfile_and_is_ready_once_its_socket_is_there() {
     let listener = std::os::unix::net::UnixListener::bind(router.join("conntrackd.ctl")).expect("bind");
     assert_eq!(sup.tick(second), [Outcome::Ready { pid }]);
     assert_eq!(sup.next_deadline(), None, "no more looks");
-    // A process proven ours is found by the pidfile the supervisor wrote.
+    // A process proven ours is found by the pidfile the supervisor wrote,
+    // once it runs the program (spawn does not wait for the exec).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(format!("/proc/{pid}/exe")).ok() == std::env::current_exe().ok() {
+        assert!(Instant::now() < deadline, "the stand-in conntrackd never exec'd");
+        std::thread::sleep(MS);
+    }
     let mut other = conntrackd_supervisor(&dir.0, "/bin/sh");
     assert_eq!(other.start(t0)[0], Outcome::Adopted { pid });
     other.detach();

@@ -11,6 +11,7 @@ pub mod pidfd;
 pub mod pidfile;
 pub mod privdrop;
 pub mod process;
+pub mod recv;
 pub mod sd_notify;
 pub mod socket;
 pub mod spawn;

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod frozen;
 pub mod http_receiver;
 pub mod lab;
 pub mod tmpfs;

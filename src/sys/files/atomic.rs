@@ -2,18 +2,29 @@
 //! `keepalived.conf` (SPEC section 3.2).
 //!
 //! Invariant: **a reader of the target sees either the old complete file or
-//! the new complete file, never a torn or empty one, even across a crash or
-//! power loss.** Neutron's agent and operators read `state` at any moment,
-//! and keepalived re-reads its config on SIGHUP. The recipe: write a
-//! temporary file in the same directory (so `rename` stays on one
-//! filesystem), `fdatasync` it, `rename` it over the target.
+//! the new complete file, never a torn or empty one.** Neutron's agent and
+//! operators read `state` at any moment, and keepalived re-reads its config
+//! on SIGHUP. The recipe: write a temporary file in the same directory (so
+//! `rename` stays on one filesystem) and `rename` it over the target.
+//!
+//! Across a crash of the machine (power loss) the invariant holds for
+//! [`write_atomic_at`], which `fdatasync`s the temporary file before the
+//! rename. [`replace_at`] does not sync at all: it is for the `state` file,
+//! written after the agent was notified and synced later, off the path of
+//! any notification ([`sync_at`], on the caller's schedule:
+//! [`crate::core::sync_later`]), and for the daemon's router files, which
+//! it renders again and compares at every start before keepalived runs
+//! ([`super::confs::RouterDir::write`]). Until a sync, a crash of the machine
+//! leaves on ext4 (data=ordered with `auto_da_alloc`, its defaults) the old
+//! or the new complete file when an old one was replaced (the rename's
+//! commit waits for the new file's data), and on other filesystems, or for
+//! a file created for the first time, possibly an empty file or none. The
+//! daemon and the monitor re-derive every state from the kernel at start
+//! and write it again at once, so such a file lives until then only.
 //!
 //! The directory is deliberately not synced: that would make the rename
 //! itself durable, but after a crash either the old or the new complete file
-//! is there, both valid, and the daemon re-derives every state from the
-//! kernel at start anyway. The sync sits between an address change and the
-//! agent's notification, and measured (bench/state_change.py) the directory
-//! sync doubled that latency and most of its tail on a busy disk.
+//! is there, both valid, and the state is re-derived at start anyway.
 //!
 //! Failures (a full disk, a read-only or foreign-owned directory) are
 //! returned with the target path and the step that failed, and never leave
@@ -172,6 +183,31 @@ pub fn write_atomic_at(
     contents: &[u8],
     mode: u32,
 ) -> Result<(), StateFileError> {
+    write_at(dir, dir_path, name, contents, mode, true)
+}
+
+/// [`write_atomic_at`] without the `fdatasync`: the new file replaces the
+/// old one as atomically for every reader, but is durable only once the
+/// caller has [`sync_at`] it (see the module docs for what a crash leaves
+/// before that). A few microseconds where a sync takes milliseconds.
+pub fn replace_at(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &OsStr,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), StateFileError> {
+    write_at(dir, dir_path, name, contents, mode, false)
+}
+
+fn write_at(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &OsStr,
+    contents: &[u8],
+    mode: u32,
+    sync: bool,
+) -> Result<(), StateFileError> {
     let path = dir_path.join(name);
     let temp = temp_name(name);
     let temp_path = dir_path.join(&temp);
@@ -188,11 +224,21 @@ pub fn write_atomic_at(
     let mut guard = TempGuard { dir, name: &temp, armed: true };
     file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777)).map_err(|e| fail(Step::SetMode, true, e))?;
     file.write_all(contents).map_err(|e| fail(Step::Write, true, e))?;
-    file.sync_data().map_err(|e| fail(Step::SyncTemp, true, e))?;
+    if sync {
+        file.sync_data().map_err(|e| fail(Step::SyncTemp, true, e))?;
+    }
     drop(file);
     renameat(dir, &*temp, dir, name).map_err(|e| fail(Step::Rename, true, e.into()))?;
     guard.armed = false;
     Ok(())
+}
+
+/// Makes the file `name` in `dir` durable (`fdatasync`), for a file
+/// written with [`replace_at`]; whatever replaced it since is synced
+/// instead, which is what matters. Never follows a symlink.
+pub fn sync_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let file = File::from(open_at(dir, name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)?);
+    file.sync_data()
 }
 
 /// The first `limit` bytes of the file `name` in `dir`, opened without

@@ -22,7 +22,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::atomic::{self, StateFileError};
 use super::trusted::{self, DirError};
-use super::{open_at, write_state};
+use super::{open_at, sync_state, write_state};
 use crate::config::DaemonConfig;
 use crate::core::ident::RouterId;
 use crate::core::layout::{DIR_MODE, Layout, ROUTER_DIR_MODE, STATE_FILE};
@@ -91,9 +91,16 @@ impl RouterDir {
         self.fd.as_fd()
     }
 
-    /// Atomically replaces the file `name` with exactly `mode`.
+    /// Atomically replaces the file `name` with exactly `mode`, without a
+    /// sync ([`atomic::replace_at`]): the router's files (keepalived.conf,
+    /// its health-check script, conntrackd.conf) are the daemon's rendering
+    /// of its config, compared and written again at every start before
+    /// keepalived is started, so one a crash of the machine left empty is
+    /// repaired before anything reads it. A sync each would block the loop
+    /// for a disk flush per router: seconds at the first start or a reload
+    /// of a thousand routers.
     pub fn write(&self, name: &OsStr, contents: &[u8], mode: u32) -> Result<(), FileError> {
-        atomic::write_atomic_at(self.fd(), &self.path, name, contents, mode).map_err(FileError::File)
+        atomic::replace_at(self.fd(), &self.path, name, contents, mode).map_err(FileError::File)
     }
 
     /// The first `limit` bytes of the file `name`; a symlink is an error.
@@ -178,6 +185,23 @@ impl HaConfs {
             other => other,
         })?;
         write_state(dir.fd(), dir.path(), state).map_err(FileError::File)
+    }
+
+    /// Makes the router's `state` file durable (written by
+    /// [`HaConfs::write_state`], which does not sync). A router directory
+    /// or file gone since needs nothing.
+    pub fn sync_state(&self, id: &RouterId) -> Result<(), FileError> {
+        let path = self.layout.router_dir(id).join(STATE_FILE);
+        let dir = match self.router_dir_fd(id, false) {
+            Ok(dir) => dir,
+            Err(FileError::Dir(e)) if e.is_not_found() => return Ok(()),
+            Err(FileError::Dir(source)) => return Err(FileError::DirOf { path, source }),
+            Err(other) => return Err(other),
+        };
+        match sync_state(dir.fd()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            result => result.map_err(|source| FileError::Io { path, action: "sync", source }),
+        }
     }
 
     /// Removes the router's directory and everything in it, without ever

@@ -45,7 +45,14 @@ pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlag, mode: u32) -> ni
 
 /// A router's `state` file in its directory `dir` (`dir_path` names it in
 /// errors): [`STATE_FILE`], replaced atomically with mode
-/// [`STATE_FILE_MODE`]. The daemon and the monitor write it this way.
+/// [`STATE_FILE_MODE`], not synced: [`sync_state`] later, off the path of
+/// any notification ([`atomic`] says what a crash leaves meanwhile). The
+/// daemon and the monitor write it this way.
 pub fn write_state(dir: BorrowedFd<'_>, dir_path: &Path, state: State) -> Result<(), StateFileError> {
-    atomic::write_atomic_at(dir, dir_path, OsStr::new(STATE_FILE), state.as_str().as_bytes(), STATE_FILE_MODE)
+    atomic::replace_at(dir, dir_path, OsStr::new(STATE_FILE), state.as_str().as_bytes(), STATE_FILE_MODE)
+}
+
+/// Makes the router's `state` file in `dir` durable.
+pub fn sync_state(dir: BorrowedFd<'_>) -> std::io::Result<()> {
+    atomic::sync_at(dir, OsStr::new(STATE_FILE))
 }
