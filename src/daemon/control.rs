@@ -60,8 +60,6 @@ impl Daemon {
     pub(super) fn handle(&mut self, incoming: Incoming, now: Instant) -> Reply {
         let Incoming { uid, request, .. } = incoming;
         let text = api::wants_text(request.header("accept"));
-        let json =
-            |status: u16, body: String| Reply::Response(http::response(status, "application/json", body.as_bytes()));
         let plain = |status: u16, body: &str| {
             Reply::Response(http::response(status, "text/plain; charset=utf-8", format!("{body}\n").as_bytes()))
         };
@@ -94,15 +92,7 @@ impl Daemon {
             }
             Route::Routers => {
                 let rows = self.status_rows();
-                if text {
-                    Reply::Response(http::response(
-                        200,
-                        "text/plain; charset=utf-8",
-                        api::routers_table(&rows).as_bytes(),
-                    ))
-                } else {
-                    json(200, api::routers_json(&rows))
-                }
+                page(text, || api::routers_table(&rows), || api::routers_json(&rows))
             }
             Route::Router(id) => {
                 let Ok(id) = RouterId::parse(&id) else {
@@ -113,17 +103,11 @@ impl Daemon {
                     None => self.starting.iter().find(|cfg| cfg.id == id).map(starting_row),
                 };
                 match row {
-                    Some(row) => {
-                        if text {
-                            Reply::Response(http::response(
-                                200,
-                                "text/plain; charset=utf-8",
-                                api::routers_table(&[row]).as_bytes(),
-                            ))
-                        } else {
-                            json(200, format!("{}\n", api::router_json(&row)))
-                        }
-                    }
+                    Some(row) => page(
+                        text,
+                        || api::routers_table(std::slice::from_ref(&row)),
+                        || format!("{}\n", api::router_json(&row)),
+                    ),
                     None => plain(404, &format!("no router {id}")),
                 }
             }
@@ -137,15 +121,7 @@ impl Daemon {
             }
             Route::Daemon => {
                 let status = self.daemon_status();
-                if text {
-                    Reply::Response(http::response(
-                        200,
-                        "text/plain; charset=utf-8",
-                        api::daemon_text(&status).as_bytes(),
-                    ))
-                } else {
-                    json(200, format!("{}\n", api::daemon_json(&status)))
-                }
+                page(text, || api::daemon_text(&status), || format!("{}\n", api::daemon_json(&status)))
             }
             Route::MethodNotAllowed => plain(405, "method not allowed"),
             Route::NotFound => plain(404, "not found"),
@@ -153,7 +129,15 @@ impl Daemon {
     }
 }
 
-/// A router of the config not started yet: nothing known but its config.
+/// A `200` status page: the readable table when the client asked for text
+/// (`harouterd status`), JSON otherwise; only the one asked for is built.
+fn page(text: bool, table: impl FnOnce() -> String, json: impl FnOnce() -> String) -> Reply {
+    let (content_type, body) = if text { ("text/plain; charset=utf-8", table()) } else { ("application/json", json()) };
+    Reply::Response(http::response(200, content_type, body.as_bytes()))
+}
+
+/// A router of the config not started yet: nothing known but its config
+/// (and the config part of every started router's row).
 fn starting_row(cfg: &RouterConfig) -> RouterStatus {
     RouterStatus {
         id: cfg.id.clone(),
@@ -185,15 +169,9 @@ pub(super) fn status_row(router: &Router, hooks: &Hooks) -> RouterStatus {
     // One being stopped for good (turned off) is no longer the router's.
     let ctd = router.conntrackd_sup.as_ref().filter(|_| !router.conntrackd_off);
     RouterStatus {
-        id: cfg.id.clone(),
-        namespace: cfg.namespace.as_ref().map(|n| n.to_string()),
-        ha_interface: cfg.ha_interface.clone(),
-        vrid: cfg.vrid,
-        primary_vip: cfg.primary_vip.to_string(),
         state: router.rt.transitions.raw(),
         effective: router.rt.transitions.effective(),
         since: router.rt.since,
-        supervised: cfg.keepalived,
         keepalived_pid: sup.and_then(Supervisor::pid),
         restarts: sup.map_or(0, Supervisor::restarts),
         conntrackd: ctd.is_some(),
@@ -204,5 +182,6 @@ pub(super) fn status_row(router: &Router, hooks: &Hooks) -> RouterStatus {
         write_failures: router.rt.write_failures,
         writes_pending: u32::from(router.rt.state_write_pending) + u32::from(router.files_retry.is_some()),
         scripts,
+        ..starting_row(cfg)
     }
 }
