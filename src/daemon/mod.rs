@@ -261,6 +261,8 @@ impl Daemon {
             }
         }
         if self.starting.is_empty() {
+            // The queue held a copy of every router's config.
+            self.starting = VecDeque::new();
             log::info!("all {} routers started", self.routers.len());
         }
     }
