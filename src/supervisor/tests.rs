@@ -119,6 +119,17 @@ impl Drop for Fake {
     }
 }
 
+/// A child the supervisor spawned, killed and reaped when the test ends,
+/// passed or failed: a failing test must not leave its stand-in running.
+struct Reaped(u32);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.0 as i32), None);
+    }
+}
+
 /// Calls `pidfd_ready` until it reports something (the process was
 /// signalled; its exit takes a moment).
 fn until_pidfd_ready(sup: &mut Supervisor) -> Vec<Outcome> {
@@ -713,6 +724,7 @@ fn spawned_conntrackd_gets_a_pidfile_and_is_ready_once_its_socket_is_there() {
     let t0 = Instant::now();
     let out = sup.start(t0);
     let Some(Outcome::Spawned { pid }) = out.first().cloned() else { panic!("{out:?}") };
+    let _reaped = Reaped(pid);
     assert_eq!(out.len(), 1, "no socket yet: {out:?}");
     assert!(!router.join("conntrackd.lock").exists() && !router.join("conntrackd.ctl").exists());
     assert_eq!(std::fs::read_to_string(router.join("conntrackd.pid")).unwrap(), format!("{pid}\n"));
@@ -736,8 +748,6 @@ fn spawned_conntrackd_gets_a_pidfile_and_is_ready_once_its_socket_is_there() {
     assert_eq!(other.start(t0)[0], Outcome::Adopted { pid });
     other.detach();
     drop(listener);
-    let _ = kill(pid, Signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
 }
 
 #[test]
@@ -749,6 +759,7 @@ fn a_conntrackd_that_never_creates_its_socket_is_reported() {
     std::fs::write(sup.conf_path(), format!("read line < {}\n", fifo.display())).expect("conf");
     let t0 = Instant::now();
     let Some(Outcome::Spawned { pid }) = sup.start(t0).first().cloned() else { panic!("not spawned") };
+    let _reaped = Reaped(pid);
     let mut looks = 0;
     let (at, out) = loop {
         let at = sup.next_deadline().expect("looking");
@@ -762,8 +773,6 @@ fn a_conntrackd_that_never_creates_its_socket_is_reported() {
     assert_eq!(at, t0 + READY_WAIT);
     assert!(looks < 25, "{looks} looks in {READY_WAIT:?}");
     assert_eq!(sup.next_deadline(), None, "left running, no more looks");
-    let _ = kill(pid, Signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
 }
 
 #[test]
