@@ -147,8 +147,8 @@ pub struct Daemon {
     /// with its pid and when: at most [`supervision::keepalived_starting_max`]
     /// at once (see [`Daemon::keepalived_gate_open`]).
     starting_keepalived: HashMap<RouterId, (u32, Instant)>,
-    /// The last look at `starting_keepalived` found it full.
-    keepalived_gated: bool,
+    /// [`keepalived_starting_max`], read once: it asks the cgroup files.
+    starting_max: usize,
     /// Who waits for us to serve, reload and stop (`service`).
     service: Service,
     /// Serving was said (every configured router started once).
@@ -226,7 +226,7 @@ impl Daemon {
             starting: config.routers.iter().cloned().collect(),
             reap_more: false,
             starting_keepalived: HashMap::new(),
-            keepalived_gated: false,
+            starting_max: keepalived_starting_max(),
             service: Service::default(),
             served: false,
             reload_log: ReloadLog::new(),

@@ -122,7 +122,7 @@ impl Daemon {
         }
         // No more than the free places take (a router's keepalived is two
         // processes: its main one and the VRRP child, orphaned with it).
-        let free = keepalived_starting_max().saturating_sub(self.starting_keepalived.len());
+        let free = self.starting_max.saturating_sub(self.starting_keepalived.len());
         let batch = REAP_PER_PASS.min(2 * free).max(1);
         let reaped = spawn::reap_at_most(batch);
         self.reap_more = reaped.len() == batch;
@@ -264,8 +264,7 @@ impl Daemon {
                 && routers.get(id).and_then(|r| r.supervisor.as_ref()?.pid()) == Some(*pid)
                 && alive(*pid)
         });
-        self.keepalived_gated = self.starting_keepalived.len() >= keepalived_starting_max();
-        !self.keepalived_gated
+        self.starting_keepalived.len() < self.starting_max
     }
 
     /// When the loop must look again at work waiting for the keepalived
@@ -277,7 +276,7 @@ impl Daemon {
         if !waiting {
             return None;
         }
-        if !self.keepalived_gated {
+        if self.starting_keepalived.len() < self.starting_max {
             return Some(Instant::now());
         }
         self.starting_keepalived.values().map(|(_, since)| *since + STARTING_TIMEOUT).min()
