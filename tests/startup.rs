@@ -156,6 +156,42 @@ fn the_detaching_parent_waits_for_the_daemons_verdict() {
     println!("run returned after {:?}", started.elapsed());
 }
 
+/// Routers start inside the loop, a batch per pass, so that the control
+/// socket answers from the first pass; "serving" (the parent's exit 0,
+/// `READY=1`) is still said only once every configured router has been
+/// started: 100 monitor-only routers take several passes, and READY's
+/// status counts all of them.
+#[test]
+fn ready_is_said_once_every_router_has_started() {
+    if !common::require_root_and(&["ip"]) {
+        return;
+    }
+    let ns = Netns::new("ready");
+    let routers: String = (1..=100)
+        .map(|i| {
+            format!(
+                "[router r{i}]\nnamespace = {}\nha_interface = ha-{i}\nvrid = {}\nkeepalived = false\n\n",
+                ns.name(),
+                i % 255 + 1
+            )
+        })
+        .collect();
+    let rig = Rig::new("ready", &format!("\n{routers}"));
+    let notify_path = rig.dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WITHIN)).unwrap();
+    let child = rig
+        .command()
+        .arg("--foreground")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Running(child);
+    assert_eq!(datagram(&notify), "READY=1\nSTATUS=serving 100 routers");
+}
+
 fn datagram(socket: &UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
     let n = socket.recv(&mut buf).expect("a notification from the daemon");
