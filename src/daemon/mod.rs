@@ -267,9 +267,9 @@ impl Daemon {
         }
     }
 
-    /// After a reload: routers still waiting to start take their new
-    /// config, and those no longer configured are not started at all
-    /// (the reload itself only touches routers already started).
+    /// When a reload takes a new config: routers still waiting to start
+    /// take their new config, and those no longer configured are not
+    /// started at all (the reload's diff only acts on routers started).
     fn requeue_starting(&mut self) {
         let config = &self.config;
         self.starting = std::mem::take(&mut self.starting)
@@ -425,10 +425,7 @@ impl Daemon {
         for signal in self.signals.drain() {
             match signal {
                 Signal::SIGCHLD => self.reap(now),
-                Signal::SIGHUP => {
-                    self.reload_signalled(now);
-                    self.requeue_starting();
-                }
+                Signal::SIGHUP => self.reload_signalled(now),
                 Signal::SIGTERM | Signal::SIGINT if self.stopping.is_none() => self.shutdown(signal, now),
                 _ => {}
             }

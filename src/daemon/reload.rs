@@ -143,6 +143,7 @@ impl Daemon {
         self.config.daemon.state_path = old.daemon.state_path.clone();
         self.config.daemon.socket = old.daemon.socket.clone();
         self.config.daemon.metrics_listen = old.daemon.metrics_listen;
+        self.requeue_starting();
         if old.daemon.notify_agent_socket != self.config.daemon.notify_agent_socket
             && let Some(old) = std::mem::replace(&mut self.notifier, notifier_for(&self.config))
         {
