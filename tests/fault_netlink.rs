@@ -1089,6 +1089,33 @@ fn keepalived_starts_at_once_when_its_missing_namespace_appears() {
     assert_eq!(row.last_error, None, "error not cleared: {row:?}");
 }
 
+/// A burst in /run/netns (an agent creating or deleting many routers)
+/// queues more inotify events than one read returns (64 namespace names):
+/// the daemon, stopped during the burst, must read them all when it runs
+/// again. Its router's namespace, deleted last, must be reported deleted,
+/// though nothing changes in /run/netns after the burst.
+#[test]
+fn a_burst_of_namespace_changes_is_read_to_the_end() {
+    if !gate(&["ip"]) {
+        return;
+    }
+    let lab = Lab::new("nsburst", &["A"], vec![RouterSpec::monitor_only("m1", 1)], &[]);
+    let node = &lab.nodes[0];
+    node.start();
+    wait_until(5 * SEC, || node.last_notification("m1").as_deref() == Some("backup"))
+        .unwrap_or_else(|| panic!("m1 not reported backup\n{}", lab.dump()));
+    let pid = node.pid().expect("daemon pid");
+    send_signal(pid, libc::SIGSTOP);
+    let others: Vec<Netns> = (0..100).map(|_| Netns::new("burst")).collect();
+    let name = lab.ns(0, "m1").name().to_owned();
+    run_ok(tool("ip"), &["netns", "del", &name]);
+    send_signal(pid, libc::SIGCONT);
+    let want = format!("network namespace {name} was deleted (routers m1)");
+    let took = wait_until(5 * SEC, || node.log_text().contains(&want))
+        .unwrap_or_else(|| panic!("no `{want}` after a burst of {} namespaces\n{}", others.len(), node.log_text()));
+    println!("deletion after a burst of {} creations reported {:.0} ms after SIGCONT", others.len(), ms(took));
+}
+
 /// `state-change`: its own socket keeps the deleted namespace alive, so it
 /// must notice the deletion itself: it logs it, reports `backup`, and picks
 /// up the re-created namespace (primary again once the VIP is there).

@@ -159,17 +159,32 @@ impl NetnsDirWatch {
         Ok(NetnsDirWatch { inotify })
     }
 
-    /// What changed since the last call.
+    /// Everything that changed since the last call. One read returns what
+    /// fits its buffer (64 namespace events), and the loop is told of
+    /// readiness once per edge: so it reads until nothing is left, or a
+    /// burst (an agent's resync of many routers) would leave the rest
+    /// unread until some later change.
     pub fn changes(&self) -> Vec<NetnsDirChange> {
-        let events = self.inotify.read_events().unwrap_or_default();
-        events
-            .into_iter()
-            .filter_map(|event| {
-                let name = event.name.as_ref()?.to_str()?;
+        let mut changes = Vec::new();
+        loop {
+            let events = match self.inotify.read_events() {
+                Ok(events) if !events.is_empty() => events,
+                Ok(_) | Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => {
+                    log::warn!("reading the {NETNS_RUN_DIR} watch: {e}");
+                    break;
+                }
+            };
+            for event in events {
+                if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    log::warn!("the {NETNS_RUN_DIR} watch overflowed: namespace changes were lost");
+                }
+                let Some(name) = event.name.as_ref().and_then(|n| n.to_str()) else { continue };
                 let deleted = event.mask.contains(AddWatchFlags::IN_DELETE);
-                Some(NetnsDirChange { path: format!("{NETNS_RUN_DIR}/{name}"), deleted })
-            })
-            .collect()
+                changes.push(NetnsDirChange { path: format!("{NETNS_RUN_DIR}/{name}"), deleted });
+            }
+        }
+        changes
     }
 }
 
