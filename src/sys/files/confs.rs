@@ -238,29 +238,9 @@ impl HaConfs {
     /// synced to disk: after a power loss no process it could name runs.
     /// The router's directory must exist.
     pub fn write_pidfile(&self, path: &Path, pid: u32) -> Result<(), FileError> {
+        let dir_path = path.parent().unwrap_or(path);
         let written = self.in_dir_of(path, |dir, name| {
-            let io = |action, e: Errno| FileError::Io { path: path.to_path_buf(), action, source: e.into() };
-            let mut temp = std::ffi::OsString::from(".");
-            temp.push(name);
-            temp.push(".tmp");
-            let create = || open_at(dir, &temp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, PIDFILE_MODE);
-            let fd = match create() {
-                Err(Errno::EEXIST) => {
-                    unlinkat(dir, temp.as_os_str(), UnlinkatFlags::NoRemoveDir).map_err(|e| io("replace", e))?;
-                    create()
-                }
-                other => other,
-            }
-            .map_err(|e| io("create", e))?;
-            nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(PIDFILE_MODE)).map_err(|e| io("chmod", e))?;
-            let mut file = std::fs::File::from(fd);
-            let done = io::Write::write_all(&mut file, format!("{pid}\n").as_bytes())
-                .map_err(|source| FileError::Io { path: path.to_path_buf(), action: "write", source })
-                .and_then(|()| nix::fcntl::renameat(dir, temp.as_os_str(), dir, name).map_err(|e| io("rename", e)));
-            if done.is_err() {
-                let _ = unlinkat(dir, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
-            }
-            done
+            atomic::replace_at(dir, dir_path, name, format!("{pid}\n").as_bytes(), PIDFILE_MODE).map_err(FileError::File)
         })?;
         written.ok_or_else(|| FileError::Io {
             path: path.to_path_buf(),
