@@ -175,11 +175,6 @@ impl MetricsListener {
     pub fn is_flushed(&self) -> bool {
         self.conns.values().all(|c| !matches!(c.phase, Phase::Writing { .. }))
     }
-
-    /// Connections open now.
-    pub fn connections(&self) -> usize {
-        self.conns.len()
-    }
 }
 
 /// A 405's `Allow:` (RFC 9110 wants one) says what is allowed here: GET

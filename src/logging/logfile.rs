@@ -35,7 +35,6 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -204,15 +203,6 @@ impl LogFile {
     /// Lines that could not be written (full disk, stalled reader).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed) as u64
-    }
-
-    /// The file descriptor written to, for tests and for callers that must
-    /// keep it open across a descriptor clean-up.
-    pub fn raw_fd(&self) -> i32 {
-        match &self.sink {
-            Sink::Own(file) => file.as_raw_fd(),
-            Sink::StderrSocket | Sink::Stderr => STDERR_FD,
-        }
     }
 }
 

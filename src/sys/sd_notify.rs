@@ -80,11 +80,6 @@ impl SdNotify {
             log::debug!("cannot notify systemd at {}: {e}", self.name);
         }
     }
-
-    /// Where the messages go, as `$NOTIFY_SOCKET` said.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 /// `CLOCK_MONOTONIC` in microseconds, as `MONOTONIC_USEC=` wants it.

@@ -253,26 +253,6 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &OsStr, limit: u64) -> io::Result<Vec<
     Ok(out)
 }
 
-/// The longest state file [`read_state`] accepts; `primary`, `backup`,
-/// `fault` (and Neutron's older `master`) are far shorter.
-const MAX_STATE_LEN: u64 = 64;
-
-/// The state recorded in `path` (`primary`, `backup`, `fault`, or whatever
-/// word is there: callers validate), with surrounding whitespace removed so
-/// a file written by hand with a newline still reads. `None` when the file
-/// is missing, unreadable, empty, longer than 64 bytes or not UTF-8: the
-/// state is then unknown, which callers treat as "not primary".
-pub fn read_state(path: &Path) -> Option<String> {
-    let file = File::open(path).ok()?;
-    let mut text = String::new();
-    file.take(MAX_STATE_LEN + 1).read_to_string(&mut text).ok()?;
-    if text.len() as u64 > MAX_STATE_LEN {
-        return None;
-    }
-    let state = text.trim();
-    (!state.is_empty()).then(|| state.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,26 +460,5 @@ mod tests {
             ["link", "state", "sub", "victim"],
             "the planted temp name was replaced, not followed"
         );
-    }
-
-    #[test]
-    fn read_state_cases() {
-        let dir = TempDir::new("read");
-        let path = dir.join("state");
-        assert_eq!(read_state(&path), None);
-        std::fs::write(&path, "primary").expect("write");
-        assert_eq!(read_state(&path).as_deref(), Some("primary"));
-        std::fs::write(&path, "backup\n").expect("write");
-        assert_eq!(read_state(&path).as_deref(), Some("backup"));
-        std::fs::write(&path, "").expect("write");
-        assert_eq!(read_state(&path), None);
-        std::fs::write(&path, " \n").expect("write");
-        assert_eq!(read_state(&path), None);
-        std::fs::write(&path, [0xff, 0xfe]).expect("write");
-        assert_eq!(read_state(&path), None);
-        std::fs::write(&path, "x".repeat(65)).expect("write");
-        assert_eq!(read_state(&path), None);
-        std::fs::write(&path, "x".repeat(64)).expect("write");
-        assert_eq!(read_state(&path).map(|s| s.len()), Some(64));
     }
 }

@@ -166,11 +166,10 @@ impl HaConfs {
         let path = self.layout.router_dir(id);
         let name = OsStr::new(id.as_str());
         let fd = self.with_confs(|confs| {
-            let fd = if create {
-                trusted::create_dir_at(confs, name, &path, ROUTER_DIR_MODE)?
-            } else {
-                trusted::open_dir_at(confs, name, &path)?
-            };
+            if !create {
+                return Ok(trusted::open_private_at(confs, name, &path)?);
+            }
+            let fd = trusted::create_dir_at(confs, name, &path, ROUTER_DIR_MODE)?;
             trusted::still_private(fd.as_fd(), &path)?;
             Ok(fd)
         })?;
@@ -240,7 +239,8 @@ impl HaConfs {
     pub fn write_pidfile(&self, path: &Path, pid: u32) -> Result<(), FileError> {
         let dir_path = path.parent().unwrap_or(path);
         let written = self.in_dir_of(path, |dir, name| {
-            atomic::replace_at(dir, dir_path, name, format!("{pid}\n").as_bytes(), PIDFILE_MODE).map_err(FileError::File)
+            atomic::replace_at(dir, dir_path, name, format!("{pid}\n").as_bytes(), PIDFILE_MODE)
+                .map_err(FileError::File)
         })?;
         written.ok_or_else(|| FileError::Io {
             path: path.to_path_buf(),
