@@ -174,6 +174,8 @@ struct Lane {
     running: Option<Running>,
     queued: Option<ScriptJob>,
     stats: ScriptStats,
+    /// Its router is gone: the lane goes when its run ends.
+    forgotten: bool,
 }
 
 /// How a run ended, for the log.
@@ -213,6 +215,7 @@ impl ScriptRuns {
     /// one is returned in `superseded`).
     pub fn submit(&mut self, job: ScriptJob) -> (Option<ScriptJob>, Option<ScriptJob>) {
         let lane = self.lanes.entry(job.router.clone()).or_default();
+        lane.forgotten = false;
         if lane.running.is_none() {
             return (Some(job), None);
         }
@@ -244,7 +247,7 @@ impl ScriptRuns {
     pub fn exited(&mut self, pid: u32, exit: ChildExit, now: Instant) -> Option<(Finished, Option<ScriptJob>)> {
         let router = self.by_pid.remove(&pid)?;
         let lane = self.lanes.get_mut(&router)?;
-        let run = lane.running.take().filter(|r| r.pid == pid)?;
+        let run = lane.running.take_if(|r| r.pid == pid)?;
         if let Some(deadline) = run.deadline {
             self.deadlines.remove(&(deadline, pid));
         }
@@ -264,7 +267,23 @@ impl ScriptRuns {
             stats.last_error = Some(format!("transition script for {state} failed ({exit})"));
         }
         let finished = Finished { job: run.job, exit, took, timed_out: run.timed_out };
-        Some((finished, lane.queued.take()))
+        let next = lane.queued.take();
+        if lane.forgotten {
+            self.lanes.remove(&router);
+        }
+        Some((finished, next))
+    }
+
+    /// The router is gone (removed by a reload): a run waiting is dropped,
+    /// never started; its counters go, once a run going on has ended.
+    pub fn forget(&mut self, router: &RouterId) {
+        let Some(lane) = self.lanes.get_mut(router) else { return };
+        lane.queued = None;
+        if lane.running.is_some() {
+            lane.forgotten = true;
+        } else {
+            self.lanes.remove(router);
+        }
     }
 
     /// The next moment a run must be signalled.
@@ -338,6 +357,11 @@ impl Hooks {
 
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.runs.set_timeout(timeout);
+    }
+
+    /// See [`ScriptRuns::forget`].
+    pub fn forget(&mut self, router: &RouterId) {
+        self.runs.forget(router);
     }
 
     /// Runs the script for an effective change now, or once the router's
@@ -514,6 +538,29 @@ mod tests {
         );
         let first = script_env(&job("r1", State::Backup, None, 1));
         assert_eq!(first[2], ("HAROUTERD_PREVIOUS", String::new()));
+    }
+
+    #[test]
+    fn a_removed_routers_waiting_run_never_starts_and_its_counters_go() {
+        let t0 = Instant::now();
+        let mut runs = ScriptRuns::new(Duration::from_secs(60));
+        let (start, _) = runs.submit(job("r1", State::Backup, None, 1));
+        runs.started(start.expect("starts"), 100, t0);
+        assert_eq!(runs.submit(job("r1", State::Primary, Some(State::Backup), 2)), (None, None));
+        runs.forget(&id("r1"));
+        assert!(runs.stats(&id("r1")).is_some(), "kept while its run goes on");
+        let (finished, next) = runs.exited(100, ChildExit::Code(0), t0).expect("our run");
+        assert_eq!((finished.job.seq, next), (1, None), "the waiting run is not started");
+        assert!(runs.stats(&id("r1")).is_none(), "counters gone with the router");
+        // An idle router is forgotten at once; one added again starts afresh.
+        let (start, _) = runs.submit(job("r2", State::Backup, None, 3));
+        runs.started(start.expect("starts"), 200, t0);
+        runs.exited(200, ChildExit::Code(1), t0).expect("our run");
+        runs.forget(&id("r2"));
+        assert!(runs.stats(&id("r2")).is_none());
+        let (again, _) = runs.submit(job("r2", State::Primary, None, 4));
+        assert!(again.is_some());
+        assert_eq!(runs.stats(&id("r2")).map(|s| s.failures), Some(0));
     }
 
     #[test]

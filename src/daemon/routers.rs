@@ -169,6 +169,7 @@ impl Daemon {
     pub(super) fn forget_router(&mut self, id: &RouterId) {
         let Some(mut router) = self.routers.remove(id) else { return };
         self.state_writes.forget(id);
+        self.hooks.forget(id);
         if let Some(retry) = router.files_retry.take() {
             self.timers.cancel(retry.timer);
         }
