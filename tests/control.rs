@@ -402,6 +402,21 @@ fn hostile_requests_get_4xx_and_change_nothing() {
             (_, None) => panic!("{name}: closed without an answer"),
         }
     }
+    // A 405 names what the path takes (RFC 9110), not what the socket does.
+    for (raw, allow) in [
+        (&b"POST /v1/routers HTTP/1.1\r\n\r\n"[..], "GET"),
+        (b"GET / HTTP/1.1\r\n\r\n", "POST"),
+        (b"DELETE /v1/routers HTTP/1.1\r\n\r\n", "GET, POST"),
+    ] {
+        let mut stream = UnixStream::connect(&s).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(&with_host(raw)).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+        let allows: Vec<&str> = head.lines().filter_map(|l| l.strip_prefix("Allow: ")).collect();
+        assert_eq!(allows, [allow], "{head}");
+    }
 
     // Slow and silent peers get 408 after 5 s; both run at once. Both are
     // connected before the flood below: the daemon accepts in connect

@@ -23,8 +23,10 @@ pub enum Route {
     Metrics,
     /// The daemon itself: its config and the last reload.
     Daemon,
-    /// A known path with the wrong method.
-    MethodNotAllowed,
+    /// A known path with the wrong method; `allow` is the one it takes.
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     NotFound,
 }
 
@@ -40,11 +42,11 @@ pub fn route(method: &Method, path: &str) -> Route {
             None => return Route::NotFound,
         },
     };
-    let allowed = match route {
-        Route::Notify => *method == Method::Post,
-        _ => *method == Method::Get,
+    let (allow, want) = match route {
+        Route::Notify => ("POST", Method::Post),
+        _ => ("GET", Method::Get),
     };
-    if allowed { route } else { Route::MethodNotAllowed }
+    if *method == want { route } else { Route::MethodNotAllowed { allow } }
 }
 
 /// Whether the client asked for text rather than JSON (`Accept:
@@ -621,14 +623,14 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(route(&Method::Post, "/"), Route::Notify);
-        assert_eq!(route(&Method::Get, "/"), Route::MethodNotAllowed);
+        assert_eq!(route(&Method::Get, "/"), Route::MethodNotAllowed { allow: "POST" });
         assert_eq!(route(&Method::Get, "/v1/routers"), Route::Routers);
         assert_eq!(route(&Method::Get, "/v1/routers/r1"), Route::Router("r1".into()));
         assert_eq!(route(&Method::Get, "/v1/routers/../etc"), Route::Router("../etc".into()));
-        assert_eq!(route(&Method::Post, "/v1/events"), Route::MethodNotAllowed);
+        assert_eq!(route(&Method::Post, "/v1/events"), Route::MethodNotAllowed { allow: "GET" });
         assert_eq!(route(&Method::Get, "/metrics"), Route::Metrics);
         assert_eq!(route(&Method::Get, "/v1/daemon"), Route::Daemon);
-        assert_eq!(route(&Method::Post, "/v1/daemon"), Route::MethodNotAllowed);
+        assert_eq!(route(&Method::Post, "/v1/daemon"), Route::MethodNotAllowed { allow: "GET" });
         assert_eq!(route(&Method::Get, "/v2"), Route::NotFound);
     }
 

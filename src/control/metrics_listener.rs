@@ -93,13 +93,18 @@ impl MetricsListener {
             Step::Request(request) => match verdict(&request) {
                 Verdict::Metrics => return vec![token],
                 Verdict::Refuse(status, reason) => {
-                    let answer = http::response(status, "text/plain", format!("{reason}\n").as_bytes());
+                    let answer = http::response_allowing(status, "GET", "text/plain", format!("{reason}\n").as_bytes());
                     self.respond(sources, token, answer, now);
                 }
             },
             Step::Reject(status, reason) => {
                 let body = format!("{reason}\n");
-                self.respond(sources, token, http::response(status, "text/plain", body.as_bytes()), now);
+                self.respond(
+                    sources,
+                    token,
+                    http::response_allowing(status, "GET", "text/plain", body.as_bytes()),
+                    now,
+                );
             }
         }
         Vec::new()
@@ -124,9 +129,8 @@ impl MetricsListener {
         self.respond(sources, token, http::response(200, "text/plain; version=0.0.4", body.as_bytes()), now);
     }
 
-    fn respond<K>(&mut self, sources: &mut Sources<K>, token: Token, mut answer: Vec<u8>, now: Instant) {
+    fn respond<K>(&mut self, sources: &mut Sources<K>, token: Token, answer: Vec<u8>, now: Instant) {
         let Some(conn) = self.conns.get_mut(&token) else { return };
-        allow_only_get(&mut answer);
         conn.phase = Phase::Writing { out: answer, written: 0 };
         conn.deadline = Some(now + WRITE_DEADLINE);
         let _ = sources.reregister(&mut conn.stream, token, Interest::READABLE | Interest::WRITABLE);
@@ -177,16 +181,6 @@ impl MetricsListener {
     }
 }
 
-/// A 405's `Allow:` (RFC 9110 wants one) says what is allowed here: GET
-/// only, where the control socket's answers allow POST too.
-fn allow_only_get(answer: &mut Vec<u8>) {
-    const BOTH: &[u8] = b"\r\nAllow: GET, POST\r\n";
-    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |e| e + 2);
-    if let Some(at) = answer[..head_end].windows(BOTH.len()).position(|w| w == BOTH) {
-        answer.splice(at..at + BOTH.len(), b"\r\nAllow: GET\r\n".iter().copied());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,22 +206,5 @@ mod tests {
         assert!(matches!(verdict(&post), Verdict::Refuse(404, _)), "Neutron's POST is not served here");
         let post = request("POST /metrics HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
         assert!(matches!(verdict(&post), Verdict::Refuse(405, _)));
-    }
-
-    #[test]
-    fn a_405_says_what_is_allowed() {
-        let mut answer = http::response(405, "text/plain", b"Allow: GET, POST\r\n");
-        allow_only_get(&mut answer);
-        let text = String::from_utf8(answer).unwrap();
-        assert!(text.starts_with("HTTP/1.1 405 "), "{text}");
-        assert_eq!(
-            text.lines().filter(|l| l.starts_with("Allow: ")).collect::<Vec<_>>(),
-            ["Allow: GET", "Allow: GET, POST"]
-        );
-        assert!(text.ends_with("\r\n\r\nAllow: GET, POST\r\n"), "the body is left alone: {text}");
-        let mut ok = http::response(200, "text/plain", b"x");
-        let before = ok.clone();
-        allow_only_get(&mut ok);
-        assert_eq!(ok, before);
     }
 }

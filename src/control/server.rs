@@ -288,7 +288,9 @@ impl ControlServer {
             Step::Reject(status, reason) => {
                 log::debug!("control socket: rejected a request with {status}: {reason}");
                 let body = format!("{reason}\n");
-                self.reply(sources, token, Reply::Response(http::response(status, "text/plain", body.as_bytes())), now);
+                // The parser refuses methods the socket never takes.
+                let answer = http::response_allowing(status, "GET, POST", "text/plain", body.as_bytes());
+                self.reply(sources, token, Reply::Response(answer), now);
             }
         }
         out

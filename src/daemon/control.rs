@@ -123,7 +123,12 @@ impl Daemon {
                 let status = self.daemon_status();
                 page(text, || api::daemon_text(&status), || format!("{}\n", api::daemon_json(&status)))
             }
-            Route::MethodNotAllowed => plain(405, "method not allowed"),
+            Route::MethodNotAllowed { allow } => Reply::Response(http::response_allowing(
+                405,
+                allow,
+                "text/plain; charset=utf-8",
+                b"method not allowed\n",
+            )),
             Route::NotFound => plain(404, "not found"),
         }
     }

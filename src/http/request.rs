@@ -78,7 +78,7 @@
 //! Cost: each call rescans the buffer, O(length); with the head capped at
 //! 8 KiB and the body at 64 KiB this is bounded.
 
-use super::response::response;
+use super::response::response_allowing;
 
 /// Request line + headers + the final CRLFCRLF.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -140,7 +140,13 @@ pub struct Reject {
 impl Reject {
     /// The full answer: `reason` and a newline as a `text/plain` body.
     pub fn response(&self) -> Vec<u8> {
-        response(self.status, "text/plain; charset=utf-8", format!("{}\n", self.reason).as_bytes())
+        // A 405 from here is a method this parser takes from nobody.
+        response_allowing(
+            self.status,
+            "GET, POST",
+            "text/plain; charset=utf-8",
+            format!("{}\n", self.reason).as_bytes(),
+        )
     }
 }
 

@@ -2,12 +2,20 @@
 //! their status line ([`parse_status_line`]). Pure.
 
 /// A whole answer: status line, `Content-Type`, `Content-Length`,
-/// `Connection: close` (and `Allow: GET, POST` on a 405, as RFC 9110
-/// requires), then `body`.
+/// `Connection: close`, then `body`. A 405 goes through
+/// [`response_allowing`]: only its caller knows what is allowed.
 pub fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    debug_assert!(status != 405, "a 405 says what is allowed: response_allowing");
+    response_allowing(status, "", content_type, body)
+}
+
+/// [`response`], with `Allow: ALLOW` on a 405 (RFC 9110 requires it): the
+/// methods the server, or the path asked for, accepts.
+pub fn response_allowing(status: u16, allow: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     debug_assert!((100..=999).contains(&status), "status {status} is not three digits");
     debug_assert!(!content_type.bytes().any(|b| b.is_ascii_control()), "control byte in content type");
-    let allow = if status == 405 { "Allow: GET, POST\r\n" } else { "" };
+    debug_assert!(!allow.bytes().any(|b| b.is_ascii_control()), "control byte in Allow");
+    let allow = if status == 405 { format!("Allow: {allow}\r\n") } else { String::new() };
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         reason_phrase(status),
@@ -135,10 +143,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]"
         );
         assert_eq!(
-            response(405, "text/plain", b""),
+            response_allowing(405, "GET", "text/plain", b""),
             b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\
-              Allow: GET, POST\r\nConnection: close\r\n\r\n"
+              Allow: GET\r\nConnection: close\r\n\r\n"
         );
+        assert_eq!(response_allowing(200, "GET", "text/plain", b"x"), response(200, "text/plain", b"x"));
         let r = Reject { status: 431, reason: "too big".to_owned() };
         assert!(r.response().starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         assert!(r.response().ends_with(b"\r\n\r\ntoo big\n"));
