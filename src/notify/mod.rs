@@ -41,7 +41,6 @@ pub use notifier::Notifier;
 use crate::core::ident::RouterId;
 use crate::core::state::State;
 
-use crate::http::request::InvalidHeader;
 pub use queue::{Queue, backoff_delay};
 
 /// How long one attempt (connect, send, status line) may take before it
@@ -59,12 +58,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// warning that does not name the socket is useless to an operator.
 #[derive(Debug)]
 pub enum NotifyError {
-    /// The router ID or state cannot go into an HTTP header (empty, or holds
-    /// bytes outside visible ASCII). Such a value is never sent nor retried.
-    InvalidValue {
-        field: &'static str,
-        value: String,
-    },
     /// `connect(2)` failed: socket missing (ENOENT), nobody listening
     /// (ECONNREFUSED), backlog full (EAGAIN), path too long...
     Connect {
@@ -108,9 +101,6 @@ pub enum NotifyError {
 impl fmt::Display for NotifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NotifyError::InvalidValue { field, value } => {
-                write!(f, "{field} '{}' cannot be sent in an HTTP header; dropped", value.escape_debug())
-            }
             NotifyError::Connect { path, source } => {
                 write!(f, "cannot connect to agent socket {}: {source}", path.display())
             }
@@ -132,12 +122,6 @@ impl fmt::Display for NotifyError {
                 write!(f, "no answer from agent socket {} within {after:?}", path.display())
             }
         }
-    }
-}
-
-impl From<InvalidHeader> for NotifyError {
-    fn from(e: InvalidHeader) -> NotifyError {
-        NotifyError::InvalidValue { field: e.field, value: e.value }
     }
 }
 
@@ -166,7 +150,7 @@ pub enum DeliveryKind {
     Delivered,
     /// `retry_in` is when the router is tried again; the retry carries the
     /// router's latest state, which may be newer than this outcome's.
-    /// `Duration::ZERO` means never: the values cannot be sent at all.
+    /// `Duration::ZERO` means never: the router is no longer queued.
     Failed {
         reason: String,
         retry_in: Duration,

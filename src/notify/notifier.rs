@@ -219,7 +219,7 @@ impl Notifier {
         state: State,
         now: Instant,
     ) -> Result<(Token, Conn), NotifyError> {
-        let request = build_request(router_id.as_str(), state.as_str())?;
+        let request = build_request(router_id, state);
         log::debug!("notifying agent at {}: router {router_id}, state {state}", self.socket_path.display());
         let mut stream = UnixStream::connect(&self.socket_path)
             .map_err(|source| NotifyError::Connect { path: self.socket_path.clone(), source })?;
