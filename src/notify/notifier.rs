@@ -118,7 +118,8 @@ impl Notifier {
     /// Queues `state` as the router's latest state and starts sending at
     /// once when a request may start and the router is neither in flight
     /// nor backing off. Returns the attempts this ended already (the socket
-    /// is missing, or the agent answered at once).
+    /// is missing or cannot be polled); an answer is only ever read later,
+    /// when the connection is readable.
     pub fn submit<K>(
         &mut self,
         sources: &mut Sources<K>,
