@@ -251,6 +251,46 @@ fn the_daemon_answers_while_keepalived_execs_are_held() {
         .unwrap_or_else(|| panic!("states not all known: {:?}", rows(&socket)));
 }
 
+/// SIGTERM while routers still wait for their turn to start, with
+/// `on_exit = stop`: the waiting ones have nothing of ours running, and
+/// nothing is spawned for them only to be killed; the daemon exits 0.
+#[test]
+fn a_stop_during_start_up_spawns_nothing_for_routers_not_started() {
+    if !common::require_root_and(&["ip", "keepalived"]) {
+        return;
+    }
+    let max = keepalived_starting_max();
+    let n = max + 2;
+    let routers: Vec<RouterSpec> =
+        (0..n).map(|i| RouterSpec::new(&format!("r{i}"), (i + 1) as u8).in_namespace("shared")).collect();
+    let lab = Lab::new("stopstart", &["A"], routers, &["on_exit = stop"]);
+    let copy = keepalived_copy(&lab);
+    let mut lab = lab;
+    let node = &mut lab.nodes[0];
+    node.daemon_extra.retain(|l| !l.starts_with("keepalived_path"));
+    node.daemon_extra.push(format!("keepalived_path = {}", copy.display()));
+    lab.write_config(0);
+    let _lease = Lease::take(&copy);
+    let node = &lab.nodes[0];
+    node.start();
+    let socket = node.socket();
+    let spawned = |rows: &[Row]| rows.iter().filter(|r| r.1.is_some()).count();
+    wait_for(5 * SEC, || rows(&socket).filter(|r| spawned(r) == max).map(|_| ()))
+        .unwrap_or_else(|| panic!("not {max} keepalived spawned: {:?}\n{}", rows(&socket), node.log_text()));
+    let waiting: Vec<String> =
+        rows(&socket).expect("rows").into_iter().filter(|r| r.1.is_none()).map(|r| r.0).collect();
+    assert_eq!(waiting.len(), 2, "{waiting:?}");
+    node.signal(libc::SIGTERM);
+    let status = node.wait_exit(20 * SEC).unwrap_or_else(|| panic!("no exit\n{}", node.log_text()));
+    assert!(status.success(), "{status:?}\n{}", node.log_text());
+    let log = node.log_text();
+    assert!(log.contains("2 routers were not started yet"), "{log}");
+    for id in &waiting {
+        let started = format!("router {id}: keepalived started");
+        assert!(!log.contains(&started), "`{started}` during the stop\n{log}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // An exec that fails after spawn returned is still a failed start.
 

@@ -443,14 +443,13 @@ impl Daemon {
         let stop = self.on_exit() == OnExit::Stop;
         // Routers not started yet: with on_exit = keep their keepalived
         // (if one runs from an earlier daemon) is left alone, as it would
-        // be once started; with stop they are started now so that one is
-        // stopped below, as if start-up had finished first.
+        // be once started; with stop, one found running is stopped below.
         if !self.starting.is_empty() {
             log::info!("{} routers were not started yet", self.starting.len());
         }
         for cfg in std::mem::take(&mut self.starting) {
             if stop {
-                self.start_router(cfg, now);
+                self.add_unstarted(cfg);
             }
         }
         let ids: Vec<RouterId> = self.routers.keys().cloned().collect();

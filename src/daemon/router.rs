@@ -92,6 +92,24 @@ pub(super) struct Router {
 }
 
 impl Router {
+    /// A router of `cfg` with nothing started yet.
+    pub(super) fn new(cfg: RouterConfig) -> Router {
+        Router {
+            rt: RouterRuntime::new(cfg),
+            supervisor: None,
+            fifo: None,
+            pidfd_token: None,
+            conntrackd: None,
+            conntrackd_sup: None,
+            conntrackd_pidfd_token: None,
+            conntrackd_off: false,
+            leaving: false,
+            replacement: None,
+            ha_link: HaLink::Unknown,
+            files_retry: None,
+        }
+    }
+
     pub(super) fn sup(&self, kind: Kind) -> Option<&Supervisor> {
         match kind {
             Kind::Keepalived => self.supervisor.as_ref(),

@@ -6,8 +6,7 @@ use std::time::Instant;
 
 use mio::Interest;
 
-use super::namespaces::HaLink;
-use super::router::{ErrorSource, Router, RouterRuntime};
+use super::router::{ErrorSource, Router};
 use super::supervision::{Changed, Written};
 use super::{Daemon, Source};
 use crate::config::{OnExit, RouterConfig};
@@ -23,20 +22,7 @@ impl Daemon {
     pub(super) fn start_router(&mut self, cfg: RouterConfig, now: Instant) {
         let id = cfg.id.clone();
         let ns = cfg.namespace.clone();
-        let mut router = Router {
-            rt: RouterRuntime::new(cfg),
-            supervisor: None,
-            fifo: None,
-            pidfd_token: None,
-            conntrackd: None,
-            conntrackd_sup: None,
-            conntrackd_pidfd_token: None,
-            conntrackd_off: false,
-            leaving: false,
-            replacement: None,
-            ha_link: HaLink::Unknown,
-            files_retry: None,
-        };
+        let mut router = Router::new(cfg);
         // The state file lives there for every router, monitor-only ones too.
         let dir = match self.confs.router_dir_fd(&router.rt.cfg.id, true) {
             Ok(dir) => Some(dir),
@@ -110,6 +96,24 @@ impl Daemon {
     pub(super) fn conntrackd_for(&self, cfg: &RouterConfig) -> ConntrackdSync {
         let conf_dir = self.confs.layout().router_dir(&cfg.id);
         ConntrackdSync::new(&self.config.daemon.conntrackd_path, conf_dir, cfg.namespace.clone(), &cfg.id)
+    }
+
+    /// A router the daemon is stopping before it ever started it (SIGTERM
+    /// during start-up, with `on_exit = stop`): its supervisors, not started,
+    /// take part in the stop, so a keepalived (or conntrackd) an earlier
+    /// daemon left running for it is adopted and stopped. Nothing is
+    /// spawned and no file is written.
+    pub(super) fn add_unstarted(&mut self, cfg: RouterConfig) {
+        if !cfg.keepalived {
+            return;
+        }
+        let mut router = Router::new(cfg);
+        let cfg = &router.rt.cfg;
+        router.supervisor = Some(Supervisor::keepalived(&self.config.daemon, cfg, &self.confs, self.debug));
+        if self.runs_conntrackd(cfg) {
+            router.conntrackd_sup = Some(Supervisor::conntrackd(&self.config.daemon, cfg, &self.confs));
+        }
+        self.routers.insert(router.rt.cfg.id.clone(), router);
     }
 
     /// Stops a router: keepalived first (SIGTERM, then SIGKILL), then its
