@@ -52,6 +52,7 @@ use crate::sys::event_loop::{EventLoop, Owner, Signals, Sources, Timers, earlies
 use crate::sys::files::confs::HaConfs;
 use crate::sys::netns::NetnsDirWatch;
 use crate::sys::spawn;
+use crate::sys::spawn::ChildExit;
 pub use error::DaemonError;
 use error::setup;
 use namespaces::{NsWatch, watch_netns_dir};
@@ -139,10 +140,12 @@ pub struct Daemon {
     /// Configured routers not started yet, in config order: start-up
     /// happens in the loop, a batch per pass ([`STARTS_PER_PASS`]).
     starting: VecDeque<RouterConfig>,
-    /// The last reap stopped at its batch size (or was held back by the
-    /// keepalived gate): more children may be waiting, and no SIGCHLD will
-    /// come for them.
+    /// The last reap stopped at its batch size: more children may be
+    /// waiting, and no SIGCHLD will come for them.
     reap_more: bool,
+    /// keepalived deaths reaped and not acted on yet: their respawns wait
+    /// for a free place among the keepalived starting (oldest first).
+    held_deaths: VecDeque<(u32, ChildExit)>,
     /// keepalived spawned and not up yet (its notify FIFO has not spoken),
     /// with its pid and when: at most [`supervision::keepalived_starting_max`]
     /// at once (see [`Daemon::keepalived_gate_open`]).
@@ -225,6 +228,7 @@ impl Daemon {
             netlink_more: Vec::new(),
             starting: config.routers.iter().cloned().collect(),
             reap_more: false,
+            held_deaths: VecDeque::new(),
             starting_keepalived: HashMap::new(),
             starting_max: keepalived_starting_max(),
             service: Service::default(),
@@ -352,8 +356,11 @@ impl Daemon {
                 Timer::RetryFiles(id) => self.retry_files(&id, now),
             }
         }
-        // Children left by the last reap's batch.
-        if self.reap_more {
+        // Children left by the last reap's batch, and keepalived deaths
+        // held for a free place that there is now.
+        if self.reap_more
+            || (!self.held_deaths.is_empty() && (self.stopping.is_some() || self.keepalived_gate_open(now)))
+        {
             self.reap(now);
         }
         // Sockets whose last read stopped at its budget, after the other

@@ -20,6 +20,7 @@ use crate::keepalived::notify_fifo::KaState;
 use crate::supervisor::{Kind, Outcome, Sighup, Supervisor};
 use crate::sys::event_loop::{Owner, TimerId};
 use crate::sys::spawn;
+use crate::sys::spawn::ChildExit;
 
 /// Children reaped per loop pass: each keepalived death is a respawn
 /// (pidfiles, proofs, a fork), so a storm of a thousand is handled in
@@ -111,23 +112,22 @@ enum Owned {
 impl Daemon {
     /// Reaps up to [`REAP_PER_PASS`] children and hands each exit to whoever
     /// waits for it; `reap_more` says whether more may be waiting (a
-    /// SIGCHLD does not come again for them).
+    /// SIGCHLD does not come again for them). Every child is reaped at
+    /// once (a script's or a sync's end must not wait); a keepalived death
+    /// is a respawn, and is held while as many keepalived are starting as
+    /// the machine takes (a keepalived coming up, or the oldest starting
+    /// one timing out, lets the next go).
     pub(super) fn reap(&mut self, now: Instant) {
-        // A keepalived death is a respawn: held back while as many
-        // keepalived are starting as the machine takes (the deaths wait as
-        // zombies; SIGCHLD or a keepalived coming up wakes us again).
-        if self.stopping.is_none() && !self.keepalived_gate_open(now) {
-            self.reap_more = true;
+        let reaped = spawn::reap_at_most(REAP_PER_PASS);
+        self.reap_more = reaped.len() == REAP_PER_PASS;
+        let mut exits: Vec<(u32, ChildExit)> = std::mem::take(&mut self.held_deaths).into();
+        exits.extend(reaped);
+        if exits.is_empty() {
             return;
         }
-        // No more than the free places take (a router's keepalived is two
-        // processes: its main one and the VRRP child, orphaned with it).
-        let free = self.starting_max.saturating_sub(self.starting_keepalived.len());
-        let batch = REAP_PER_PASS.min(2 * free).max(1);
-        let reaped = spawn::reap_at_most(batch);
-        self.reap_more = reaped.len() == batch;
-        if reaped.is_empty() {
-            return;
+        let stopping = self.stopping.is_some();
+        if !stopping {
+            self.keepalived_gate_open(now);
         }
         // Who waits for which pid, in one walk over the routers: a storm
         // of a thousand deaths must not walk them once per death.
@@ -142,7 +142,7 @@ impl Daemon {
                 owners.insert(pid, (id.clone(), Owned::Sync));
             }
         }
-        for (pid, exit) in reaped {
+        for (pid, exit) in exits {
             if self.hooks.child_exited(pid, exit, now) {
                 continue;
             }
@@ -150,6 +150,10 @@ impl Daemon {
             let Some(router) = self.routers.get_mut(&id) else { continue };
             match owned {
                 Owned::Program(kind) => {
+                    if kind == Kind::Keepalived && !stopping && self.starting_keepalived.len() >= self.starting_max {
+                        self.held_deaths.push_back((pid, exit));
+                        continue;
+                    }
                     // Checked again: an earlier exit of this batch may have
                     // moved the router on.
                     let Some(sup) = router.sup_mut(kind).filter(|s| s.owns(pid)) else { continue };
@@ -272,7 +276,10 @@ impl Daemon {
     /// open, else when the oldest starting keepalived times out (a FIFO
     /// message or a SIGCHLD wakes the loop before that).
     pub(super) fn gated_deadline(&self) -> Option<Instant> {
-        let waiting = self.reap_more || (!self.starting.is_empty() && self.stopping.is_none());
+        if self.reap_more {
+            return Some(Instant::now());
+        }
+        let waiting = !self.held_deaths.is_empty() || (!self.starting.is_empty() && self.stopping.is_none());
         if !waiting {
             return None;
         }
