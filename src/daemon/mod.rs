@@ -253,9 +253,11 @@ impl Daemon {
             return;
         }
         let began = Instant::now();
+        // Looked at once (it reads /proc); each start below takes a place.
+        self.keepalived_gate_open(now);
         for _ in 0..STARTS_PER_PASS {
             let Some(cfg) = self.starting.front() else { break };
-            if cfg.keepalived && !self.keepalived_gate_open(now) {
+            if cfg.keepalived && self.starting_keepalived.len() >= self.starting_max {
                 break;
             }
             let Some(cfg) = self.starting.pop_front() else { break };

@@ -65,11 +65,7 @@ impl Supervisor {
         self.watch = Some(watch);
         self.run = Run::Running { pid, since: now, adopted: true };
         let found = if elsewhere && expected.netns.is_some() && !to_stop {
-            log::warn!(
-                "router {}: {kind} (pid {pid}) runs in an older instance of the router's network namespace: \
-                 stopping it to start one in the current namespace",
-                self.id
-            );
+            // Logged by whoever acts on the outcome.
             out.push(Outcome::Replacing { pid });
             Found::Elsewhere
         } else {
@@ -410,8 +406,7 @@ impl Supervisor {
             self.send(pid, Signal::SIGTERM);
             return;
         };
-        let program =
-            resolve_program(&self.program.path).map_or_else(|| self.program.path.clone(), |p| p.display().to_string());
+        let program = self.spawned_program();
         let label = format!("router {}: {kind} {}", self.id, args.last().map_or("", String::as_str));
         match spawn::spawn(&program, &args, self.namespace.as_ref(), &label) {
             Ok(helper) => self.helper = Some(helper),

@@ -10,7 +10,8 @@
 //! A [`Supervisor`] is a state machine driven by the event loop: every
 //! method takes the current time (`now`) and returns at once. It never
 //! sleeps, never waits for a process and never reaps one: the daemon reaps
-//! all children on SIGCHLD ([`crate::sys::spawn::reap`]) and hands each exit to
+//! children on SIGCHLD, in batches ([`crate::sys::spawn::reap_at_most`]),
+//! and hands each exit to
 //! [`Supervisor::child_exited`]; deaths of processes that are not our
 //! children (an adopted program, an orphan to clean up) are seen through
 //! a pidfd the daemon registers with its `mio::Poll`
@@ -418,7 +419,7 @@ impl Supervisor {
         out
     }
 
-    /// A child of the daemon exited (from [`crate::sys::spawn::reap`]). Empty
+    /// A child of the daemon exited (reaped by the daemon). Empty
     /// when it was not ours ([`Supervisor::owns`] tells beforehand).
     pub fn child_exited(&mut self, pid: u32, exit: ChildExit, now: Instant) -> Vec<Outcome> {
         let mut out = Vec::new();
