@@ -303,13 +303,14 @@ fn the_entrypoint_decides_by_pid_namespace() {
         // The host's PID namespace: exec.
         let mut args = argv.clone();
         args.extend(run_args(&dir, &config));
-        let mut host =
-            Command::new(&args[0]).args(&args[1..]).envs(env.iter().copied()).env("HAROUTERD", BIN).spawn().unwrap();
+        let mut host = common::ChildGuard(
+            Command::new(&args[0]).args(&args[1..]).envs(env.iter().copied()).env("HAROUTERD", BIN).spawn().unwrap(),
+        );
         wait_until("the daemon on the host", &served);
         let pid: u32 = fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-        assert_eq!(pid, host.id(), "{shell}: on the host's PID namespace the entrypoint execs harouterd");
+        assert_eq!(pid, host.0.id(), "{shell}: on the host's PID namespace the entrypoint execs harouterd");
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        assert!(host.wait().unwrap().success());
+        assert!(host.0.wait().unwrap().success());
 
         // PID 1 of a namespace of its own, without --foreground.
         let mut args = argv.clone();

@@ -17,27 +17,33 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::lab::{processes_matching, send_signal, wait_until};
-use common::{Netns, TempDir};
+use common::{ChildGuard, Netns, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harouterd");
 const WITHIN: Duration = Duration::from_secs(20);
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Rig {
     ns: Netns,
     dir: TempDir,
+}
+
+/// Whatever the daemon started and left running when a test fails (a
+/// script that ignores SIGTERM runs in a session of its own, its loop with
+/// it): every process naming the test's directory, and its process group.
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for pid in processes_matching(&self.dir.path().display().to_string()) {
+            // SAFETY: kill(2) on processes this test started.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 impl Rig {
@@ -140,7 +146,7 @@ fn scripts_run_one_at_a_time_latest_state_wins_and_hung_ones_are_killed() {
         .stderr(fs::File::create(rig.dir.join("log")).unwrap())
         .spawn()
         .unwrap();
-    let daemon = Running(child);
+    let daemon = ChildGuard(child);
     rig.wait("the first run", || rig.runs() == "start 1 r1 backup router=r1 state=backup previous=[]\n");
 
     // primary (after advert_int), then fault, while backup's run is held:

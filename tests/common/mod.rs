@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Directories searched for tools in addition to `$PATH` (keepalived and ip
@@ -231,6 +231,17 @@ pub fn add_interfaces<S: AsRef<str>>(ns: &Netns, names: &[S]) {
         add_veth_pair(ns, name, &peer);
         present.insert(name.to_string());
         present.insert(peer);
+    }
+}
+
+/// A child process killed and reaped when dropped, also when the test
+/// panics before it would have stopped it.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
