@@ -483,10 +483,22 @@ fn a_conntrackd_that_cannot_run_is_shown_and_retried_while_keepalived_serves() {
     lab.nodes[0].daemon_extra.retain(|l| !l.starts_with("conntrackd_path"));
     lab.nodes[0].daemon_extra.push(format!("conntrackd_path = {}", tool("conntrackd").display()));
     lab.write_config(0);
+    let backoff_ms = |log: &str| -> Option<u64> {
+        let died = format!("router {id}: conntrackd (pid");
+        let line = log.lines().rev().find(|l| l.contains(&died) && l.contains("respawning in "))?;
+        line.rsplit_once("respawning in ")?.1.strip_suffix(" ms")?.parse().ok()
+    };
     let hup = Instant::now();
     lab.nodes[0].signal(libc::SIGHUP);
     wait_conntrackd_up(&lab, 0, id, 10 * SEC);
-    println!("conntrackd_path fixed: conntrackd up {:.0} ms after the SIGHUP", ms(hup.elapsed()));
+    let took = hup.elapsed();
+    // The backoff the last death scheduled, as logged once the SIGHUP came.
+    let backoff = backoff_ms(&lab.nodes[0].log_text()).expect("a logged respawn delay");
+    println!("conntrackd_path fixed: conntrackd up {:.0} ms after the SIGHUP (backoff {backoff} ms)", ms(took));
+    assert!(
+        backoff >= 400 && took < Duration::from_millis(backoff),
+        "up after {took:?}, backoff {backoff} ms: waited it out"
+    );
 }
 
 // ---------------------------------------------------------------------------
