@@ -453,7 +453,7 @@ fn dockerignore_matching_as_docker_does() {
 /// hadolint (Docker's usual linter) finds nothing to say.
 #[test]
 fn the_dockerfile_passes_hadolint() {
-    if !common::require_root_and(&["hadolint"]) {
+    if !common::require_tools(&["hadolint"]) {
         return;
     }
     let out = Command::new(common::tool("hadolint")).arg(repo().join("packaging/Dockerfile")).output().unwrap();

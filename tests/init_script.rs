@@ -471,7 +471,7 @@ fn openrc_script_checks_before_restart_and_waits_for_the_daemon() {
 /// shellcheck, each as the shell its first line names.
 #[test]
 fn every_packaging_shell_script_passes_shellcheck() {
-    if !common::require_root_and(&["shellcheck"]) {
+    if !common::require_tools(&["shellcheck"]) {
         return;
     }
     let mut scripts = Vec::new();

@@ -120,7 +120,7 @@ fn commands(main_help: &str) -> Vec<String> {
 
 #[test]
 fn both_pages_render_without_warnings() {
-    if !common::require_root_and(&["groff", "man"]) {
+    if !common::require_tools(&["groff", "man"]) {
         return;
     }
     for name in ["harouterd.8", "harouterd.conf.5"] {
@@ -148,7 +148,7 @@ fn both_pages_render_without_warnings() {
 
 #[test]
 fn harouterd_8_documents_every_option_of_every_help() {
-    if !common::require_root_and(&["groff"]) {
+    if !common::require_tools(&["groff"]) {
         return;
     }
     let text = render("harouterd.8");
@@ -212,7 +212,7 @@ fn documented_keys(section: &str) -> BTreeSet<String> {
 
 #[test]
 fn harouterd_conf_5_documents_exactly_the_keys_the_parser_accepts() {
-    if !common::require_root_and(&["groff"]) {
+    if !common::require_tools(&["groff"]) {
         return;
     }
     let text = render("harouterd.conf.5");

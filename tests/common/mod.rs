@@ -63,10 +63,20 @@ pub fn tool(name: &str) -> PathBuf {
 /// if !common::require_root_and(&["keepalived", "ip"]) { return; }
 /// ```
 pub fn require_root_and(tools: &[&str]) -> bool {
+    require(true, tools)
+}
+
+/// [`require_root_and`] for a test that needs the tools only (a lint, a
+/// renderer): it runs, or skips, the same for anyone.
+pub fn require_tools(tools: &[&str]) -> bool {
+    require(false, tools)
+}
+
+fn require(needs_root: bool, tools: &[&str]) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let mut missing: Vec<String> = Vec::new();
-    if !root {
+    if needs_root && !root {
         missing.push("root (effective uid is not 0)".to_string());
     }
     for t in tools {
@@ -82,7 +92,11 @@ pub fn require_root_and(tools: &[&str]) -> bool {
         Some(n) if n != "main" => n.to_string(),
         _ => "test".to_string(),
     };
-    let needs = if tools.is_empty() { "root".to_string() } else { format!("root and {}", tools.join(", ")) };
+    let needs = match (needs_root, tools.is_empty()) {
+        (true, true) => "root".to_string(),
+        (true, false) => format!("root and {}", tools.join(", ")),
+        (false, _) => tools.join(", "),
+    };
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: needs {needs}; missing: {} (CI=true, so this is a failure, not a skip)", missing.join(", "));
     }
